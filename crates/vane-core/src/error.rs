@@ -1,0 +1,113 @@
+//! Typed errors. Every failure a tool can report has a stable, documented
+//! `code`; clients branch on the code, people read the message, and `details`
+//! carries the machine-readable specifics (allowed states, conflicting version…).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Stable error codes. The string form (snake_case) is part of the public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidInput,
+    PathOutsideWorkspace,
+    PathProtected,
+    NotFound,
+    TaskNotFound,
+    InvalidTransition,
+    VersionConflict,
+    ExitCriteriaUnmet,
+    CommandDenied,
+    Timeout,
+    ContextBudgetExceeded,
+    HashMismatch,
+    AlreadyExists,
+    FileTooLarge,
+    BinaryFile,
+    CriticNotFound,
+    RoadmapInvalid,
+    ConfigInvalid,
+    StoreError,
+    IoError,
+    SandboxUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::PathOutsideWorkspace => "path_outside_workspace",
+            ErrorCode::PathProtected => "path_protected",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::TaskNotFound => "task_not_found",
+            ErrorCode::InvalidTransition => "invalid_transition",
+            ErrorCode::VersionConflict => "version_conflict",
+            ErrorCode::ExitCriteriaUnmet => "exit_criteria_unmet",
+            ErrorCode::CommandDenied => "command_denied",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ContextBudgetExceeded => "context_budget_exceeded",
+            ErrorCode::HashMismatch => "hash_mismatch",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::FileTooLarge => "file_too_large",
+            ErrorCode::BinaryFile => "binary_file",
+            ErrorCode::CriticNotFound => "critic_not_found",
+            ErrorCode::RoadmapInvalid => "roadmap_invalid",
+            ErrorCode::ConfigInvalid => "config_invalid",
+            ErrorCode::StoreError => "store_error",
+            ErrorCode::IoError => "io_error",
+            ErrorCode::SandboxUnavailable => "sandbox_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error with a stable code, a human message and structured details.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct VaneError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Value,
+}
+
+impl VaneError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        VaneError {
+            code,
+            message: message.into(),
+            details: json!({}),
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidInput, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+
+    pub fn task_not_found(id: &str) -> Self {
+        Self::new(ErrorCode::TaskNotFound, format!("no task with id `{id}`"))
+            .with_details(json!({ "task_id": id }))
+    }
+
+    /// The wire form: `{"error": {"code", "message", "details"}}`.
+    pub fn to_json(&self) -> Value {
+        json!({ "error": { "code": self.code.as_str(), "message": self.message, "details": self.details } })
+    }
+}
+
+pub type Result<T, E = VaneError> = std::result::Result<T, E>;
