@@ -1,1 +1,23 @@
-//! placeholder
+//! vane-store: the transactional source of truth.
+//!
+//! SQLite in WAL mode, a versioned schema with forward-only migrations, and
+//! one `BEGIN IMMEDIATE` transaction per mutation, so several `vane serve`
+//! processes on one workspace never lose an update or corrupt the store.
+//! After each change the human/git exports (`roadmap.yaml`, `context.md`,
+//! `checkpoint.json`, `critics/<name>.json`) are rewritten atomically
+//! (temp file + rename) under a lock, and only when the store holds a newer
+//! revision than the one already exported — an older export never overwrites
+//! a newer one.
+//!
+//! It must never hold a transaction open across an `await` or an external
+//! command: callers do slow work first, then record its result.
+#![forbid(unsafe_code)]
+
+mod exports;
+mod paths;
+mod schema;
+mod store;
+
+pub use paths::StatePaths;
+pub use exports::{write_atomic, ExportKind};
+pub use store::*;
