@@ -213,6 +213,18 @@ impl Serialize for ExitCriterion {
     }
 }
 
+impl JsonSchema for ExitCriterion {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ExitCriterion".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`{critic: NAME}`, `{doc: PATH}`, `{artifact: PATH}`, free text, or another mapping kept as written",
+            "anyOf": [ { "type": "string" }, { "type": "object" } ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ExitCriterion {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(ExitCriterion::from_value(&Value::deserialize(d)?))

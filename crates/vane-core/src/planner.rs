@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::model::{Priority, Status};
@@ -55,7 +56,7 @@ pub struct PlanQuery {
     pub explain_blocked: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct PlanEntry {
     pub id: String,
     pub title: String,
@@ -72,7 +73,7 @@ pub struct PlanEntry {
     pub lease_expired: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BlockReason {
     /// a dependency is not done yet
@@ -85,7 +86,7 @@ pub enum BlockReason {
     MarkedBlocked,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct BlockedEntry {
     pub id: String,
     pub title: String,
@@ -94,7 +95,7 @@ pub struct BlockedEntry {
     pub reasons: Vec<BlockReason>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct Plan {
     pub tasks: Vec<PlanEntry>,
     /// how many tasks matched before `limit`

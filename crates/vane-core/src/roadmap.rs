@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -14,7 +15,7 @@ use crate::error::{ErrorCode, VaneError};
 use crate::model::{ExitCriterion, Group, GroupKind, Priority, Roadmap, Status, Task};
 
 /// What an import found besides the tasks themselves.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, JsonSchema)]
 pub struct ImportReport {
     pub epics: usize,
     pub milestones: usize,
@@ -28,7 +29,7 @@ pub struct ImportReport {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct DanglingDependency {
     pub task_id: String,
     pub dependency: String,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
 use vane_core::model::{ExitCriterion, Group, GroupKind, Priority, Roadmap, Status, Task};
@@ -47,7 +48,7 @@ fn json_err(e: serde_json::Error) -> VaneError {
 }
 
 /// A task with its runtime state, as tools return it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct TaskRecord {
     pub id: String,
     pub title: String,
@@ -84,7 +85,7 @@ pub struct TaskUpdate {
     pub actor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct UpdateOutcome {
     pub task: TaskRecord,
     pub previous_status: Status,
@@ -92,7 +93,7 @@ pub struct UpdateOutcome {
     pub forced: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct ImportSummary {
     pub created: usize,
     pub updated: usize,
@@ -101,7 +102,7 @@ pub struct ImportSummary {
     pub kept_not_in_file: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct ContextSection {
     pub name: String,
     pub content: String,
@@ -109,7 +110,7 @@ pub struct ContextSection {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct Checkpoint {
     pub id: i64,
     pub created_at: String,
@@ -119,7 +120,7 @@ pub struct Checkpoint {
 }
 
 /// Outcome of one critic run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CriticStatus {
     Pass,
@@ -147,7 +148,7 @@ impl CriticStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct CriticRun {
     pub id: i64,
     pub name: String,
@@ -179,7 +180,7 @@ pub struct NewCriticRun {
     pub trigger: Value,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct Artifact {
     pub id: i64,
     pub uri: String,
@@ -193,7 +194,7 @@ pub struct Artifact {
     pub content_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct Decision {
     pub id: i64,
     pub title: String,
@@ -203,7 +204,7 @@ pub struct Decision {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct Claim {
     pub task_id: String,
     pub agent: String,
@@ -211,7 +212,7 @@ pub struct Claim {
     pub expired: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct StoreStatus {
     pub tasks: usize,
     pub by_status: IndexMap<String, usize>,

@@ -1,1 +1,23 @@
-//! placeholder
+//! vane-tools: the tool pipeline and every tool handler, the MCP server that
+//! exposes them, and the confinement they run under (workspace paths,
+//! command policy, bubblewrap sandbox).
+//!
+//! A tool call flows: decode → validate input (JSON Schema, unknown fields
+//! rejected) → handler (domain code over typed input) → validate output
+//! (outputSchema) → size budget (truncate, keep the full text as an artifact).
+//! Handlers never see JSON-RPC and never panic across the boundary: a panic
+//! is caught and reported as an `internal` error result.
+#![forbid(unsafe_code)]
+
+pub mod confine;
+pub mod critics;
+pub mod ctx;
+pub mod exec;
+pub mod handlers;
+pub mod policy;
+pub mod registry;
+pub mod server;
+
+pub use ctx::ToolCtx;
+pub use registry::Registry;
+pub use server::VaneServer;

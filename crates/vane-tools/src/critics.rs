@@ -1,0 +1,150 @@
+//! Critics: configured quality checks (`[critics.NAME]` in vane.toml) whose
+//! passing runs gate `done`. Selection by name, by changed paths (explicit or
+//! from git), or all; each run is recorded in the store and exported to
+//! `.vane/critics/<name>.json`; a failing run opens a remediation task.
+
+use std::path::Path;
+use std::time::Duration;
+
+use globset::{Glob, GlobSetBuilder};
+use serde_json::json;
+use vane_core::config::CriticConfig;
+use vane_core::{ErrorCode, VaneError};
+use vane_store::{now_ms, CriticRun, CriticStatus, NewCriticRun};
+
+use crate::ctx::ToolCtx;
+use crate::exec;
+
+/// Paths changed in the git working tree (staged, unstaged, untracked).
+pub async fn git_changed_paths(root: &Path) -> Result<Vec<String>, VaneError> {
+    let out = tokio::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .current_dir(root)
+        .output()
+        .await
+        .map_err(|e| VaneError::new(ErrorCode::IoError, format!("git status: {e}")))?;
+    if !out.status.success() {
+        return Err(VaneError::invalid_input(
+            "the workspace is not a git repository: name the critics, pass paths, or use all",
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.len() > 3)
+        .map(|l| {
+            let p = &l[3..];
+            p.rsplit(" -> ").next().unwrap_or(p).trim_matches('"').to_string()
+        })
+        .collect())
+}
+
+/// Which configured critics apply to any of `paths`.
+pub fn critics_for_paths(ctx: &ToolCtx, paths: &[String]) -> Result<Vec<String>, VaneError> {
+    let mut out = Vec::new();
+    for (name, c) in &ctx.config.critics {
+        if c.paths.is_empty() {
+            // a critic without globs cares about every change
+            if !paths.is_empty() {
+                out.push(name.clone());
+            }
+            continue;
+        }
+        let mut b = GlobSetBuilder::new();
+        for g in &c.paths {
+            b.add(Glob::new(g).map_err(|e| {
+                VaneError::new(ErrorCode::ConfigInvalid, format!("critic `{name}`: bad glob `{g}`: {e}"))
+            })?);
+        }
+        let set = b.build().map_err(|e| VaneError::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+        if paths.iter().any(|p| set.is_match(p.trim_start_matches("./"))) {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one critic and records the result.
+pub async fn run_one(ctx: &ToolCtx, name: &str, c: &CriticConfig, trigger: serde_json::Value) -> Result<CriticRun, VaneError> {
+    let started = now_ms();
+    let sandbox = ctx.sandbox();
+    let checked = ctx.policy.check(&c.command, &ctx.ws.root);
+    let (status, exit_code, tail) = match checked {
+        Err(d) => (CriticStatus::Error, None, format!("command refused by policy ({}): {}", d.rule, d.reason)),
+        Ok(()) => {
+            let res = exec::run(
+                &c.command,
+                &ctx.ws.root,
+                &[],
+                Duration::from_secs(c.timeout_s),
+                ctx.config.limits.cmd_output_max_bytes,
+                &sandbox,
+            )
+            .await;
+            match res {
+                Err(e) => (CriticStatus::Error, None, e.message),
+                Ok(o) => {
+                    let mut combined = o.stdout;
+                    if !o.stderr.is_empty() {
+                        combined.push_str("\n--- stderr ---\n");
+                        combined.push_str(&o.stderr);
+                    }
+                    let tail: String = {
+                        let chars: Vec<char> = combined.chars().collect();
+                        chars[chars.len().saturating_sub(4000)..].iter().collect()
+                    };
+                    let status = if o.timed_out {
+                        CriticStatus::Timeout
+                    } else if o.exit_code == Some(0) {
+                        CriticStatus::Pass
+                    } else {
+                        CriticStatus::Fail
+                    };
+                    (status, o.exit_code, tail)
+                }
+            }
+        }
+    };
+    ctx.store.record_critic_run(&NewCriticRun {
+        name: name.to_string(),
+        status,
+        exit_code,
+        command: c.command.clone(),
+        started_at_ms: started,
+        finished_at_ms: now_ms(),
+        output_tail: tail,
+        trigger,
+    })
+}
+
+/// Selects critics and runs them one after another.
+pub async fn run(
+    ctx: &ToolCtx,
+    names: Option<Vec<String>>,
+    paths: Option<Vec<String>>,
+    all: bool,
+) -> Result<(Vec<CriticRun>, serde_json::Value), VaneError> {
+    let configured: Vec<String> = ctx.config.critics.keys().cloned().collect();
+    let (selected, how) = if all {
+        (configured.clone(), json!({ "mode": "all" }))
+    } else if let Some(names) = names.filter(|n| !n.is_empty()) {
+        for n in &names {
+            if !ctx.config.critics.contains_key(n) {
+                return Err(VaneError::new(ErrorCode::CriticNotFound, format!("no critic `{n}` in vane.toml"))
+                    .with_details(json!({ "critic": n, "configured": configured })));
+            }
+        }
+        (names, json!({ "mode": "names" }))
+    } else if let Some(paths) = paths.filter(|p| !p.is_empty()) {
+        (critics_for_paths(ctx, &paths)?, json!({ "mode": "paths", "paths": paths }))
+    } else {
+        let changed = git_changed_paths(&ctx.ws.root).await?;
+        (critics_for_paths(ctx, &changed)?, json!({ "mode": "git_changes", "paths": changed }))
+    };
+    let mut runs = Vec::new();
+    for name in &selected {
+        if let Some(c) = ctx.config.critics.get(name) {
+            runs.push(run_one(ctx, name, c, how.clone()).await?);
+        }
+    }
+    Ok((runs, how))
+}

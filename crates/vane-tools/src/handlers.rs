@@ -1,0 +1,734 @@
+//! Every tool: typed input, typed output, one async function each.
+//! Tool names are kept from the original server so existing prompts work.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use vane_core::planner::{BlockedEntry, PlanEntry, PlanQuery};
+use vane_core::{transitions, ErrorCode, Priority, Status, VaneError};
+use vane_store::{now_ms, Artifact, Checkpoint, ContextSection, CriticRun, Decision, StoreStatus, TaskRecord, TaskUpdate};
+
+use crate::ctx::{ToolCtx, VERSION};
+use crate::registry::{tool, Hints, Registry, READ, WRITE};
+use crate::{critics, exec};
+
+type R<T> = Result<T, VaneError>;
+
+fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) -> impl std::future::Future<Output = R<T>> {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| VaneError::internal(format!("worker thread failed: {e}")))?
+    }
+}
+
+// ---------- plan_next ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimIn {
+    /// who claims (agent or session name)
+    #[schemars(length(min = 1, max = 200))]
+    pub agent: String,
+    /// lease length in seconds (default from vane.toml, 1800)
+    #[schemars(range(min = 1, max = 604800))]
+    pub ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanNextIn {
+    /// how many tasks to return (default 5)
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<usize>,
+    pub epic: Option<String>,
+    pub milestone: Option<String>,
+    pub owner: Option<String>,
+    /// list tasks in this status instead of the ready ones
+    pub status: Option<Status>,
+    /// atomically mark the first ready task in_progress with a lease
+    pub claim: Option<ClaimIn>,
+    /// how many waiting tasks to explain (default 5)
+    #[schemars(range(min = 0, max = 100))]
+    pub explain_blocked: Option<usize>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlanNextOut {
+    pub tasks: Vec<PlanEntry>,
+    /// how many tasks matched before `limit`
+    pub total: usize,
+    pub blocked: Vec<BlockedEntry>,
+    /// the task claimed, when `claim` was given and a task was ready
+    pub claimed: Option<TaskRecord>,
+}
+
+async fn plan_next(ctx: Arc<ToolCtx>, i: PlanNextIn) -> R<PlanNextOut> {
+    let q = PlanQuery {
+        limit: i.limit.unwrap_or(5),
+        epic: i.epic,
+        milestone: i.milestone,
+        owner: i.owner,
+        status: i.status,
+        explain_blocked: i.explain_blocked.unwrap_or(5),
+    };
+    let mut claimed = None;
+    if let Some(c) = &i.claim {
+        if c.agent.trim().is_empty() {
+            return Err(VaneError::invalid_input("claim.agent must not be empty"));
+        }
+        let ttl = c.ttl_s.unwrap_or(ctx.config.limits.claim_ttl_s);
+        let (ctx2, q2, agent) = (ctx.clone(), q.clone(), c.agent.clone());
+        claimed = blocking(move || ctx2.store.claim_next(&q2, &agent, ttl, now_ms())).await?;
+    }
+    let graph = ctx.store.plan_graph()?;
+    let plan = graph.plan(&q, now_ms());
+    Ok(PlanNextOut { tasks: plan.tasks, total: plan.total, blocked: plan.blocked, claimed })
+}
+
+// ---------- plan_update ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanUpdateIn {
+    pub task_id: String,
+    /// pending | in_progress | blocked | review | done | cancelled
+    pub status: Option<Status>,
+    pub notes: Option<String>,
+    pub owner: Option<String>,
+    pub priority: Option<Priority>,
+    /// fail with version_conflict unless the task is at this version
+    pub expected_version: Option<i64>,
+    /// complete despite unmet critic exit criteria (needs `reason`, recorded)
+    pub force: Option<bool>,
+    pub reason: Option<String>,
+    /// who makes the change (recorded)
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlanUpdateOut {
+    pub task: TaskRecord,
+    pub previous_status: Status,
+    pub changed: Vec<String>,
+    pub forced: bool,
+    /// states the task may move to next
+    pub allowed_next: Vec<Status>,
+}
+
+async fn plan_update(ctx: Arc<ToolCtx>, i: PlanUpdateIn) -> R<PlanUpdateOut> {
+    if i.status.is_none() && i.notes.is_none() && i.owner.is_none() && i.priority.is_none() {
+        return Err(VaneError::invalid_input("nothing to change: give status, notes, owner or priority"));
+    }
+    let u = TaskUpdate {
+        task_id: i.task_id,
+        status: i.status,
+        notes: i.notes,
+        owner: i.owner,
+        priority: i.priority,
+        expected_version: i.expected_version,
+        force: i.force.unwrap_or(false),
+        reason: i.reason,
+        actor: i.agent,
+    };
+    let out = blocking(move || ctx.store.update_task(&u, now_ms())).await?;
+    let allowed_next = transitions::allowed_next(out.task.status).to_vec();
+    Ok(PlanUpdateOut { task: out.task, previous_status: out.previous_status, changed: out.changed, forced: out.forced, allowed_next })
+}
+
+// ---------- context ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextWriteIn {
+    /// section name, e.g. `goal`, `findings`, `next_steps`
+    #[schemars(length(min = 1, max = 80))]
+    pub section: String,
+    pub content: String,
+    /// add to the section instead of replacing it
+    pub append: Option<bool>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ContextWriteOut {
+    pub section: ContextSection,
+    pub word_budget: usize,
+}
+
+async fn context_write(ctx: Arc<ToolCtx>, i: ContextWriteIn) -> R<ContextWriteOut> {
+    let name = i.section.trim().to_string();
+    if name.is_empty() || name.contains('\n') {
+        return Err(VaneError::invalid_input("section must be a non-empty single line"));
+    }
+    let budget = ctx.config.limits.context_word_budget;
+    let section = blocking(move || ctx.store.context_write(&name, &i.content, i.append.unwrap_or(false), budget)).await?;
+    Ok(ContextWriteOut { section, word_budget: budget })
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSnapshotIn {
+    /// why the checkpoint is taken (e.g. "end of session")
+    #[schemars(length(min = 1, max = 2000))]
+    pub reason: String,
+}
+
+async fn git(root: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = tokio::process::Command::new("git").args(args).current_dir(root).output().await.ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn context_snapshot(ctx: Arc<ToolCtx>, i: ContextSnapshotIn) -> R<Checkpoint> {
+    let root = ctx.ws.root.clone();
+    let git_info = match git(&root, &["rev-parse", "--abbrev-ref", "HEAD"]).await {
+        Some(branch) => json!({
+            "branch": branch,
+            "commit": git(&root, &["rev-parse", "HEAD"]).await,
+            "dirty": git(&root, &["status", "--porcelain"]).await.is_some_and(|s| !s.is_empty()),
+        }),
+        None => Value::Null,
+    };
+    let graph = ctx.store.plan_graph()?;
+    let now = now_ms();
+    let active = graph.plan(&PlanQuery { limit: 50, status: Some(Status::InProgress), ..Default::default() }, now);
+    let review = graph.plan(&PlanQuery { limit: 50, status: Some(Status::Review), ..Default::default() }, now);
+    let ready = graph.plan(&PlanQuery { limit: 10, ..Default::default() }, now);
+    let status = ctx.store.status(now)?;
+    let failing: Vec<Value> = ctx
+        .store
+        .latest_critic_runs()?
+        .into_iter()
+        .filter(|r| r.status != vane_store::CriticStatus::Pass)
+        .map(|r| json!({ "name": r.name, "status": r.status, "finished_at": r.finished_at }))
+        .collect();
+    let sections: Vec<String> = ctx.store.context_sections()?.into_iter().map(|s| s.name).collect();
+    let data = json!({
+        "git": git_info,
+        "active_tasks": active.tasks.iter().map(|t| json!({"id": t.id, "title": t.title})).collect::<Vec<_>>(),
+        "review_tasks": review.tasks.iter().map(|t| json!({"id": t.id, "title": t.title})).collect::<Vec<_>>(),
+        "next_ready": ready.tasks.iter().map(|t| json!({"id": t.id, "title": t.title, "priority": t.priority})).collect::<Vec<_>>(),
+        "claims": status.claims,
+        "open_tasks": status.by_status.iter().filter(|(k, _)| !matches!(k.as_str(), "done" | "cancelled")).map(|(_, n)| n).sum::<usize>(),
+        "by_status": status.by_status,
+        "failing_critics": failing,
+        "context_sections": sections,
+    });
+    let reason = i.reason;
+    blocking(move || ctx.store.write_checkpoint(&reason, data)).await
+}
+
+// ---------- fs ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FsReadIn {
+    /// workspace-relative (or absolute inside the workspace) path
+    pub path: String,
+    /// first line to return, 1-based
+    #[schemars(range(min = 1))]
+    pub start_line: Option<u64>,
+    /// last line to return, inclusive
+    #[schemars(range(min = 1))]
+    pub end_line: Option<u64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FsReadOut {
+    pub path: String,
+    pub content: String,
+    pub size: u64,
+    /// sha256 of the whole file (use as expected_sha256 when writing)
+    pub sha256: Option<String>,
+    pub start_line: u64,
+    pub end_line: u64,
+    pub total_lines: Option<u64>,
+    /// the range stopped early at the byte cap
+    pub truncated: bool,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn io_err(path: &str, e: std::io::Error) -> VaneError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            VaneError::new(ErrorCode::NotFound, format!("`{path}` does not exist")).with_details(json!({ "path": path }))
+        }
+        _ => VaneError::new(ErrorCode::IoError, format!("`{path}`: {e}")).with_details(json!({ "path": path })),
+    }
+}
+
+fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
+    let p = ctx.ws.resolve(&i.path)?;
+    let meta = std::fs::metadata(&p).map_err(|e| io_err(&i.path, e))?;
+    if meta.is_dir() {
+        return Err(VaneError::invalid_input(format!("`{}` is a directory", i.path)));
+    }
+    let cap = ctx.config.limits.fs_read_max_bytes;
+    let size = meta.len();
+    let rel = ctx.ws.relative(&p);
+    if let (Some(s), Some(e)) = (i.start_line, i.end_line) {
+        if e < s {
+            return Err(VaneError::invalid_input("end_line is before start_line"));
+        }
+    }
+    let ranged = i.start_line.is_some() || i.end_line.is_some();
+    if !ranged && size > cap {
+        return Err(VaneError::new(
+            ErrorCode::FileTooLarge,
+            format!("`{}` has {size} bytes, more than the {cap}-byte cap; read it by line range (start_line/end_line)", i.path),
+        )
+        .with_details(json!({ "path": rel, "size": size, "cap": cap })));
+    }
+    let mut f = std::fs::File::open(&p).map_err(|e| io_err(&i.path, e))?;
+    let mut sniff = vec![0u8; 8192.min(size as usize)];
+    f.read_exact(&mut sniff).map_err(|e| io_err(&i.path, e))?;
+    let binary = |bytes: &[u8]| bytes.contains(&0) || std::str::from_utf8(bytes).is_err_and(|e| e.error_len().is_some());
+    if binary(&sniff) {
+        return Err(VaneError::new(ErrorCode::BinaryFile, format!("`{}` looks binary ({size} bytes); fs_read returns text only", i.path))
+            .with_details(json!({ "path": rel, "size": size })));
+    }
+    drop(f);
+    if !ranged {
+        let bytes = std::fs::read(&p).map_err(|e| io_err(&i.path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            VaneError::new(ErrorCode::BinaryFile, format!("`{}` is not valid UTF-8 text", i.path)).with_details(json!({ "path": rel }))
+        })?;
+        let lines = text.lines().count() as u64;
+        return Ok(FsReadOut {
+            path: rel,
+            sha256: Some(sha256_hex(text.as_bytes())),
+            size,
+            start_line: 1,
+            end_line: lines,
+            total_lines: Some(lines),
+            content: text,
+            truncated: false,
+        });
+    }
+    let start = i.start_line.unwrap_or(1);
+    let end = i.end_line.unwrap_or(u64::MAX);
+    let reader = std::io::BufReader::new(std::fs::File::open(&p).map_err(|e| io_err(&i.path, e))?);
+    let mut content = String::new();
+    let mut n = 0u64;
+    let mut last = start.saturating_sub(1);
+    let mut truncated = false;
+    let mut hasher = Sha256::new();
+    let mut complete = true;
+    for line in reader.split(b'\n') {
+        let line = line.map_err(|e| io_err(&i.path, e))?;
+        n += 1;
+        if size <= cap * 16 {
+            hasher.update(&line);
+            hasher.update(b"\n");
+        } else {
+            complete = false;
+        }
+        if n < start || n > end || truncated {
+            if n > end && !complete {
+                break;
+            }
+            continue;
+        }
+        let text = String::from_utf8(line).map_err(|_| {
+            VaneError::new(ErrorCode::BinaryFile, format!("`{}` line {n} is not valid UTF-8", i.path)).with_details(json!({ "path": rel }))
+        })?;
+        if content.len() + text.len() + 1 > cap as usize {
+            truncated = true;
+            continue;
+        }
+        content.push_str(&text);
+        content.push('\n');
+        last = n;
+    }
+    // the hash must be of the real bytes: recompute exactly when small enough
+    let sha = if complete { Some(sha256_hex(&std::fs::read(&p).map_err(|e| io_err(&i.path, e))?)) } else { None };
+    let _ = hasher;
+    Ok(FsReadOut {
+        path: rel,
+        content,
+        size,
+        sha256: sha,
+        start_line: start,
+        end_line: last,
+        total_lines: complete.then_some(n),
+        truncated,
+    })
+}
+
+async fn fs_read(ctx: Arc<ToolCtx>, i: FsReadIn) -> R<FsReadOut> {
+    blocking(move || fs_read_sync(&ctx, i)).await
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// replace the file (default); creates it when missing
+    Overwrite,
+    /// create a new file; fails with already_exists if it exists
+    Create,
+    /// add to the end of the file (created when missing)
+    Append,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FsWriteIn {
+    pub path: String,
+    pub content: String,
+    pub mode: Option<WriteMode>,
+    /// write only if the current file has this sha256 (from fs_read)
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
+    pub expected_sha256: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DiffSummary {
+    pub lines_added: usize,
+    pub lines_removed: usize,
+    /// unified diff, cut after 60 lines
+    pub unified: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FsWriteOut {
+    pub path: String,
+    pub sha256: String,
+    pub previous_sha256: Option<String>,
+    pub bytes: u64,
+    pub created: bool,
+    pub diff: DiffSummary,
+}
+
+fn fs_write_sync(ctx: &ToolCtx, i: FsWriteIn) -> R<FsWriteOut> {
+    let p = ctx.ws.resolve_for_write(&i.path)?;
+    let max = ctx.config.limits.fs_write_max_bytes;
+    if i.content.len() as u64 > max {
+        return Err(VaneError::new(ErrorCode::FileTooLarge, format!("content has {} bytes; the cap is {max}", i.content.len())));
+    }
+    let mode = i.mode.unwrap_or(WriteMode::Overwrite);
+    if p.is_dir() {
+        return Err(VaneError::invalid_input(format!("`{}` is a directory", i.path)));
+    }
+    let old = match std::fs::read(&p) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(&i.path, e)),
+    };
+    let prev_sha = old.as_deref().map(sha256_hex);
+    if let Some(exp) = &i.expected_sha256 {
+        if prev_sha.as_deref() != Some(exp.to_ascii_lowercase().as_str()) {
+            return Err(VaneError::new(
+                ErrorCode::HashMismatch,
+                format!("`{}` changed since it was read (expected sha256 {exp})", i.path),
+            )
+            .with_details(json!({ "path": i.path, "expected_sha256": exp, "current_sha256": prev_sha })));
+        }
+    }
+    if mode == WriteMode::Create && old.is_some() {
+        return Err(VaneError::new(ErrorCode::AlreadyExists, format!("`{}` already exists (mode create)", i.path))
+            .with_details(json!({ "path": i.path, "current_sha256": prev_sha })));
+    }
+    let new: Vec<u8> = match (mode, &old) {
+        (WriteMode::Append, Some(o)) => {
+            let mut v = o.clone();
+            v.extend_from_slice(i.content.as_bytes());
+            v
+        }
+        _ => i.content.as_bytes().to_vec(),
+    };
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_err(&i.path, e))?;
+    }
+    let perms = std::fs::metadata(&p).ok().map(|m| m.permissions());
+    vane_store::write_atomic(&p, &new)?;
+    if let Some(perms) = perms {
+        let _ = std::fs::set_permissions(&p, perms);
+    }
+    let old_text = old.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+    let new_text = String::from_utf8_lossy(&new);
+    let diff = similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref());
+    let (mut added, mut removed) = (0, 0);
+    for c in diff.iter_all_changes() {
+        match c.tag() {
+            similar::ChangeTag::Insert => added += 1,
+            similar::ChangeTag::Delete => removed += 1,
+            similar::ChangeTag::Equal => {}
+        }
+    }
+    let rel = ctx.ws.relative(&p);
+    let unified_full = diff.unified_diff().context_radius(2).header(&format!("a/{rel}"), &format!("b/{rel}")).to_string();
+    let mut unified: String = unified_full.lines().take(60).collect::<Vec<_>>().join("\n");
+    if unified_full.lines().count() > 60 {
+        unified.push_str("\n… (diff cut)");
+    }
+    Ok(FsWriteOut {
+        path: rel,
+        sha256: sha256_hex(&new),
+        previous_sha256: prev_sha,
+        bytes: new.len() as u64,
+        created: old.is_none(),
+        diff: DiffSummary { lines_added: added, lines_removed: removed, unified },
+    })
+}
+
+async fn fs_write(ctx: Arc<ToolCtx>, i: FsWriteIn) -> R<FsWriteOut> {
+    blocking(move || fs_write_sync(&ctx, i)).await
+}
+
+// ---------- cmd_run ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CmdRunIn {
+    /// a shell command line, run with bash -c (sh when bash is missing)
+    #[schemars(length(min = 1, max = 100000))]
+    pub cmd: String,
+    /// working directory inside the workspace (default: the root)
+    pub cwd: Option<String>,
+    /// seconds before the whole process group is killed (default 120)
+    #[schemars(range(min = 1))]
+    pub timeout_s: Option<u64>,
+    /// extra environment variables
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CmdRunOut {
+    pub cmd: String,
+    pub cwd: String,
+    #[serde(flatten)]
+    pub output: exec::CmdOutput,
+}
+
+const ENV_DENY: &[&str] = &["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "PROMPT_COMMAND", "SHELLOPTS", "BASHOPTS", "PS4", "IFS", "BASH_FUNC", "GCONV_PATH"];
+
+async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
+    let cwd = match &i.cwd {
+        Some(c) => ctx.ws.resolve(c)?,
+        None => ctx.ws.root.clone(),
+    };
+    if !cwd.is_dir() {
+        return Err(VaneError::invalid_input(format!("cwd `{}` is not a directory", i.cwd.clone().unwrap_or_default())));
+    }
+    ctx.policy.check(&i.cmd, &cwd).map_err(|d| {
+        VaneError::new(ErrorCode::CommandDenied, format!("command refused ({}): {}", d.rule, d.reason))
+            .with_details(json!({ "rule": d.rule, "command": d.command }))
+    })?;
+    let mut env = Vec::new();
+    for (k, v) in i.env.unwrap_or_default() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(VaneError::invalid_input(format!("bad environment variable name `{k}`")));
+        }
+        if ENV_DENY.iter().any(|d| k == *d || k.starts_with("BASH_FUNC")) {
+            return Err(VaneError::new(ErrorCode::CommandDenied, format!("environment variable `{k}` can inject code and is not allowed"))
+                .with_details(json!({ "rule": "env_injection", "variable": k })));
+        }
+        env.push((k, v));
+    }
+    let limits = &ctx.config.limits;
+    let timeout = i.timeout_s.unwrap_or(limits.cmd_default_timeout_s).min(limits.cmd_max_timeout_s);
+    let out = exec::run(&i.cmd, &cwd, &env, Duration::from_secs(timeout), limits.cmd_output_max_bytes, &ctx.sandbox()).await?;
+    if out.timed_out {
+        return Err(VaneError::new(
+            ErrorCode::Timeout,
+            format!("command timed out after {timeout} s; its process group was killed"),
+        )
+        .with_details(json!({ "timeout_s": timeout, "stdout_tail": tail(&out.stdout, 2000), "stderr_tail": tail(&out.stderr, 2000), "duration_ms": out.duration_ms })));
+    }
+    Ok(CmdRunOut { cmd: i.cmd, cwd: ctx.ws.relative(&cwd), output: out })
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    chars[chars.len().saturating_sub(n)..].iter().collect()
+}
+
+// ---------- critics_run ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CriticsRunIn {
+    /// critic names from vane.toml
+    pub critics: Option<Vec<String>>,
+    /// run the critics whose path globs match these paths
+    pub paths: Option<Vec<String>>,
+    /// run every configured critic
+    pub all: Option<bool>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CriticsRunOut {
+    pub runs: Vec<CriticRun>,
+    pub passed: usize,
+    pub failed: usize,
+    pub selection: Value,
+}
+
+async fn critics_run(ctx: Arc<ToolCtx>, i: CriticsRunIn) -> R<CriticsRunOut> {
+    let (runs, selection) = critics::run(&ctx, i.critics, i.paths, i.all.unwrap_or(false)).await?;
+    let passed = runs.iter().filter(|r| r.status == vane_store::CriticStatus::Pass).count();
+    Ok(CriticsRunOut { failed: runs.len() - passed, passed, runs, selection })
+}
+
+// ---------- artifacts, decisions ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactRecordIn {
+    /// e.g. report, benchmark, screenshot, log
+    #[schemars(length(min = 1, max = 100))]
+    pub kind: String,
+    /// a workspace file the artifact refers to (hash and size are recorded)
+    pub path: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub task_id: Option<String>,
+}
+
+async fn artifact_record(ctx: Arc<ToolCtx>, i: ArtifactRecordIn) -> R<Artifact> {
+    blocking(move || {
+        let mut meta = i.metadata.unwrap_or_default();
+        let rel = match &i.path {
+            Some(p) => {
+                let real = ctx.ws.resolve(p)?;
+                if let Ok(bytes) = std::fs::read(&real) {
+                    meta.insert("sha256".into(), json!(sha256_hex(&bytes)));
+                    meta.insert("bytes".into(), json!(bytes.len()));
+                } else {
+                    meta.insert("exists".into(), json!(false));
+                }
+                Some(ctx.ws.relative(&real))
+            }
+            None => None,
+        };
+        ctx.store.record_artifact(&i.kind, rel.as_deref(), &Value::Object(meta), i.task_id.as_deref(), None)
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRecordIn {
+    #[schemars(length(min = 1, max = 300))]
+    pub title: String,
+    #[schemars(length(min = 1))]
+    pub summary: String,
+    pub impact: Option<String>,
+    pub task_id: Option<String>,
+}
+
+async fn decision_record(ctx: Arc<ToolCtx>, i: DecisionRecordIn) -> R<Decision> {
+    blocking(move || ctx.store.record_decision(&i.title, &i.summary, i.impact.as_deref(), i.task_id.as_deref())).await
+}
+
+// ---------- status, manifest ----------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StatusOut {
+    pub workspace: String,
+    pub state_dir: String,
+    pub version: String,
+    pub roadmap: StoreStatus,
+    pub ready: usize,
+    pub next: Vec<PlanEntry>,
+    pub last_checkpoint: Option<Checkpoint>,
+    pub failing_critics: Vec<CriticRun>,
+    pub critics_configured: Vec<String>,
+    /// auto | bwrap | off, and whether bubblewrap is usable
+    pub sandbox: Value,
+    pub uptime_s: u64,
+}
+
+pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
+    let now = now_ms();
+    let roadmap = ctx.store.status(now)?;
+    let plan = ctx.store.plan_graph()?.plan(&PlanQuery { limit: 3, ..Default::default() }, now);
+    let sb = ctx.sandbox();
+    Ok(StatusOut {
+        workspace: ctx.ws.root.display().to_string(),
+        state_dir: ctx.paths.state_dir.display().to_string(),
+        version: VERSION.to_string(),
+        roadmap,
+        ready: plan.total,
+        next: plan.tasks,
+        last_checkpoint: ctx.store.latest_checkpoint()?,
+        failing_critics: ctx.store.latest_critic_runs()?.into_iter().filter(|r| r.status != vane_store::CriticStatus::Pass).collect(),
+        critics_configured: ctx.config.critics.keys().cloned().collect(),
+        sandbox: json!({ "mode": sb.mode, "bwrap_available": sb.bwrap.is_some(), "network": sb.network }),
+        uptime_s: ctx.started.elapsed().as_secs(),
+    })
+}
+
+async fn status(ctx: Arc<ToolCtx>, _: Empty) -> R<StatusOut> {
+    blocking(move || status_sync(&ctx)).await
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ManifestOut {
+    pub count: usize,
+    pub tools: Vec<Value>,
+}
+
+/// The registry of every worker tool.
+pub fn registry() -> Registry {
+    let manifest_source: Arc<std::sync::OnceLock<Vec<Value>>> = Arc::new(std::sync::OnceLock::new());
+    let m2 = manifest_source.clone();
+    let mut tools = vec![
+        tool("plan_next", "Next ready tasks", "Ready tasks (pending, every dependency done, not claimed) ordered by priority, then how many tasks each transitively unblocks, then roadmap order; explains why the most urgent waiting tasks are blocked. With `claim`, atomically marks the first ready task in_progress under a lease: two agents never get the same task; an expired lease returns it.",
+            "Filters: epic, milestone, owner; `status` lists tasks in that status instead. Claims take a lease (ttl_s, default claim_ttl_s).",
+            WRITE, plan_next),
+        tool("plan_update", "Update a task", "Change a task's status, notes, owner or priority. Transitions follow the state machine (pending → in_progress|blocked|cancelled; in_progress → review|done|blocked|pending|cancelled; blocked → pending|in_progress|cancelled; review → done|in_progress|blocked; done → in_progress; cancelled → pending). `done` needs a passing run of every `critic:` exit criterion since the task started.",
+            "Errors: task_not_found, invalid_transition (details.allowed), version_conflict (with expected_version), exit_criteria_unmet (force + reason overrides, recorded).",
+            Hints { idempotent: true, ..WRITE }, plan_update),
+        tool("context_write", "Write running context", "Replace or append to one section of the running context (goal, findings, next steps …), which a new session reads back. Each section has a word budget (default 1000).",
+            "Errors: context_budget_exceeded (details: words, budget). Exported to .vane/context.md.",
+            Hints { destructive: true, idempotent: true, ..WRITE }, context_write),
+        tool("context_snapshot", "Write a checkpoint", "Record a checkpoint — git branch/commit, active and open tasks, claims, failing critics, context sections, reason — so a new session resumes from it (see status / vane://checkpoint/latest).",
+            "Exported to .vane/checkpoint.json.", WRITE, context_snapshot),
+        tool("fs_read", "Read a file", "Read a text file of the workspace, whole or by line range, with its sha256 for a later conditional write.",
+            "Errors: path_outside_workspace, not_found, file_too_large (use a line range), binary_file.", READ, fs_read),
+        tool("fs_write", "Write a file", "Atomically write a workspace file (temp file + rename). Modes: overwrite (default), create (fails if it exists), append. With expected_sha256 the write happens only if the file is unchanged. Returns the new hash and a diff summary.",
+            "Errors: path_outside_workspace, path_protected (.vane state, .git), hash_mismatch, already_exists, file_too_large.",
+            Hints { destructive: true, ..WRITE }, fs_write),
+        tool("cmd_run", "Run a command", "Run a shell command line in the workspace: checked against the deny policy (nested sh -c / eval / substitutions included), sandboxed with bubblewrap when available, in its own process group killed on timeout; stdout/stderr captured with a byte cap (head and tail kept, `truncated`), exit code and duration.",
+            "Errors: command_denied (details.rule), timeout (details: output tails), path_outside_workspace (cwd), sandbox_unavailable. A non-zero exit code is a result, not an error.",
+            Hints { destructive: true, open_world: true, ..WRITE }, cmd_run),
+        tool("critics_run", "Run critics", "Run the critics configured in vane.toml — by name, by the given paths, all, or (by default) those whose globs match the files changed in git — and record pass/fail/error/timeout with the output tail. A failing critic opens or updates the remediation task CRITIC-<name>.",
+            "Errors: critic_not_found (details.configured). Results exported to .vane/critics/<name>.json.",
+            Hints { open_world: true, ..WRITE }, critics_run),
+        tool("artifact_record", "Record an artifact", "Record an artifact (kind, workspace path, metadata) and link it to a task; the file's sha256 and size are stored. Listed as resource vane://artifacts/{id}.",
+            "Errors: path_outside_workspace, task_not_found.", WRITE, artifact_record),
+        tool("decision_record", "Record a decision", "Record a decision (title, summary, impact) and link it to a task; decisions appear in the running context export.",
+            "Errors: task_not_found.", WRITE, decision_record),
+        tool("status", "Workspace status", "Workspace, roadmap progress by status, ready count and next tasks, active claims, last checkpoint, failing critics, sandbox, version.",
+            "", READ, status),
+    ];
+    tools.push(tool(
+        "tool_manifest",
+        "Tool manifest",
+        "Every tool's input and output schema, annotations and notes, generated from the registry itself.",
+        "",
+        READ,
+        move |_ctx: Arc<ToolCtx>, _: Empty| {
+            let m = m2.clone();
+            async move {
+                let tools = m.get().cloned().unwrap_or_default();
+                Ok(ManifestOut { count: tools.len(), tools })
+            }
+        },
+    ));
+    let reg = Registry::new(tools);
+    let _ = manifest_source.set(reg.manifest());
+    reg
+}

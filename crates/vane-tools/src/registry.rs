@@ -1,0 +1,280 @@
+//! The tool registry and the pipeline every call goes through.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use vane_core::{ErrorCode, VaneError};
+
+use crate::ctx::ToolCtx;
+
+type BoxFut = Pin<Box<dyn Future<Output = Result<Value, VaneError>> + Send>>;
+type Handler = Arc<dyn Fn(Arc<ToolCtx>, Value) -> BoxFut + Send + Sync>;
+
+/// Behaviour hints published with the tool (MCP annotations).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Hints {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub open_world: bool,
+}
+
+pub const READ: Hints = Hints { read_only: true, destructive: false, idempotent: true, open_world: false };
+pub const WRITE: Hints = Hints { read_only: false, destructive: false, idempotent: false, open_world: false };
+
+pub struct ToolDef {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub notes: &'static str,
+    pub hints: Hints,
+    pub input_schema: Arc<Map<String, Value>>,
+    pub output_schema: Arc<Map<String, Value>>,
+    input_validator: OnceLock<Option<jsonschema::Validator>>,
+    output_validator: OnceLock<Option<jsonschema::Validator>>,
+    handler: Handler,
+}
+
+fn schema_of<T: JsonSchema>() -> Map<String, Value> {
+    let mut v = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_else(|_| json!({"type": "object"}));
+    if let Value::Object(m) = &mut v {
+        m.remove("$schema");
+        if !m.contains_key("type") {
+            m.insert("type".into(), json!("object"));
+        }
+        return m.clone();
+    }
+    Map::new()
+}
+
+/// Declares a tool from a typed handler.
+pub fn tool<I, O, F, Fut>(
+    name: &'static str,
+    title: &'static str,
+    description: &'static str,
+    notes: &'static str,
+    hints: Hints,
+    f: F,
+) -> ToolDef
+where
+    I: DeserializeOwned + JsonSchema + Send + 'static,
+    O: Serialize + JsonSchema + 'static,
+    F: Fn(Arc<ToolCtx>, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, VaneError>> + Send + 'static,
+{
+    let f = Arc::new(f);
+    let handler: Handler = Arc::new(move |ctx, args| {
+        let f = f.clone();
+        Box::pin(async move {
+            let input: I = serde_json::from_value(args).map_err(|e| VaneError::invalid_input(format!("arguments: {e}")))?;
+            let out = f(ctx, input).await?;
+            serde_json::to_value(out).map_err(|e| VaneError::internal(format!("output not serialisable: {e}")))
+        })
+    });
+    ToolDef {
+        name,
+        title,
+        description,
+        notes,
+        hints,
+        input_schema: Arc::new(schema_of::<I>()),
+        output_schema: Arc::new(schema_of::<O>()),
+        input_validator: OnceLock::new(),
+        output_validator: OnceLock::new(),
+        handler,
+    }
+}
+
+fn validator<'a>(cell: &'a OnceLock<Option<jsonschema::Validator>>, schema: &Map<String, Value>) -> Option<&'a jsonschema::Validator> {
+    cell.get_or_init(|| jsonschema::validator_for(&Value::Object(schema.clone())).ok()).as_ref()
+}
+
+/// The outcome of one call: structured content or a typed error.
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    pub result: Result<Value, VaneError>,
+    /// set when the output budget cut the result
+    pub truncated: Option<Value>,
+}
+
+pub struct Registry {
+    tools: Vec<ToolDef>,
+}
+
+impl Registry {
+    pub fn new(tools: Vec<ToolDef>) -> Registry {
+        Registry { tools }
+    }
+
+    pub fn tools(&self) -> &[ToolDef] {
+        &self.tools
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ToolDef> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+
+    /// The pipeline: validate input, run the handler (panics caught), validate
+    /// output, apply the size budget.
+    pub async fn call(&self, ctx: &Arc<ToolCtx>, name: &str, args: Option<Map<String, Value>>) -> CallOutcome {
+        let result = self.call_inner(ctx, name, args).await;
+        match result {
+            Ok(v) => {
+                let (v, truncated) = budget(ctx, name, v);
+                CallOutcome { result: Ok(v), truncated }
+            }
+            Err(e) => CallOutcome { result: Err(e), truncated: None },
+        }
+    }
+
+    async fn call_inner(&self, ctx: &Arc<ToolCtx>, name: &str, args: Option<Map<String, Value>>) -> Result<Value, VaneError> {
+        let Some(def) = self.get(name) else {
+            let names: Vec<&str> = self.tools.iter().map(|t| t.name).collect();
+            return Err(VaneError::new(ErrorCode::NotFound, format!("no tool named `{name}`"))
+                .with_details(json!({ "tools": names })));
+        };
+        let args = Value::Object(args.unwrap_or_default());
+        if let Some(v) = validator(&def.input_validator, &def.input_schema) {
+            let problems: Vec<Value> = v
+                .iter_errors(&args)
+                .take(10)
+                .map(|e| json!({ "path": e.instance_path().to_string(), "problem": e.to_string() }))
+                .collect();
+            if !problems.is_empty() {
+                let first = problems[0]["problem"].as_str().unwrap_or("invalid").to_string();
+                let at = problems[0]["path"].as_str().unwrap_or("").to_string();
+                return Err(VaneError::invalid_input(format!(
+                    "{name}: {first}{}",
+                    if at.is_empty() { String::new() } else { format!(" (at {at})") }
+                ))
+                .with_details(json!({ "problems": problems, "schema": "see tool_manifest" })));
+            }
+        }
+        let handler = def.handler.clone();
+        let ctx2 = ctx.clone();
+        // A spawned task turns a panic into a JoinError instead of unwinding
+        // through the server.
+        let out = tokio::spawn(async move { handler(ctx2, args).await })
+            .await
+            .map_err(|e| VaneError::internal(format!("tool `{name}` failed unexpectedly: {e}")))??;
+        if let Some(v) = validator(&def.output_validator, &def.output_schema) {
+            if let Some(err) = v.iter_errors(&out).next() {
+                return Err(VaneError::internal(format!(
+                    "tool `{name}` produced output that violates its schema: {err} at {}",
+                    err.instance_path()
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every tool as `tool_manifest` publishes it.
+    pub fn manifest(&self) -> Vec<Value> {
+        self.tools
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "title": t.title,
+                    "description": t.description,
+                    "notes": t.notes,
+                    "annotations": {
+                        "readOnlyHint": t.hints.read_only,
+                        "destructiveHint": t.hints.destructive,
+                        "idempotentHint": t.hints.idempotent,
+                        "openWorldHint": t.hints.open_world,
+                    },
+                    "inputSchema": Value::Object((*t.input_schema).clone()),
+                    "outputSchema": Value::Object((*t.output_schema).clone()),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Cuts results larger than the output budget: the longest strings are
+/// shortened (head and tail kept) until the result fits, and the full result
+/// is stored as an artifact the truncated one links to.
+fn budget(ctx: &Arc<ToolCtx>, tool: &str, v: Value) -> (Value, Option<Value>) {
+    let limit = ctx.config.limits.output_token_budget.saturating_mul(4);
+    let full = v.to_string();
+    if full.len() <= limit {
+        return (v, None);
+    }
+    let artifact = ctx.store.record_artifact(
+        "tool_output",
+        None,
+        &json!({ "tool": tool, "bytes": full.len() }),
+        None,
+        Some(full.as_bytes()),
+    );
+    let mut cut = v;
+    let mut size = full.len();
+    // shorten the largest string leaf repeatedly
+    for _ in 0..64 {
+        if size <= limit {
+            break;
+        }
+        let Some(ptr) = largest_string(&cut, String::new()) else { break };
+        let Some(Value::String(s)) = cut.pointer_mut(&ptr) else { break };
+        let excess = size - limit + 200;
+        let keep = s.len().saturating_sub(excess);
+        let head_len = floor_char(s, keep / 2);
+        let tail_start = ceil_char(s, s.len() - (keep - keep / 2));
+        let omitted = tail_start.saturating_sub(head_len);
+        let new = format!("{}\n…[{omitted} bytes cut by the output budget]…\n{}", &s[..head_len], &s[tail_start..]);
+        *s = new;
+        size = cut.to_string().len();
+    }
+    let notice = match &artifact {
+        Ok(a) => json!({
+            "notice": format!("output exceeded the budget of {} tokens; the full result is the resource {}", ctx.config.limits.output_token_budget, a.uri),
+            "artifact_uri": a.uri, "original_bytes": full.len()
+        }),
+        Err(e) => json!({ "notice": format!("output exceeded the budget; keeping the full text failed: {}", e.message), "original_bytes": full.len() }),
+    };
+    if let Value::Object(m) = &mut cut {
+        m.insert("truncated_output".into(), notice.clone());
+    }
+    (cut, Some(notice))
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+fn largest_string(v: &Value, at: String) -> Option<String> {
+    let mut best: Option<(usize, String)> = None;
+    fn walk(v: &Value, at: String, best: &mut Option<(usize, String)>) {
+        match v {
+            Value::String(s) => {
+                if best.as_ref().is_none_or(|(n, _)| s.len() > *n) {
+                    *best = Some((s.len(), at));
+                }
+            }
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| walk(c, format!("{at}/{i}"), best)),
+            Value::Object(m) => m.iter().for_each(|(k, c)| {
+                walk(c, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), best)
+            }),
+            _ => {}
+        }
+    }
+    walk(v, at, &mut best);
+    best.filter(|(n, _)| *n > 400).map(|(_, p)| p)
+}
