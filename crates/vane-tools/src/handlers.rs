@@ -186,9 +186,9 @@ async fn git(root: &std::path::Path, args: &[&str]) -> Option<String> {
 
 async fn context_snapshot(ctx: Arc<ToolCtx>, i: ContextSnapshotIn) -> R<Checkpoint> {
     let root = ctx.ws.root.clone();
-    let git_info = match git(&root, &["rev-parse", "--abbrev-ref", "HEAD"]).await {
-        Some(branch) => json!({
-            "branch": branch,
+    let git_info = match git(&root, &["rev-parse", "--is-inside-work-tree"]).await {
+        Some(_) => json!({
+            "branch": git(&root, &["symbolic-ref", "--short", "-q", "HEAD"]).await,
             "commit": git(&root, &["rev-parse", "HEAD"]).await,
             "dirty": git(&root, &["status", "--porcelain"]).await.is_some_and(|s| !s.is_empty()),
         }),

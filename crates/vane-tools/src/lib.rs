@@ -9,6 +9,7 @@
 //! is caught and reported as an `internal` error result.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod confine;
 pub mod critics;
 pub mod ctx;

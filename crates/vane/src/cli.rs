@@ -1,0 +1,358 @@
+//! Argument parsing and dispatch.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use vane_core::{ErrorCode, VaneError};
+use vane_tools::ctx::{load_config, state_paths};
+use vane_tools::{ToolCtx, VaneServer};
+
+use crate::render;
+
+#[derive(Parser)]
+#[command(name = "vane", version, about = "The MCP orchestrator server for AI coding agents", long_about = None)]
+struct Cli {
+    /// Workspace directory (default: the current directory)
+    #[arg(long, short = 'w', global = true, env = "VANE_WORKSPACE")]
+    workspace: Option<PathBuf>,
+    /// State directory (default: WORKSPACE/.vane, or state_dir in vane.toml)
+    #[arg(long, global = true, env = "VANE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create vane.toml and the state directory (optionally importing a roadmap)
+    Init {
+        #[arg(long)]
+        roadmap: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve MCP over stdio (what `claude mcp add` and Codex run)
+    Serve,
+    /// Serve MCP over stdio as a worker (the same server; a front drives it)
+    Worker,
+    /// Workspace status: progress, claims, checkpoint, failing critics
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ready tasks in plan order (optionally claim one)
+    Next {
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long)]
+        epic: Option<String>,
+        #[arg(long)]
+        milestone: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        /// Claim the first ready task for this agent
+        #[arg(long)]
+        claim: Option<String>,
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tasks
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Critics
+    #[command(subcommand)]
+    Critics(CriticsCmd),
+    /// Roadmap import, export, show
+    #[command(subcommand)]
+    Roadmap(RoadmapCmd),
+    /// The tool manifest (schemas, annotations)
+    Tools {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a sample workspace, start `vane serve`, and walk through a session as an MCP client
+    Demo {
+        /// Keep the sample workspace instead of deleting it
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCmd {
+    /// Change status, notes, owner or priority of a task
+    Update(TaskUpdateArgs),
+    /// Show one task with its history
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct TaskUpdateArgs {
+    id: String,
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    notes: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    #[arg(long)]
+    priority: Option<String>,
+    #[arg(long)]
+    expected_version: Option<i64>,
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum CriticsCmd {
+    /// Run critics: by name, --all, --paths, or those matching git changes
+    Run {
+        names: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, num_args = 1..)]
+        paths: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoadmapCmd {
+    /// Import a roadmap file (upstream YAML format); reports dangling dependencies and cycles
+    Import {
+        file: PathBuf,
+        /// Remove tasks that are not in the file
+        #[arg(long)]
+        prune: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the roadmap in the upstream YAML format (stdout or --out)
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show the roadmap as a table
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VANE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // stdout belongs to the protocol: every log goes to stderr
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            render::print_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn workspace(cli: &Cli) -> PathBuf {
+    cli.workspace.clone().unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn open(cli: &Cli) -> Result<Arc<ToolCtx>, VaneError> {
+    Ok(Arc::new(ToolCtx::open(&workspace(cli), cli.state_dir.as_deref())?))
+}
+
+async fn call(ctx: &Arc<ToolCtx>, tool: &str, args: Value) -> Result<Value, VaneError> {
+    let reg = vane_tools::handlers::registry();
+    let Value::Object(m) = args else { return Err(VaneError::internal("arguments must be an object")) };
+    reg.call(ctx, tool, Some(m)).await.result
+}
+
+fn emit(json_out: bool, v: &Value, table: impl FnOnce(&Value) -> String) {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        print!("{}", table(v));
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
+    match &cli.cmd {
+        Cmd::Init { roadmap, json } => {
+            let v = init(&workspace(&cli), cli.state_dir.as_deref(), roadmap.as_deref())?;
+            emit(*json, &v, render::init);
+        }
+        Cmd::Serve | Cmd::Worker => {
+            let ctx = open(&cli)?;
+            serve(ctx).await?;
+        }
+        Cmd::Status { json } => {
+            let ctx = open(&cli)?;
+            let v = call(&ctx, "status", json!({})).await?;
+            emit(*json, &v, render::status);
+        }
+        Cmd::Next { limit, epic, milestone, owner, claim, ttl, json } => {
+            let ctx = open(&cli)?;
+            let mut args = json!({ "limit": limit, "epic": epic, "milestone": milestone, "owner": owner });
+            if let Some(agent) = claim {
+                args["claim"] = json!({ "agent": agent, "ttl_s": ttl });
+                if ttl.is_none() {
+                    args["claim"].as_object_mut().map(|m| m.remove("ttl_s"));
+                }
+            }
+            strip_nulls(&mut args);
+            let v = call(&ctx, "plan_next", args).await?;
+            emit(*json, &v, render::next);
+        }
+        Cmd::Task(TaskCmd::Update(a)) => {
+            let ctx = open(&cli)?;
+            let mut args = json!({
+                "task_id": a.id, "status": a.status, "notes": a.notes, "owner": a.owner,
+                "expected_version": a.expected_version, "reason": a.reason, "agent": "cli",
+            });
+            if let Some(p) = &a.priority {
+                args["priority"] = p.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(p.clone()));
+            }
+            if a.force {
+                args["force"] = json!(true);
+            }
+            strip_nulls(&mut args);
+            let v = call(&ctx, "plan_update", args).await?;
+            emit(a.json, &v, render::update);
+        }
+        Cmd::Task(TaskCmd::Show { id, json }) => {
+            let ctx = open(&cli)?;
+            let t = ctx.store.get_task(id)?;
+            let v = json!({ "task": t, "events": ctx.store.task_events(id, 100)? });
+            emit(*json, &v, render::task);
+        }
+        Cmd::Critics(CriticsCmd::Run { names, all, paths, json }) => {
+            let ctx = open(&cli)?;
+            let mut args = json!({ "all": all });
+            if !names.is_empty() {
+                args["critics"] = json!(names);
+            }
+            if !paths.is_empty() {
+                args["paths"] = json!(paths);
+            }
+            let v = call(&ctx, "critics_run", args).await?;
+            emit(*json, &v, render::critics);
+            if v["failed"].as_u64().unwrap_or(0) > 0 {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Cmd::Roadmap(RoadmapCmd::Import { file, prune, json }) => {
+            let ctx = open(&cli)?;
+            let v = import(&ctx, file, *prune)?;
+            emit(*json, &v, render::import);
+        }
+        Cmd::Roadmap(RoadmapCmd::Export { out }) => {
+            let ctx = open(&cli)?;
+            let text = vane_core::roadmap::to_yaml(&ctx.store.load_roadmap()?);
+            match out {
+                Some(p) => vane_store::write_atomic(p, text.as_bytes())?,
+                None => print!("{text}"),
+            }
+        }
+        Cmd::Roadmap(RoadmapCmd::Show { json }) => {
+            let ctx = open(&cli)?;
+            let v = call(&ctx, "plan_next", json!({ "limit": 500, "explain_blocked": 0 })).await?;
+            let r = ctx.store.load_roadmap()?;
+            let graph = ctx.store.plan_graph()?;
+            let rows: Vec<Value> = r
+                .tasks
+                .iter()
+                .map(|t| {
+                    let item = graph.get(&t.id);
+                    json!({ "id": t.id, "title": t.title, "status": t.status, "priority": t.effective_priority(),
+                            "epic": item.and_then(|i| i.epic.clone()), "claimed_by": item.and_then(|i| i.claimed_by.clone()),
+                            "ready": graph.is_ready(&t.id, vane_store::now_ms()) })
+                })
+                .collect();
+            let out = json!({ "tasks": rows, "ready": v["total"] });
+            emit(*json, &out, render::roadmap);
+        }
+        Cmd::Tools { json } => {
+            let v = json!({ "tools": vane_tools::handlers::registry().manifest() });
+            emit(*json, &v, render::tools);
+        }
+        Cmd::Demo { keep } => {
+            crate::demo::run(*keep).await.map_err(|e| VaneError::new(ErrorCode::Internal, format!("demo failed: {e}")))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn strip_nulls(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|_, x| !x.is_null());
+    }
+}
+
+/// Serves MCP over stdio until the client closes stdin.
+pub async fn serve(ctx: Arc<ToolCtx>) -> Result<(), VaneError> {
+    use rmcp::ServiceExt;
+    tracing::info!(workspace = %ctx.ws.root.display(), "vane serving MCP over stdio");
+    let server = VaneServer::new(ctx);
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")))?;
+    let _ = running.waiting().await;
+    Ok(())
+}
+
+fn import(ctx: &Arc<ToolCtx>, file: &Path, prune: bool) -> Result<Value, VaneError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| VaneError::new(ErrorCode::IoError, format!("{}: {e}", file.display())))?;
+    let (roadmap, report) = vane_core::roadmap::parse_yaml(&text)?;
+    let summary = ctx.store.import_roadmap(&roadmap, prune, "cli")?;
+    Ok(json!({ "file": file.display().to_string(), "report": report, "summary": summary }))
+}
+
+fn init(ws: &Path, state_dir: Option<&Path>, roadmap: Option<&Path>) -> Result<Value, VaneError> {
+    std::fs::create_dir_all(ws).map_err(|e| VaneError::new(ErrorCode::IoError, format!("{}: {e}", ws.display())))?;
+    let toml = ws.join("vane.toml");
+    let created_toml = if toml.exists() {
+        load_config(ws)?; // an existing config must at least be valid
+        false
+    } else {
+        vane_store::write_atomic(&toml, vane_core::config::DEFAULT_TOML.as_bytes())?;
+        true
+    };
+    let config = load_config(ws)?;
+    let paths = state_paths(&ws.canonicalize().unwrap_or(ws.to_path_buf()), state_dir, &config);
+    let ctx = Arc::new(ToolCtx::open(ws, state_dir)?);
+    ctx.store.export_all()?;
+    let imported = match roadmap {
+        Some(r) => Some(import(&ctx, r, false)?),
+        None => None,
+    };
+    Ok(json!({
+        "workspace": ctx.ws.root.display().to_string(),
+        "config": toml.display().to_string(),
+        "config_created": created_toml,
+        "state_dir": paths.state_dir.display().to_string(),
+        "import": imported,
+    }))
+}

@@ -1,0 +1,214 @@
+//! Readable output for people. Machines use `--json`.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+use vane_core::VaneError;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn cut(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(n - 1).collect::<String>())
+    }
+}
+
+/// Prints an error with its code and, where useful, a hint.
+pub fn print_error(e: &VaneError) {
+    eprintln!("error[{}]: {}", e.code, e.message);
+    if !e.details.as_object().is_none_or(|m| m.is_empty()) {
+        eprintln!("  details: {}", e.details);
+    }
+    let hint = match e.code {
+        vane_core::ErrorCode::VersionConflict => Some("re-read the task (vane task show ID) and retry with its current version"),
+        vane_core::ErrorCode::ExitCriteriaUnmet => Some("run the critics (vane critics run NAME), or pass --force --reason \"…\""),
+        vane_core::ErrorCode::ConfigInvalid => Some("fix vane.toml; `vane init` in an empty directory writes a commented example"),
+        vane_core::ErrorCode::RoadmapInvalid => Some("fix the roadmap file at the place named above"),
+        _ => None,
+    };
+    if let Some(h) = hint {
+        eprintln!("  hint: {h}");
+    }
+}
+
+pub fn init(v: &Value) -> String {
+    let mut o = format!(
+        "workspace  {}\nconfig     {}{}\nstate      {}\n",
+        s(&v["workspace"]),
+        s(&v["config"]),
+        if v["config_created"] == true { " (created)" } else { " (kept)" },
+        s(&v["state_dir"])
+    );
+    if !v["import"].is_null() {
+        o.push_str(&import(&v["import"]));
+    }
+    o
+}
+
+pub fn status(v: &Value) -> String {
+    let mut o = String::new();
+    let r = &v["roadmap"];
+    let _ = writeln!(o, "vane {}  workspace {}", s(&v["version"]), s(&v["workspace"]));
+    let _ = writeln!(o, "tasks {}  done {:.0}%  ready {}", s(&r["tasks"]), r["done_ratio"].as_f64().unwrap_or(0.0) * 100.0, s(&v["ready"]));
+    if let Some(m) = r["by_status"].as_object() {
+        let parts: Vec<String> = m.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(o, "  {}", parts.join("  "));
+    }
+    for c in r["claims"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "claim {} by {} until {}{}", s(&c["task_id"]), s(&c["agent"]), s(&c["lease_expires_at"]), if c["expired"] == true { " (expired)" } else { "" });
+    }
+    for t in v["next"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "next  {:<28} {:<8} {}", s(&t["id"]), s(&t["priority"]), cut(&s(&t["title"]), 60));
+    }
+    match v["last_checkpoint"].as_object() {
+        Some(c) => {
+            let _ = writeln!(o, "checkpoint {} at {}: {}", s(&c["id"].clone()), s(&c["created_at"].clone()), s(&c["reason"].clone()));
+        }
+        None => o.push_str("checkpoint none\n"),
+    }
+    for f in v["failing_critics"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "critic {} {} at {}", s(&f["name"]), s(&f["status"]), s(&f["finished_at"]));
+    }
+    let _ = writeln!(o, "sandbox {}", v["sandbox"]);
+    o
+}
+
+pub fn next(v: &Value) -> String {
+    let mut o = String::new();
+    if let Some(c) = v["claimed"].as_object() {
+        let _ = writeln!(o, "claimed {} (lease until {})", s(&c["id"].clone()), s(&c["lease_expires_at"].clone()));
+    }
+    let _ = writeln!(o, "{:<32} {:<9} {:>8}  {}", "READY", "PRIORITY", "UNBLOCKS", "TITLE");
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "{:<32} {:<9} {:>8}  {}", cut(&s(&t["id"]), 32), s(&t["priority"]), s(&t["unblocks"]), cut(&s(&t["title"]), 70));
+    }
+    let _ = writeln!(o, "({} ready)", s(&v["total"]));
+    let blocked = v["blocked"].as_array().cloned().unwrap_or_default();
+    if !blocked.is_empty() {
+        o.push_str("\nwaiting:\n");
+        for b in blocked {
+            let reasons: Vec<String> = b["reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| match r["kind"].as_str() {
+                    Some("dependency") => format!("needs {} ({})", s(&r["id"]), s(&r["status"])),
+                    Some("missing_dependency") => format!("missing dependency {}", s(&r["id"])),
+                    Some("claimed") => format!("claimed by {}", s(&r["agent"])),
+                    Some("marked_blocked") => "marked blocked".into(),
+                    _ => r.to_string(),
+                })
+                .collect();
+            let _ = writeln!(o, "  {:<30} {}", cut(&s(&b["id"]), 30), cut(&reasons.join("; "), 90));
+        }
+    }
+    o
+}
+
+pub fn update(v: &Value) -> String {
+    let t = &v["task"];
+    format!(
+        "{}: {} → {} (version {}){}\nallowed next: {}\n",
+        s(&t["id"]),
+        s(&v["previous_status"]),
+        s(&t["status"]),
+        s(&t["version"]),
+        if v["forced"] == true { " [forced]" } else { "" },
+        v["allowed_next"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    )
+}
+
+pub fn task(v: &Value) -> String {
+    let t = &v["task"];
+    let mut o = format!(
+        "{}  {}\nstatus {}  priority {}  version {}  owner {}  claimed by {}\n",
+        s(&t["id"]),
+        s(&t["title"]),
+        s(&t["status"]),
+        s(&t["priority"]),
+        s(&t["version"]),
+        s(&t["owner"]),
+        s(&t["claimed_by"])
+    );
+    if let Some(d) = t["description"].as_str() {
+        let _ = writeln!(o, "\n{}\n", d.trim());
+    }
+    let _ = writeln!(o, "dependencies: {}", t["dependencies"]);
+    let _ = writeln!(o, "exit criteria: {}", t["exit_criteria"]);
+    for e in v["events"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  {} {} {} → {} by {}{}", s(&e["at"]), s(&e["kind"]), s(&e["from"]), s(&e["to"]), s(&e["actor"]), if e["forced"] == true { format!(" forced: {}", s(&e["reason"])) } else { String::new() });
+    }
+    o
+}
+
+pub fn critics(v: &Value) -> String {
+    let mut o = String::new();
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        let _ = writeln!(o, "no critic selected ({})", v["selection"]);
+    }
+    for r in runs {
+        let _ = writeln!(o, "{:<20} {:<8} exit {:<4} {:>7} ms{}", s(&r["name"]), s(&r["status"]), s(&r["exit_code"]), s(&r["duration_ms"]), r["remediation_task"].as_str().map(|t| format!("  → {t}")).unwrap_or_default());
+        if r["status"] != "pass" {
+            for line in s(&r["output_tail"]).lines().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
+                let _ = writeln!(o, "    {line}");
+            }
+        }
+    }
+    let _ = writeln!(o, "{} passed, {} failed", s(&v["passed"]), s(&v["failed"]));
+    o
+}
+
+pub fn import(v: &Value) -> String {
+    let r = &v["report"];
+    let m = &v["summary"];
+    let mut o = format!(
+        "imported {}: {} epics, {} milestones, {} sets, {} tasks\n  created {}  updated {}  unchanged {}  removed {}  kept (not in file) {}\n",
+        s(&v["file"]), s(&r["epics"]), s(&r["milestones"]), s(&r["sets"]), s(&r["tasks"]),
+        s(&m["created"]), s(&m["updated"]), s(&m["unchanged"]), s(&m["removed"]), s(&m["kept_not_in_file"])
+    );
+    if let Some(b) = r["by_status"].as_object() {
+        let parts: Vec<String> = b.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(o, "  {}", parts.join("  "));
+    }
+    for d in r["dangling_dependencies"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  dangling dependency: {} → {}", s(&d["task_id"]), cut(&s(&d["dependency"]), 80));
+    }
+    for c in r["cycles"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  dependency cycle: {}", c.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(" → ")).unwrap_or_default());
+    }
+    for w in r["warnings"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  warning: {}", s(w));
+    }
+    o
+}
+
+pub fn roadmap(v: &Value) -> String {
+    let mut o = format!("{:<40} {:<12} {:<9} {:<6} {}\n", "TASK", "STATUS", "PRIORITY", "READY", "TITLE");
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "{:<40} {:<12} {:<9} {:<6} {}", cut(&s(&t["id"]), 40), s(&t["status"]), s(&t["priority"]), if t["ready"] == true { "yes" } else { "" }, cut(&s(&t["title"]), 60));
+    }
+    o
+}
+
+pub fn tools(v: &Value) -> String {
+    let mut o = String::new();
+    for t in v["tools"].as_array().into_iter().flatten() {
+        let a = &t["annotations"];
+        let flags: Vec<&str> = [("readOnlyHint", "read-only"), ("destructiveHint", "destructive"), ("idempotentHint", "idempotent"), ("openWorldHint", "open-world")]
+            .iter()
+            .filter(|(k, _)| a[*k] == true)
+            .map(|(_, n)| *n)
+            .collect();
+        let _ = writeln!(o, "{:<18} [{}]\n    {}", s(&t["name"]), flags.join(", "), s(&t["description"]));
+    }
+    o
+}
