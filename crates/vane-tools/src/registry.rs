@@ -138,7 +138,26 @@ impl Registry {
             return Err(VaneError::new(ErrorCode::NotFound, format!("no tool named `{name}`"))
                 .with_details(json!({ "tools": names })));
         };
-        let args = Value::Object(args.unwrap_or_default());
+        let args = args.unwrap_or_default();
+        // Unknown fields first, with the allowed names: the clearest message.
+        if def.input_schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+            let allowed: Vec<&str> = def
+                .input_schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let unknown: Vec<&str> = args.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
+            if !unknown.is_empty() {
+                return Err(VaneError::invalid_input(format!(
+                    "{name}: unknown field(s) {}; allowed: {}",
+                    unknown.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "),
+                    if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+                ))
+                .with_details(json!({ "unknown": unknown, "allowed": allowed })));
+            }
+        }
+        let args = Value::Object(args);
         if let Some(v) = validator(&def.input_validator, &def.input_schema) {
             let problems: Vec<Value> = v
                 .iter_errors(&args)
