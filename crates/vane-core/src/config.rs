@@ -82,7 +82,12 @@ pub struct Commands {
 
 impl Default for Commands {
     fn default() -> Self {
-        Commands { sandbox: SandboxMode::Auto, network: true, deny: Vec::new(), builtin_deny: true }
+        Commands {
+            sandbox: SandboxMode::Auto,
+            network: true,
+            deny: Vec::new(),
+            builtin_deny: true,
+        }
     }
 }
 
@@ -107,8 +112,11 @@ fn default_critic_timeout() -> u64 {
 impl Config {
     pub fn parse(text: &str) -> Result<Config, VaneError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            VaneError::new(ErrorCode::ConfigInvalid, format!("vane.toml: {}", e.message().trim()))
-                .with_details(json!({ "span": e.span().map(|s| [s.start, s.end]) }))
+            VaneError::new(
+                ErrorCode::ConfigInvalid,
+                format!("vane.toml: {}", e.message().trim()),
+            )
+            .with_details(json!({ "span": e.span().map(|s| [s.start, s.end]) }))
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -117,8 +125,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), VaneError> {
         let bad = |m: String| Err(VaneError::new(ErrorCode::ConfigInvalid, m));
         for (name, c) in &self.critics {
-            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-                return bad(format!("critic name `{name}`: use letters, digits, `_` and `-`"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            {
+                return bad(format!(
+                    "critic name `{name}`: use letters, digits, `_` and `-`"
+                ));
             }
             if c.command.trim().is_empty() {
                 return bad(format!("critic `{name}` has an empty command"));
@@ -127,11 +141,15 @@ impl Config {
                 return bad(format!("critic `{name}`: timeout_s must be at least 1"));
             }
         }
-        if self.limits.cmd_default_timeout_s == 0 || self.limits.cmd_default_timeout_s > self.limits.cmd_max_timeout_s {
+        if self.limits.cmd_default_timeout_s == 0
+            || self.limits.cmd_default_timeout_s > self.limits.cmd_max_timeout_s
+        {
             return bad("limits: need 1 <= cmd_default_timeout_s <= cmd_max_timeout_s".into());
         }
         if self.limits.context_word_budget == 0 || self.limits.output_token_budget < 100 {
-            return bad("limits: context_word_budget must be > 0 and output_token_budget >= 100".into());
+            return bad(
+                "limits: context_word_budget must be > 0 and output_token_budget >= 100".into(),
+            );
         }
         for rule in &self.commands.deny {
             if rule.split_whitespace().next().is_none() {
@@ -191,13 +209,18 @@ mod tests {
             "[critics.t]\ncommand = \" \"\n",
             "[critics.\"a b\"]\ncommand = \"x\"\n",
         ] {
-            assert_eq!(Config::parse(text).unwrap_err().code, ErrorCode::ConfigInvalid, "{text}");
+            assert_eq!(
+                Config::parse(text).unwrap_err().code,
+                ErrorCode::ConfigInvalid,
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn critics_parse() {
-        let c = Config::parse("[critics.build]\ncommand = \"make\"\npaths = [\"src/**\"]\n").unwrap();
+        let c =
+            Config::parse("[critics.build]\ncommand = \"make\"\npaths = [\"src/**\"]\n").unwrap();
         assert_eq!(c.critics["build"].timeout_s, 600);
     }
 }

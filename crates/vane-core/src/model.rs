@@ -112,7 +112,10 @@ impl Priority {
     pub fn from_value(v: &Value) -> Option<Priority> {
         match v {
             Value::String(s) => Priority::parse_str(s),
-            Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()).and_then(Priority::from_rank),
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .and_then(Priority::from_rank),
             _ => None,
         }
     }
@@ -134,7 +137,8 @@ impl Serialize for Priority {
 impl<'de> Deserialize<'de> for Priority {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
-        Priority::from_value(&v).ok_or_else(|| serde::de::Error::custom(Priority::invalid(&v).message))
+        Priority::from_value(&v)
+            .ok_or_else(|| serde::de::Error::custom(Priority::invalid(&v).message))
     }
 }
 
@@ -178,10 +182,14 @@ impl ExitCriterion {
                     ("critic", Value::String(s)) => ExitCriterion::Critic(s.clone()),
                     ("doc", Value::String(s)) => ExitCriterion::Doc(s.clone()),
                     ("artifact", Value::String(s)) => ExitCriterion::Artifact(s.clone()),
-                    _ => ExitCriterion::Other(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                    _ => ExitCriterion::Other(
+                        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    ),
                 }
             }
-            Value::Object(map) => ExitCriterion::Other(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            Value::Object(map) => {
+                ExitCriterion::Other(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
             other => ExitCriterion::Text(match other {
                 Value::Null => String::new(),
                 v => v.to_string(),
@@ -195,7 +203,9 @@ impl ExitCriterion {
             ExitCriterion::Doc(s) => serde_json::json!({ "doc": s }),
             ExitCriterion::Artifact(s) => serde_json::json!({ "artifact": s }),
             ExitCriterion::Text(s) => Value::String(s.clone()),
-            ExitCriterion::Other(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            ExitCriterion::Other(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 //! never allocate per task beyond their result.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -81,7 +82,10 @@ pub enum BlockReason {
     /// a dependency names no task in the roadmap
     MissingDependency { id: String },
     /// another agent holds a live claim
-    Claimed { agent: String, lease_expires_ms: Option<i64> },
+    Claimed {
+        agent: String,
+        lease_expires_ms: Option<i64>,
+    },
     /// the task is marked blocked
     MarkedBlocked,
 }
@@ -104,19 +108,25 @@ pub struct Plan {
 }
 
 /// A dependency graph over [`PlanItem`]s.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PlanGraph {
     items: Vec<PlanItem>,
     index: HashMap<String, usize>,
-    deps: Vec<Vec<usize>>,
-    dangling: Vec<bool>,
     dependents: Vec<Vec<usize>>,
+    /// every dependency exists and is done (fixed for the graph's lifetime)
+    deps_done: Vec<bool>,
+    /// memoised transitive unblock counts; `u32::MAX` = not computed yet
+    unblocks_memo: Vec<AtomicU32>,
 }
 
 impl PlanGraph {
     /// Items must be in roadmap order.
     pub fn new(items: Vec<PlanItem>) -> PlanGraph {
-        let index: HashMap<String, usize> = items.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let index: HashMap<String, usize> = items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
         let mut deps = vec![Vec::new(); items.len()];
         let mut dangling = vec![false; items.len()];
         let mut dependents = vec![Vec::new(); items.len()];
@@ -131,7 +141,17 @@ impl PlanGraph {
                 }
             }
         }
-        PlanGraph { items, index, deps, dangling, dependents }
+        let deps_done = (0..items.len())
+            .map(|i| !dangling[i] && deps[i].iter().all(|&j| items[j].status == Status::Done))
+            .collect();
+        let unblocks_memo = (0..items.len()).map(|_| AtomicU32::new(u32::MAX)).collect();
+        PlanGraph {
+            items,
+            index,
+            dependents,
+            deps_done,
+            unblocks_memo,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -158,18 +178,27 @@ impl PlanGraph {
             Status::InProgress => t.lease_expired(now_ms),
             _ => false,
         };
-        open && !self.dangling[i] && self.deps[i].iter().all(|&j| self.items[j].status == Status::Done)
+        open && self.deps_done[i]
     }
 
     fn matches(&self, t: &PlanItem, q: &PlanQuery) -> bool {
         fn eq(filter: &Option<String>, v: &Option<String>) -> bool {
-            filter.as_ref().is_none_or(|f| v.as_deref() == Some(f.as_str()))
+            filter
+                .as_ref()
+                .is_none_or(|f| v.as_deref() == Some(f.as_str()))
         }
         eq(&q.epic, &t.epic) && eq(&q.milestone, &t.milestone) && eq(&q.owner, &t.owner)
     }
 
     /// Open tasks reachable through "is depended on by" edges.
-    fn unblocks(&self, i: usize, stamp: &mut [u32], gen: u32, stack: &mut Vec<usize>) -> usize {
+    fn unblocks(&self, i: usize, stamp: &mut Vec<u32>, gen: u32, stack: &mut Vec<usize>) -> usize {
+        let memo = self.unblocks_memo[i].load(AtomicOrdering::Relaxed);
+        if memo != u32::MAX {
+            return memo as usize;
+        }
+        if stamp.is_empty() {
+            stamp.resize(self.items.len(), 0);
+        }
         let mut count = 0;
         stack.clear();
         stack.push(i);
@@ -185,6 +214,10 @@ impl PlanGraph {
                 }
             }
         }
+        self.unblocks_memo[i].store(
+            count.min(u32::MAX as usize - 1) as u32,
+            AtomicOrdering::Relaxed,
+        );
         count
     }
 
@@ -204,7 +237,10 @@ impl PlanGraph {
             match self.index.get(d) {
                 None => out.push(BlockReason::MissingDependency { id: d.clone() }),
                 Some(&j) if self.items[j].status != Status::Done => {
-                    out.push(BlockReason::Dependency { id: d.clone(), status: self.items[j].status })
+                    out.push(BlockReason::Dependency {
+                        id: d.clone(),
+                        status: self.items[j].status,
+                    })
                 }
                 Some(_) => {}
             }
@@ -232,7 +268,7 @@ impl PlanGraph {
     /// Ready (or, with `status`, matching) tasks in plan order, plus the
     /// reasons the most urgent non-ready tasks are waiting.
     pub fn plan(&self, q: &PlanQuery, now_ms: i64) -> Plan {
-        let mut stamp = vec![0u32; self.items.len()];
+        let mut stamp = Vec::new();
         let mut stack = Vec::new();
         let mut gen = 0u32;
         let mut picked: Vec<(usize, usize)> = Vec::new();
@@ -254,17 +290,28 @@ impl PlanGraph {
                 .then(a.0.cmp(&b.0))
         });
         let total = picked.len();
-        let tasks = picked.iter().take(q.limit).map(|&(i, u)| self.entry(i, u, now_ms)).collect();
+        let tasks = picked
+            .iter()
+            .take(q.limit)
+            .map(|&(i, u)| self.entry(i, u, now_ms))
+            .collect();
 
         let mut blocked = Vec::new();
         if q.explain_blocked > 0 {
             let mut waiting: Vec<usize> = (0..self.items.len())
                 .filter(|&i| {
                     let t = &self.items[i];
-                    matches!(t.status, Status::Pending | Status::Blocked) && !self.ready(i, now_ms) && self.matches(t, q)
+                    matches!(t.status, Status::Pending | Status::Blocked)
+                        && !self.ready(i, now_ms)
+                        && self.matches(t, q)
                 })
                 .collect();
-            waiting.sort_by(|&a, &b| self.items[a].priority.cmp(&self.items[b].priority).then(a.cmp(&b)));
+            waiting.sort_by(|&a, &b| {
+                self.items[a]
+                    .priority
+                    .cmp(&self.items[b].priority)
+                    .then(a.cmp(&b))
+            });
             blocked = waiting
                 .into_iter()
                 .take(q.explain_blocked)
@@ -280,20 +327,38 @@ impl PlanGraph {
                 })
                 .collect();
         }
-        Plan { tasks, total, blocked }
+        Plan {
+            tasks,
+            total,
+            blocked,
+        }
     }
 
     /// The first ready task in plan order that satisfies `filter`, for claims.
     pub fn first_ready(&self, q: &PlanQuery, now_ms: i64) -> Option<&PlanItem> {
-        let q = PlanQuery { limit: 1, status: None, explain_blocked: 0, ..q.clone() };
+        let q = PlanQuery {
+            limit: 1,
+            status: None,
+            explain_blocked: 0,
+            ..q.clone()
+        };
         let plan = self.plan(&q, now_ms);
         plan.tasks.first().and_then(|e| self.get(&e.id))
     }
 
     /// Ready tasks in plan order (ids), for claimers that must retry.
     pub fn ready_ids(&self, q: &PlanQuery, now_ms: i64, max: usize) -> Vec<String> {
-        let q = PlanQuery { limit: max, status: None, explain_blocked: 0, ..q.clone() };
-        self.plan(&q, now_ms).tasks.into_iter().map(|e| e.id).collect()
+        let q = PlanQuery {
+            limit: max,
+            status: None,
+            explain_blocked: 0,
+            ..q.clone()
+        };
+        self.plan(&q, now_ms)
+            .tasks
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
     }
 }
 
@@ -331,15 +396,25 @@ mod tests {
             item("G", Pending, Priority::LOW, &[]),
             item("H", Pending, Priority::HIGH, &["B"]),
         ]);
-        let q = PlanQuery { limit: 10, explain_blocked: 10, ..Default::default() };
+        let q = PlanQuery {
+            limit: 10,
+            explain_blocked: 10,
+            ..Default::default()
+        };
         let p = g.plan(&q, 0);
         let ids: Vec<&str> = p.tasks.iter().map(|e| e.id.as_str()).collect();
         // C unblocks D and E (2), B unblocks H (1): C first; G is low priority.
         assert_eq!(ids, vec!["C", "B", "G"]);
         assert_eq!(p.tasks[0].unblocks, 2);
         let f = p.blocked.iter().find(|b| b.id == "F").unwrap();
-        assert_eq!(f.reasons, vec![BlockReason::MissingDependency { id: "GHOST".into() }]);
-        assert_eq!(p.blocked[0].id, "F", "most urgent blocked task explained first");
+        assert_eq!(
+            f.reasons,
+            vec![BlockReason::MissingDependency { id: "GHOST".into() }]
+        );
+        assert_eq!(
+            p.blocked[0].id, "F",
+            "most urgent blocked task explained first"
+        );
     }
 
     #[test]
@@ -350,7 +425,13 @@ mod tests {
         let g = PlanGraph::new(vec![a]);
         assert!(!g.is_ready("A", 999));
         assert!(g.is_ready("A", 1000));
-        let p = g.plan(&PlanQuery { limit: 5, ..Default::default() }, 2000);
+        let p = g.plan(
+            &PlanQuery {
+                limit: 5,
+                ..Default::default()
+            },
+            2000,
+        );
         assert!(p.tasks[0].lease_expired);
     }
 
@@ -360,9 +441,17 @@ mod tests {
         a.epic = Some("E1".into());
         let b = item("B", Status::Blocked, Priority::MEDIUM, &[]);
         let g = PlanGraph::new(vec![a, b]);
-        let q = PlanQuery { limit: 5, epic: Some("E2".into()), ..Default::default() };
+        let q = PlanQuery {
+            limit: 5,
+            epic: Some("E2".into()),
+            ..Default::default()
+        };
         assert!(g.plan(&q, 0).tasks.is_empty());
-        let q = PlanQuery { limit: 5, status: Some(Status::Blocked), ..Default::default() };
+        let q = PlanQuery {
+            limit: 5,
+            status: Some(Status::Blocked),
+            ..Default::default()
+        };
         assert_eq!(g.plan(&q, 0).tasks[0].id, "B");
     }
 }

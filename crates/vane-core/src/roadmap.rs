@@ -54,8 +54,13 @@ fn roadmap_error(msg: impl Into<String>, details: Value) -> VaneError {
 /// Parses roadmap YAML text into a [`Roadmap`] and its [`ImportReport`].
 pub fn parse_yaml(text: &str) -> Result<(Roadmap, ImportReport), VaneError> {
     let value: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-        let loc = e.location().map(|l| json!({"line": l.line(), "column": l.column()}));
-        roadmap_error(format!("roadmap is not valid YAML: {e}"), json!({ "location": loc }))
+        let loc = e
+            .location()
+            .map(|l| json!({"line": l.line(), "column": l.column()}));
+        roadmap_error(
+            format!("roadmap is not valid YAML: {e}"),
+            json!({ "location": loc }),
+        )
     })?;
     from_value(&value)
 }
@@ -87,9 +92,16 @@ pub fn from_value(value: &Value) -> Result<(Roadmap, ImportReport), VaneError> {
         }
     }
     if !top.contains_key("epics") && !top.contains_key("tasks") {
-        return Err(roadmap_error("a roadmap needs `epics` or `tasks`", json!({})));
+        return Err(roadmap_error(
+            "a roadmap needs `epics` or `tasks`",
+            json!({}),
+        ));
     }
-    let Builder { roadmap, mut report, .. } = b;
+    let Builder {
+        roadmap,
+        mut report,
+        ..
+    } = b;
     report.tasks = roadmap.tasks.len();
     for g in &roadmap.groups {
         match g.kind {
@@ -114,7 +126,10 @@ fn as_list<'a>(v: &'a Value, what: &str) -> Result<&'a Vec<Value>, VaneError> {
     match v {
         Value::Array(a) => Ok(a),
         Value::Null => Ok(const { &Vec::new() }),
-        _ => Err(roadmap_error(format!("`{what}` must be a list"), json!({ "field": what }))),
+        _ => Err(roadmap_error(
+            format!("`{what}` must be a list"),
+            json!({ "field": what }),
+        )),
     }
 }
 
@@ -134,19 +149,36 @@ struct Builder {
 }
 
 impl Builder {
-    fn group(&mut self, v: &Value, kind: GroupKind, parent: Option<usize>, at: &str) -> Result<(), VaneError> {
+    fn group(
+        &mut self,
+        v: &Value,
+        kind: GroupKind,
+        parent: Option<usize>,
+        at: &str,
+    ) -> Result<(), VaneError> {
         let Value::Object(m) = v else {
-            return Err(roadmap_error(format!("{at}: a {} must be a mapping", kind.as_str()), json!({ "at": at })));
+            return Err(roadmap_error(
+                format!("{at}: a {} must be a mapping", kind.as_str()),
+                json!({ "at": at }),
+            ));
         };
         let id = match m.get("id") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(roadmap_error(format!("{at}: {} without an `id`", kind.as_str()), json!({ "at": at }))),
+            _ => {
+                return Err(roadmap_error(
+                    format!("{at}: {} without an `id`", kind.as_str()),
+                    json!({ "at": at }),
+                ))
+            }
         };
         let idx = self.roadmap.groups.len();
         let mut extra = IndexMap::new();
         for (k, val) in m {
-            if !matches!(k.as_str(), "id" | "title" | "description" | "status" | "milestones" | "tasks" | "sets") {
+            if !matches!(
+                k.as_str(),
+                "id" | "title" | "description" | "status" | "milestones" | "tasks" | "sets"
+            ) {
                 extra.insert(k.clone(), val.clone());
             }
         }
@@ -164,12 +196,22 @@ impl Builder {
             match k.as_str() {
                 "milestones" => {
                     for (i, c) in as_list(val, "milestones")?.iter().enumerate() {
-                        self.group(c, GroupKind::Milestone, Some(idx), &format!("{at}.milestones[{i}] ({id})"))?;
+                        self.group(
+                            c,
+                            GroupKind::Milestone,
+                            Some(idx),
+                            &format!("{at}.milestones[{i}] ({id})"),
+                        )?;
                     }
                 }
                 "sets" => {
                     for (i, c) in as_list(val, "sets")?.iter().enumerate() {
-                        self.group(c, GroupKind::Set, Some(idx), &format!("{at}.sets[{i}] ({id})"))?;
+                        self.group(
+                            c,
+                            GroupKind::Set,
+                            Some(idx),
+                            &format!("{at}.sets[{i}] ({id})"),
+                        )?;
                     }
                 }
                 "tasks" => {
@@ -185,12 +227,20 @@ impl Builder {
 
     fn task(&mut self, v: &Value, parent: Option<usize>, at: &str) -> Result<(), VaneError> {
         let Value::Object(m) = v else {
-            return Err(roadmap_error(format!("{at}: a task must be a mapping"), json!({ "at": at })));
+            return Err(roadmap_error(
+                format!("{at}: a task must be a mapping"),
+                json!({ "at": at }),
+            ));
         };
         let id = match m.get("id") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(roadmap_error(format!("{at}: task without an `id`"), json!({ "at": at }))),
+            _ => {
+                return Err(roadmap_error(
+                    format!("{at}: task without an `id`"),
+                    json!({ "at": at }),
+                ))
+            }
         };
         if let Some(prev) = self.seen.insert(id.clone(), at.to_string()) {
             return Err(roadmap_error(
@@ -199,12 +249,17 @@ impl Builder {
             ));
         }
         let bad = |field: &str, why: String| {
-            roadmap_error(format!("task `{id}` ({at}): {why}"), json!({ "task_id": id, "field": field }))
+            roadmap_error(
+                format!("task `{id}` ({at}): {why}"),
+                json!({ "task_id": id, "field": field }),
+            )
         };
         let title = match m.get("title") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Null) | None => {
-                self.report.warnings.push(format!("task `{id}` has no title"));
+                self.report
+                    .warnings
+                    .push(format!("task `{id}` has no title"));
                 String::new()
             }
             Some(other) => other.to_string(),
@@ -218,12 +273,20 @@ impl Builder {
         };
         let priority = match m.get("priority") {
             None | Some(Value::Null) => None,
-            Some(p) => Some(Priority::from_value(p).ok_or_else(|| bad("priority", Priority::invalid(p).message))?),
+            Some(p) => Some(
+                Priority::from_value(p)
+                    .ok_or_else(|| bad("priority", Priority::invalid(p).message))?,
+            ),
         };
         let estimate_hours = match m.get("estimate_hours") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => n.as_f64(),
-            Some(other) => return Err(bad("estimate_hours", format!("estimate_hours must be a number, got {other}"))),
+            Some(other) => {
+                return Err(bad(
+                    "estimate_hours",
+                    format!("estimate_hours must be a number, got {other}"),
+                ))
+            }
         };
         let dependencies = match m.get("dependencies") {
             None | Some(Value::Null) => Vec::new(),
@@ -232,11 +295,19 @@ impl Builder {
                 .map(|d| match d {
                     Value::String(s) => Ok(s.trim().to_string()),
                     Value::Number(n) => Ok(n.to_string()),
-                    other => Err(bad("dependencies", format!("a dependency must be a task id, got {other}"))),
+                    other => Err(bad(
+                        "dependencies",
+                        format!("a dependency must be a task id, got {other}"),
+                    )),
                 })
                 .collect::<Result<_, _>>()?,
             Some(Value::String(s)) => vec![s.trim().to_string()],
-            Some(other) => return Err(bad("dependencies", format!("dependencies must be a list, got {other}"))),
+            Some(other) => {
+                return Err(bad(
+                    "dependencies",
+                    format!("dependencies must be a list, got {other}"),
+                ))
+            }
         };
         let exit_criteria = match m.get("exit_criteria") {
             None | Some(Value::Null) => Vec::new(),
@@ -267,14 +338,21 @@ impl Builder {
 
 /// Dangling dependencies and dependency cycles (Tarjan's SCC, iterative).
 pub fn check_graph(tasks: &[Task]) -> (Vec<DanglingDependency>, Vec<Vec<String>>) {
-    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
     let mut dangling = Vec::new();
     let mut adj: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
     for (i, t) in tasks.iter().enumerate() {
         for d in &t.dependencies {
             match index.get(d.as_str()) {
                 Some(&j) => adj[i].push(j),
-                None => dangling.push(DanglingDependency { task_id: t.id.clone(), dependency: d.clone() }),
+                None => dangling.push(DanglingDependency {
+                    task_id: t.id.clone(),
+                    dependency: d.clone(),
+                }),
             }
         }
     }
@@ -367,7 +445,10 @@ pub fn task_to_value(t: &Task) -> Value {
         m.insert("dependencies".into(), json!(t.dependencies));
     }
     if !t.exit_criteria.is_empty() {
-        m.insert("exit_criteria".into(), Value::Array(t.exit_criteria.iter().map(|e| e.to_value()).collect()));
+        m.insert(
+            "exit_criteria".into(),
+            Value::Array(t.exit_criteria.iter().map(|e| e.to_value()).collect()),
+        );
     }
     for (k, v) in &t.extra {
         m.insert(k.clone(), v.clone());
@@ -411,23 +492,37 @@ pub fn to_value(r: &Roadmap) -> Value {
         }
         // Children keep their document order: import walks keys in order, so
         // the smallest task index under each key tells which key came first.
-        fn first_task(r: &Roadmap, gi: usize, cg: &[Vec<usize>], ct: &[Vec<usize>]) -> usize {
+        fn first_task(gi: usize, cg: &[Vec<usize>], ct: &[Vec<usize>]) -> usize {
             let own = ct[gi].first().copied().unwrap_or(usize::MAX);
-            cg[gi].iter().map(|&c| first_task(r, c, cg, ct)).fold(own, usize::min)
+            cg[gi]
+                .iter()
+                .map(|&c| first_task(c, cg, ct))
+                .fold(own, usize::min)
         }
-        let tasks: Vec<Value> = ct[gi].iter().map(|&ti| task_to_value(&r.tasks[ti])).collect();
+        let tasks: Vec<Value> = ct[gi]
+            .iter()
+            .map(|&ti| task_to_value(&r.tasks[ti]))
+            .collect();
         let mut milestones = (Vec::new(), usize::MAX);
         let mut sets = (Vec::new(), usize::MAX);
         for &c in &cg[gi] {
             let v = group_value(r, c, cg, ct);
-            let slot = if r.groups[c].kind == GroupKind::Set { &mut sets } else { &mut milestones };
+            let slot = if r.groups[c].kind == GroupKind::Set {
+                &mut sets
+            } else {
+                &mut milestones
+            };
             slot.0.push(v);
-            slot.1 = slot.1.min(first_task(r, c, cg, ct));
+            slot.1 = slot.1.min(first_task(c, cg, ct));
         }
         let no_children = milestones.0.is_empty() && sets.0.is_empty() && tasks.is_empty();
         let mut slots = vec![
             ("milestones", milestones.1, milestones.0),
-            ("tasks", ct[gi].first().copied().unwrap_or(usize::MAX), tasks),
+            (
+                "tasks",
+                ct[gi].first().copied().unwrap_or(usize::MAX),
+                tasks,
+            ),
             ("sets", sets.1, sets.0),
         ];
         slots.sort_by_key(|s| s.1);
@@ -441,12 +536,22 @@ pub fn to_value(r: &Roadmap) -> Value {
     let mut top = Map::new();
     top.insert(
         "epics".into(),
-        Value::Array(top_groups.iter().map(|&g| group_value(r, g, &child_groups, &child_tasks)).collect()),
+        Value::Array(
+            top_groups
+                .iter()
+                .map(|&g| group_value(r, g, &child_groups, &child_tasks))
+                .collect(),
+        ),
     );
     if !top_tasks.is_empty() {
         top.insert(
             "tasks".into(),
-            Value::Array(top_tasks.iter().map(|&t| task_to_value(&r.tasks[t])).collect()),
+            Value::Array(
+                top_tasks
+                    .iter()
+                    .map(|&t| task_to_value(&r.tasks[t]))
+                    .collect(),
+            ),
         );
     }
     for (k, v) in &r.extra {
@@ -463,7 +568,11 @@ pub fn to_yaml(r: &Roadmap) -> String {
 /// Ids that appear more than once (used when merging roadmaps).
 pub fn duplicate_ids(tasks: &[Task]) -> Vec<String> {
     let mut seen = HashSet::new();
-    tasks.iter().filter(|t| !seen.insert(t.id.as_str())).map(|t| t.id.clone()).collect()
+    tasks
+        .iter()
+        .filter(|t| !seen.insert(t.id.as_str()))
+        .map(|t| t.id.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -511,14 +620,23 @@ tasks:
         let (r, rep) = parse_yaml(SAMPLE).unwrap();
         assert_eq!(r.tasks.len(), 4);
         assert_eq!((rep.epics, rep.milestones, rep.sets), (1, 1, 1));
-        assert_eq!(rep.dangling_dependencies, vec![DanglingDependency { task_id: "T2".into(), dependency: "GHOST".into() }]);
+        assert_eq!(
+            rep.dangling_dependencies,
+            vec![DanglingDependency {
+                task_id: "T2".into(),
+                dependency: "GHOST".into()
+            }]
+        );
         assert_eq!(rep.cycles, vec![vec!["T3".to_string(), "T4".to_string()]]);
         let t1 = &r.tasks[0];
         assert_eq!(t1.exit_criteria.len(), 4);
         assert!(matches!(&t1.exit_criteria[2], ExitCriterion::Other(m) if m.contains_key("tests")));
         assert_eq!(r.tasks[1].priority, Some(Priority::HIGH));
         assert_eq!(r.tasks[1].extra.get("custom"), Some(&json!({"a": 1})));
-        assert_eq!(r.lineage(&r.tasks[2]), (Some("E1".into()), Some("M1".into())));
+        assert_eq!(
+            r.lineage(&r.tasks[2]),
+            (Some("E1".into()), Some("M1".into()))
+        );
         assert_eq!(r.lineage(&r.tasks[3]), (Some("OTHER".into()), None));
     }
 
@@ -537,9 +655,18 @@ tasks:
             ("epics: 3\n", "must be a list"),
             ("tasks:\n  - title: no id\n", "without an `id`"),
             ("tasks:\n  - id: A\n  - id: A\n", "duplicate task id"),
-            ("tasks:\n  - id: A\n    status: sleeping\n", "unknown status"),
-            ("tasks:\n  - id: A\n    priority: whenever\n", "invalid priority"),
-            ("tasks:\n  - id: A\n    estimate_hours: lots\n", "estimate_hours"),
+            (
+                "tasks:\n  - id: A\n    status: sleeping\n",
+                "unknown status",
+            ),
+            (
+                "tasks:\n  - id: A\n    priority: whenever\n",
+                "invalid priority",
+            ),
+            (
+                "tasks:\n  - id: A\n    estimate_hours: lots\n",
+                "estimate_hours",
+            ),
             ("epics: [\n", "not valid YAML"),
         ] {
             let err = parse_yaml(text).unwrap_err();

@@ -53,7 +53,11 @@ mod tests {
         for from in Status::ALL {
             for to in Status::ALL {
                 let ok = check("T", from, to).is_ok();
-                assert_eq!(ok, from == to || allowed_next(from).contains(&to), "{from}->{to}");
+                assert_eq!(
+                    ok,
+                    from == to || allowed_next(from).contains(&to),
+                    "{from}->{to}"
+                );
             }
         }
     }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use vane_core::roadmap::{parse_yaml, to_yaml};
 
 fn fixture(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/roadmaps").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/roadmaps")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 
@@ -38,7 +40,10 @@ fn older_roadmap_imports_whole() {
     assert_eq!(r.tasks.len(), n);
     assert_eq!(r.tasks.len(), 80);
     assert_eq!(rep.epics, 11);
-    assert!(rep.dangling_dependencies.iter().any(|d| d.task_id == "T9.3.2" && d.dependency == "E5"));
+    assert!(rep
+        .dangling_dependencies
+        .iter()
+        .any(|d| d.task_id == "T9.3.2" && d.dependency == "E5"));
     // odd exit criteria such as `tests: path` are kept
     let t = r.tasks.iter().find(|t| t.id == "T3.4.1").unwrap();
     assert!(to_yaml(&r).contains("tests/web/test_plan_page.spec.ts"));
@@ -55,9 +60,19 @@ fn newer_roadmap_with_sets_and_top_level_tasks_imports_whole() {
     assert_eq!(r.tasks.len(), n);
     assert_eq!(r.tasks.len(), 190);
     assert_eq!(rep.sets, 5);
-    assert!(r.tasks.iter().any(|t| t.id == "FOUNDATION-FIX-NODE-ABI-001" && t.parent.is_none()));
-    let dangling: Vec<_> = rep.dangling_dependencies.iter().map(|d| (d.task_id.as_str(), d.dependency.as_str())).collect();
-    assert!(dangling.contains(&("AFP-W3-M1-EXIT-READINESS", "AFP-W3-RELIABILITY-DASHBOARD")), "{dangling:?}");
+    assert!(r
+        .tasks
+        .iter()
+        .any(|t| t.id == "FOUNDATION-FIX-NODE-ABI-001" && t.parent.is_none()));
+    let dangling: Vec<_> = rep
+        .dangling_dependencies
+        .iter()
+        .map(|d| (d.task_id.as_str(), d.dependency.as_str()))
+        .collect();
+    assert!(
+        dangling.contains(&("AFP-W3-M1-EXIT-READINESS", "AFP-W3-RELIABILITY-DASHBOARD")),
+        "{dangling:?}"
+    );
 }
 
 #[test]

@@ -27,7 +27,12 @@ pub enum ExportKind {
 }
 
 impl ExportKind {
-    pub const ALL: [ExportKind; 4] = [ExportKind::Roadmap, ExportKind::Context, ExportKind::Checkpoint, ExportKind::Critics];
+    pub const ALL: [ExportKind; 4] = [
+        ExportKind::Roadmap,
+        ExportKind::Context,
+        ExportKind::Checkpoint,
+        ExportKind::Critics,
+    ];
 
     pub(crate) fn meta_key(self) -> &'static str {
         match self {
@@ -132,7 +137,9 @@ pub(crate) fn refresh(store: &Store, kind: ExportKind) -> Result<bool> {
         tx.commit().map_err(db_err)?;
         Ok(Some((rev, files)))
     })?;
-    let Some((rev, files)) = rendered else { return Ok(false) };
+    let Some((rev, files)) = rendered else {
+        return Ok(false);
+    };
     for (path, bytes) in files {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;

@@ -18,6 +18,6 @@ mod paths;
 mod schema;
 mod store;
 
-pub use paths::StatePaths;
 pub use exports::{write_atomic, ExportKind};
+pub use paths::StatePaths;
 pub use store::*;

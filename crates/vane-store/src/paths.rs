@@ -11,7 +11,10 @@ pub struct StatePaths {
 
 impl StatePaths {
     pub fn new(workspace: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> StatePaths {
-        StatePaths { workspace: workspace.into(), state_dir: state_dir.into() }
+        StatePaths {
+            workspace: workspace.into(),
+            state_dir: state_dir.into(),
+        }
     }
     pub fn db(&self) -> PathBuf {
         self.state_dir.join("vane.db")

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -36,15 +38,21 @@ pub fn iso(ms: i64) -> String {
 pub(crate) fn db_err(e: rusqlite::Error) -> VaneError {
     let busy = matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy || f.code == rusqlite::ErrorCode::DatabaseLocked);
     if busy {
-        VaneError::new(ErrorCode::StoreError, "the store stayed locked by another process; retry")
-            .with_details(json!({ "retryable": true }))
+        VaneError::new(
+            ErrorCode::StoreError,
+            "the store stayed locked by another process; retry",
+        )
+        .with_details(json!({ "retryable": true }))
     } else {
         VaneError::new(ErrorCode::StoreError, format!("store: {e}"))
     }
 }
 
 fn json_err(e: serde_json::Error) -> VaneError {
-    VaneError::new(ErrorCode::StoreError, format!("store holds malformed JSON: {e}"))
+    VaneError::new(
+        ErrorCode::StoreError,
+        format!("store holds malformed JSON: {e}"),
+    )
 }
 
 /// A task with its runtime state, as tools return it.
@@ -276,12 +284,22 @@ fn finish_task(row: (TaskRecord, String, String)) -> Result<TaskRecord> {
 }
 
 fn bump(tx: &Transaction<'_>, kinds: &[ExportKind]) -> Result<i64> {
-    tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'", []).map_err(db_err)?;
+    tx.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
+        [],
+    )
+    .map_err(db_err)?;
     let rev: i64 = tx
-        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+            r.get(0)
+        })
         .map_err(db_err)?;
     for k in kinds {
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = ?2", params![rev, k.meta_key()]).map_err(db_err)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = ?2",
+            params![rev, k.meta_key()],
+        )
+        .map_err(db_err)?;
     }
     Ok(rev)
 }
@@ -301,24 +319,40 @@ impl Store {
         let db = paths.db();
         if !read_only {
             std::fs::create_dir_all(&paths.state_dir).map_err(|e| {
-                VaneError::new(ErrorCode::IoError, format!("cannot create {}: {e}", paths.state_dir.display()))
+                VaneError::new(
+                    ErrorCode::IoError,
+                    format!("cannot create {}: {e}", paths.state_dir.display()),
+                )
             })?;
         }
         let flags = if read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
         } else {
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
         };
         let mut conn = Connection::open_with_flags(&db, flags).map_err(|e| {
-            VaneError::new(ErrorCode::StoreError, format!("cannot open store {}: {e}", db.display()))
+            VaneError::new(
+                ErrorCode::StoreError,
+                format!("cannot open store {}: {e}", db.display()),
+            )
         })?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
         if !read_only {
-            conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-            conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(db_err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(db_err)?;
         }
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        // 2 MiB page cache: the working set of a roadmap is small
+        conn.pragma_update(None, "cache_size", -2048)
+            .map_err(db_err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db_err)?;
         if version > SCHEMA_VERSION {
             return Err(VaneError::new(
                 ErrorCode::StoreError,
@@ -332,19 +366,31 @@ impl Store {
             if read_only {
                 return Err(VaneError::new(
                     ErrorCode::StoreError,
-                    format!("store schema version {version} needs migration; open it writable first"),
+                    format!(
+                        "store schema version {version} needs migration; open it writable first"
+                    ),
                 ));
             }
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(db_err)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Exclusive)
+                .map_err(db_err)?;
             // Re-read under the lock: another process may have migrated meanwhile.
-            let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db_err)?;
+            let current: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(db_err)?;
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
                 tx.execute_batch(sql).map_err(db_err)?;
-                tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db_err)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+                    .map_err(db_err)?;
             }
             tx.commit().map_err(db_err)?;
         }
-        let store = Store { conn: Mutex::new(conn), paths: paths.clone(), read_only, graph: Mutex::new(None) };
+        let store = Store {
+            conn: Mutex::new(conn),
+            paths: paths.clone(),
+            read_only,
+            graph: Mutex::new(None),
+        };
         if !read_only {
             let gi = paths.gitignore();
             if !gi.exists() {
@@ -370,18 +416,27 @@ impl Store {
 
     fn guard_writable(&self) -> Result<()> {
         if self.read_only {
-            return Err(VaneError::new(ErrorCode::StoreError, "the store is open read-only"));
+            return Err(VaneError::new(
+                ErrorCode::StoreError,
+                "the store is open read-only",
+            ));
         }
         Ok(())
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and bumps the revision of
     /// the given exports, then refreshes those exports.
-    fn write<T>(&self, kinds: &[ExportKind], f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn write<T>(
+        &self,
+        kinds: &[ExportKind],
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         self.guard_writable()?;
         let out = {
             let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
             let out = f(&tx)?;
             bump(&tx, kinds)?;
             tx.commit().map_err(db_err)?;
@@ -397,7 +452,9 @@ impl Store {
 
     pub fn revision(&self) -> Result<i64> {
         self.conn()
-            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+                r.get(0)
+            })
             .map_err(db_err)
     }
 
@@ -426,10 +483,18 @@ impl Store {
     /// Imports a roadmap: tasks in the file are created or updated (status,
     /// fields and position from the file); tasks not in the file are kept,
     /// or removed with `prune`. One transaction: all or nothing.
-    pub fn import_roadmap(&self, roadmap: &Roadmap, prune: bool, actor: &str) -> Result<ImportSummary> {
+    pub fn import_roadmap(
+        &self,
+        roadmap: &Roadmap,
+        prune: bool,
+        actor: &str,
+    ) -> Result<ImportSummary> {
         let dups = vane_core::roadmap::duplicate_ids(&roadmap.tasks);
         if !dups.is_empty() {
-            return Err(VaneError::new(ErrorCode::RoadmapInvalid, format!("duplicate task ids: {}", dups.join(", "))));
+            return Err(VaneError::new(
+                ErrorCode::RoadmapInvalid,
+                format!("duplicate task ids: {}", dups.join(", ")),
+            ));
         }
         let now = now_ms();
         self.write(&[ExportKind::Roadmap], |tx| {
@@ -601,7 +666,13 @@ impl Store {
     }
 
     /// Atomically claims the first ready task in plan order.
-    pub fn claim_next(&self, q: &PlanQuery, agent: &str, ttl_s: u64, now: i64) -> Result<Option<TaskRecord>> {
+    pub fn claim_next(
+        &self,
+        q: &PlanQuery,
+        agent: &str,
+        ttl_s: u64,
+        now: i64,
+    ) -> Result<Option<TaskRecord>> {
         let graph_cache = &self.graph;
         self.write(&[ExportKind::Roadmap], |tx| {
             let graph = graph_at(tx, graph_cache)?;
@@ -746,7 +817,13 @@ impl Store {
     // ----- context and checkpoints -----
 
     /// Replaces (or appends to) one context section, within a word budget.
-    pub fn context_write(&self, section: &str, content: &str, append: bool, word_budget: usize) -> Result<ContextSection> {
+    pub fn context_write(
+        &self,
+        section: &str,
+        content: &str,
+        append: bool,
+        word_budget: usize,
+    ) -> Result<ContextSection> {
         let now = now_ms();
         self.write(&[ExportKind::Context], |tx| {
             let prev: Option<String> = tx
@@ -793,7 +870,12 @@ impl Store {
                 params![now, reason, data.to_string()],
             )
             .map_err(db_err)?;
-            Ok(Checkpoint { id: tx.last_insert_rowid(), created_at: iso(now), reason: reason.to_string(), data })
+            Ok(Checkpoint {
+                id: tx.last_insert_rowid(),
+                created_at: iso(now),
+                reason: reason.to_string(),
+                data,
+            })
         })
     }
 
@@ -808,7 +890,11 @@ impl Store {
     /// task `CRITIC-<name>` (reopening it when it was closed).
     pub fn record_critic_run(&self, run: &NewCriticRun) -> Result<CriticRun> {
         let failed = run.status != CriticStatus::Pass;
-        let kinds: &[ExportKind] = if failed { &[ExportKind::Critics, ExportKind::Roadmap] } else { &[ExportKind::Critics] };
+        let kinds: &[ExportKind] = if failed {
+            &[ExportKind::Critics, ExportKind::Roadmap]
+        } else {
+            &[ExportKind::Critics]
+        };
         self.write(kinds, |tx| {
             tx.execute(
                 "INSERT INTO critic_runs(name, status, exit_code, command, started_at_ms, finished_at_ms, duration_ms, output_tail, trigger) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
@@ -870,8 +956,9 @@ impl Store {
         let content_file = match content {
             Some(bytes) => {
                 let dir = self.paths.artifacts_dir();
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| VaneError::new(ErrorCode::IoError, format!("create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    VaneError::new(ErrorCode::IoError, format!("create {}: {e}", dir.display()))
+                })?;
                 let name = format!("{}-{}.txt", now, std::process::id());
                 let name = unique_name(&dir, &name);
                 exports::write_atomic(&dir.join(&name), bytes)?;
@@ -918,7 +1005,12 @@ impl Store {
         match &a.content_file {
             Some(f) => std::fs::read(self.paths.artifacts_dir().join(f))
                 .map(Some)
-                .map_err(|e| VaneError::new(ErrorCode::IoError, format!("artifact {} content: {e}", a.id))),
+                .map_err(|e| {
+                    VaneError::new(
+                        ErrorCode::IoError,
+                        format!("artifact {} content: {e}", a.id),
+                    )
+                }),
             None => Ok(None),
         }
     }
@@ -928,11 +1020,19 @@ impl Store {
         let mut q = conn
             .prepare("SELECT id, kind, path, metadata, task_id, created_at_ms, size, content_file FROM artifacts ORDER BY id DESC LIMIT ?1")
             .map_err(db_err)?;
-        let rows = q.query_map([limit as i64], artifact_from_row).map_err(db_err)?;
+        let rows = q
+            .query_map([limit as i64], artifact_from_row)
+            .map_err(db_err)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db_err)
     }
 
-    pub fn record_decision(&self, title: &str, summary: &str, impact: Option<&str>, task_id: Option<&str>) -> Result<Decision> {
+    pub fn record_decision(
+        &self,
+        title: &str,
+        summary: &str,
+        impact: Option<&str>,
+        task_id: Option<&str>,
+    ) -> Result<Decision> {
         let now = now_ms();
         self.write(&[ExportKind::Context], |tx| {
             if let Some(t) = task_id {
@@ -966,8 +1066,12 @@ impl Store {
         let mut by_status = IndexMap::new();
         let mut total = 0usize;
         {
-            let mut q = conn.prepare("SELECT status, count(*) FROM tasks GROUP BY status").map_err(db_err)?;
-            let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db_err)?;
+            let mut q = conn
+                .prepare("SELECT status, count(*) FROM tasks GROUP BY status")
+                .map_err(db_err)?;
+            let rows = q
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db_err)?;
             let mut counts = HashMap::new();
             for row in rows {
                 let (s, n) = row.map_err(db_err)?;
@@ -997,11 +1101,17 @@ impl Store {
             .map_err(db_err)?;
         let done = by_status.get("done").copied().unwrap_or(0);
         let revision = conn
-            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+                r.get(0)
+            })
             .map_err(db_err)?;
         Ok(StoreStatus {
             tasks: total,
-            done_ratio: if total == 0 { 0.0 } else { (done as f64 / total as f64 * 1000.0).round() / 1000.0 },
+            done_ratio: if total == 0 {
+                0.0
+            } else {
+                (done as f64 / total as f64 * 1000.0).round() / 1000.0
+            },
             by_status,
             claims,
             revision,
@@ -1012,9 +1122,14 @@ impl Store {
     /// `PRAGMA quick_check` and a `BEGIN; ROLLBACK;` round trip.
     pub fn health_check(&self) -> Result<()> {
         let conn = self.conn();
-        let r: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(db_err)?;
+        let r: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(db_err)?;
         if r != "ok" {
-            return Err(VaneError::new(ErrorCode::StoreError, format!("store integrity check: {r}")));
+            return Err(VaneError::new(
+                ErrorCode::StoreError,
+                format!("store integrity check: {r}"),
+            ));
         }
         conn.execute_batch("BEGIN; ROLLBACK;").map_err(db_err)?;
         Ok(())
@@ -1078,7 +1193,11 @@ fn artifact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Artifact> {
 
 pub(crate) fn get_task(conn: &Connection, id: &str) -> Result<TaskRecord> {
     let row = conn
-        .query_row(&format!("SELECT {TASK_COLS} FROM tasks WHERE id=?1"), [id], task_from_row)
+        .query_row(
+            &format!("SELECT {TASK_COLS} FROM tasks WHERE id=?1"),
+            [id],
+            task_from_row,
+        )
         .optional()
         .map_err(db_err)?;
     match row {
@@ -1087,9 +1206,16 @@ pub(crate) fn get_task(conn: &Connection, id: &str) -> Result<TaskRecord> {
     }
 }
 
-fn graph_at(conn: &Connection, cache: &Mutex<Option<(i64, Arc<PlanGraph>)>>) -> Result<Arc<PlanGraph>> {
+fn graph_at(
+    conn: &Connection,
+    cache: &Mutex<Option<(i64, Arc<PlanGraph>)>>,
+) -> Result<Arc<PlanGraph>> {
     let rev: i64 = conn
-        .query_row("SELECT value FROM meta WHERE key = 'rev_roadmap'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'rev_roadmap'",
+            [],
+            |r| r.get(0),
+        )
         .map_err(db_err)?;
     {
         let c = cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -1165,12 +1291,22 @@ fn unmet_critics(conn: &Connection, t: &TaskRecord) -> Result<Vec<Value>> {
 fn remediate(tx: &Transaction<'_>, run: &NewCriticRun) -> Result<String> {
     let id = format!("CRITIC-{}", run.name);
     let now = run.finished_at_ms;
-    let tail: String = run.output_tail.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = run
+        .output_tail
+        .chars()
+        .rev()
+        .take(2000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     let description = format!(
         "Critic `{}` reported {} (exit code {}) at {}.\nCommand: {}\n\nOutput tail:\n{}",
         run.name,
         run.status.as_str(),
-        run.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+        run.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "none".into()),
         iso(now),
         run.command,
         tail
@@ -1179,9 +1315,12 @@ fn remediate(tx: &Transaction<'_>, run: &NewCriticRun) -> Result<String> {
     match existing {
         None => {
             let ord: i64 = tx
-                .query_row("SELECT coalesce(max(ord), 0) + 1 FROM tasks", [], |r| r.get(0))
+                .query_row("SELECT coalesce(max(ord), 0) + 1 FROM tasks", [], |r| {
+                    r.get(0)
+                })
                 .map_err(db_err)?;
-            let ec = serde_json::to_string(&[ExitCriterion::Critic(run.name.clone())]).map_err(json_err)?;
+            let ec = serde_json::to_string(&[ExitCriterion::Critic(run.name.clone())])
+                .map_err(json_err)?;
             tx.execute(
                 "INSERT INTO tasks(id, ord, title, description, status, priority, dependencies, exit_criteria, extra, version, updated_at_ms)
                  VALUES (?1,?2,?3,?4,'pending',1,'[]',?5,?6,1,?7)",
@@ -1313,7 +1452,9 @@ pub(crate) fn latest_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>>
 pub(crate) fn load_roadmap(conn: &Connection) -> Result<Roadmap> {
     let mut r = Roadmap::default();
     let extra: String = conn
-        .query_row("SELECT extra FROM roadmap_meta WHERE id=1", [], |r| r.get(0))
+        .query_row("SELECT extra FROM roadmap_meta WHERE id=1", [], |r| {
+            r.get(0)
+        })
         .map_err(db_err)?;
     r.extra = serde_json::from_str(&extra).map_err(json_err)?;
     let mut q = conn
@@ -1366,14 +1507,17 @@ pub(crate) fn load_roadmap(conn: &Connection) -> Result<Roadmap> {
         })
         .map_err(db_err)?;
     for row in rows {
-        let (id, title, description, status, prio, owner, est, deps, ec, extra, parent) = row.map_err(db_err)?;
+        let (id, title, description, status, prio, owner, est, deps, ec, extra, parent) =
+            row.map_err(db_err)?;
         let ec: Vec<Value> = serde_json::from_str(&ec).map_err(json_err)?;
         r.tasks.push(Task {
             id,
             title,
             description,
             status: Status::parse(&status).unwrap_or(Status::Pending),
-            priority: prio.and_then(|p| u8::try_from(p).ok()).and_then(Priority::from_rank),
+            priority: prio
+                .and_then(|p| u8::try_from(p).ok())
+                .and_then(Priority::from_rank),
             owner,
             estimate_hours: est,
             dependencies: serde_json::from_str(&deps).map_err(json_err)?,

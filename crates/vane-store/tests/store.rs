@@ -58,10 +58,15 @@ fn concurrent_claims_never_hand_out_a_task_twice() {
         handles.push(std::thread::spawn(move || {
             // each thread its own connection, like separate processes
             let s = Store::open(&paths).unwrap();
-            s.claim_next(&PlanQuery::default(), &format!("agent-{i}"), 60, now_ms()).unwrap().map(|t| t.id)
+            s.claim_next(&PlanQuery::default(), &format!("agent-{i}"), 60, now_ms())
+                .unwrap()
+                .map(|t| t.id)
         }));
     }
-    let mut got: Vec<String> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+    let mut got: Vec<String> = handles
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
     got.sort();
     // A, C, D are ready (B waits on A): exactly three claims succeed
     assert_eq!(got, vec!["A", "C", "D"]);
@@ -102,15 +107,28 @@ fn done_needs_a_passing_critic_since_start_unless_forced() {
             trigger: json!({}),
         })
         .unwrap();
-    let claimed = store.claim_next(&PlanQuery::default(), "a1", 60, t0).unwrap().unwrap();
+    let claimed = store
+        .claim_next(&PlanQuery::default(), "a1", 60, t0)
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.id, "A");
-    let done = TaskUpdate { task_id: "A".into(), status: Some(Status::Done), ..Default::default() };
+    let done = TaskUpdate {
+        task_id: "A".into(),
+        status: Some(Status::Done),
+        ..Default::default()
+    };
     let e = store.update_task(&done, t0 + 1).unwrap_err();
     assert_eq!(e.code, ErrorCode::ExitCriteriaUnmet);
     assert_eq!(e.details["unmet"][0]["critic"], "tests");
     // force without reason is refused, with reason recorded
-    let forced = TaskUpdate { force: true, ..done.clone() };
-    assert_eq!(store.update_task(&forced, t0 + 2).unwrap_err().code, ErrorCode::InvalidInput);
+    let forced = TaskUpdate {
+        force: true,
+        ..done.clone()
+    };
+    assert_eq!(
+        store.update_task(&forced, t0 + 2).unwrap_err().code,
+        ErrorCode::InvalidInput
+    );
     store
         .record_critic_run(&NewCriticRun {
             name: "tests".into(),
@@ -125,7 +143,10 @@ fn done_needs_a_passing_critic_since_start_unless_forced() {
         .unwrap();
     let out = store.update_task(&done, t0 + 10).unwrap();
     assert_eq!(out.task.status, Status::Done);
-    assert!(out.task.claimed_by.is_none(), "leaving in_progress releases the claim");
+    assert!(
+        out.task.claimed_by.is_none(),
+        "leaving in_progress releases the claim"
+    );
 }
 
 #[test]
@@ -148,7 +169,9 @@ fn failing_critic_opens_a_remediation_task() {
     assert!(t.description.unwrap().contains("bad style"));
     let exported = std::fs::read_to_string(d.path().join(".vane/critics/lint.json")).unwrap();
     assert!(exported.contains("\"fail\""));
-    assert!(std::fs::read_to_string(d.path().join(".vane/roadmap.yaml")).unwrap().contains("CRITIC-lint"));
+    assert!(std::fs::read_to_string(d.path().join(".vane/roadmap.yaml"))
+        .unwrap()
+        .contains("CRITIC-lint"));
 }
 
 #[test]
@@ -163,8 +186,12 @@ fn exports_follow_the_store_and_never_go_backwards() {
     let other = Store::open(&paths).unwrap();
     other.context_write("goal", "newer", false, 100).unwrap();
     assert!(!store.export(ExportKind::Context).unwrap());
-    assert!(std::fs::read_to_string(d.path().join(".vane/context.md")).unwrap().contains("newer"));
-    let e = store.context_write("goal", &"word ".repeat(101), false, 100).unwrap_err();
+    assert!(std::fs::read_to_string(d.path().join(".vane/context.md"))
+        .unwrap()
+        .contains("newer"));
+    let e = store
+        .context_write("goal", &"word ".repeat(101), false, 100)
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::ContextBudgetExceeded);
 }
 

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ReadResourceRequestParams, Tool};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientConfig, ReadResourceRequestParams, Tool,
+};
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
@@ -30,14 +32,23 @@ pub struct Client {
 impl Client {
     /// Starts `bin args…` and completes the MCP handshake. The child's stderr
     /// is inherited unless `quiet`.
-    pub async fn spawn(bin: &Path, args: &[&str], env: &[(&str, &str)], quiet: bool) -> Result<Client, ClientError> {
+    pub async fn spawn(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        quiet: bool,
+    ) -> Result<Client, ClientError> {
         let mut cmd = tokio::process::Command::new(bin);
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let (transport, _stderr) = TokioChildProcess::builder(cmd)
-            .stderr(if quiet { Stdio::null() } else { Stdio::inherit() })
+            .stderr(if quiet {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()?;
         let pid = transport.id();
         let service = PlainClient.serve(transport).await?;
@@ -67,9 +78,13 @@ impl Client {
     pub async fn call_err(&self, name: &str, args: Value) -> Result<Value, ClientError> {
         let r = self.call(name, args).await?;
         if r.is_error != Some(true) {
-            return Err(format!("{name} unexpectedly succeeded: {:?}", r.structured_content).into());
+            return Err(
+                format!("{name} unexpectedly succeeded: {:?}", r.structured_content).into(),
+            );
         }
-        Ok(r.structured_content.and_then(|v| v.get("error").cloned()).unwrap_or(Value::Null))
+        Ok(r.structured_content
+            .and_then(|v| v.get("error").cloned())
+            .unwrap_or(Value::Null))
     }
 
     pub async fn tools(&self) -> Result<Vec<Tool>, ClientError> {
@@ -77,9 +92,16 @@ impl Client {
     }
 
     pub async fn read_text(&self, uri: &str) -> Result<String, ClientError> {
-        let r = self.service.read_resource(ReadResourceRequestParams::new(uri)).await?;
+        let r = self
+            .service
+            .read_resource(ReadResourceRequestParams::new(uri))
+            .await?;
         let v = serde_json::to_value(&r.contents)?;
-        Ok(v.get(0).and_then(|c| c.get("text")).and_then(|t| t.as_str()).unwrap_or_default().to_string())
+        Ok(v.get(0)
+            .and_then(|c| c.get("text"))
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_string())
     }
 
     pub async fn close(self) {

@@ -20,14 +20,19 @@ pub struct Workspace {
 }
 
 fn outside(p: &str) -> VaneError {
-    VaneError::new(ErrorCode::PathOutsideWorkspace, format!("`{p}` resolves outside the workspace"))
-        .with_details(json!({ "path": p }))
+    VaneError::new(
+        ErrorCode::PathOutsideWorkspace,
+        format!("`{p}` resolves outside the workspace"),
+    )
+    .with_details(json!({ "path": p }))
 }
 
 impl Workspace {
     pub fn new(root: &Path, state_dir: &Path) -> std::io::Result<Workspace> {
         let root = root.canonicalize()?;
-        let state_dir = state_dir.canonicalize().unwrap_or_else(|_| state_dir.to_path_buf());
+        let state_dir = state_dir
+            .canonicalize()
+            .unwrap_or_else(|_| state_dir.to_path_buf());
         Ok(Workspace { root, state_dir })
     }
 
@@ -41,7 +46,11 @@ impl Workspace {
             return Err(VaneError::invalid_input("path contains a NUL byte"));
         }
         let raw = Path::new(p);
-        let joined = if raw.is_absolute() { raw.to_path_buf() } else { self.root.join(raw) };
+        let joined = if raw.is_absolute() {
+            raw.to_path_buf()
+        } else {
+            self.root.join(raw)
+        };
         // lexical normalisation first: `..` may not climb above the root
         let mut norm = PathBuf::new();
         for c in joined.components() {
@@ -62,7 +71,10 @@ impl Workspace {
         let mut existing = norm.clone();
         let mut tail = Vec::new();
         while !existing.exists() && existing.symlink_metadata().is_err() {
-            match (existing.file_name().map(|f| f.to_os_string()), existing.parent()) {
+            match (
+                existing.file_name().map(|f| f.to_os_string()),
+                existing.parent(),
+            ) {
                 (Some(name), Some(parent)) => {
                     tail.push(name);
                     existing = parent.to_path_buf();
@@ -88,7 +100,10 @@ impl Workspace {
     pub fn resolve_for_write(&self, p: &str) -> Result<PathBuf, VaneError> {
         let real = self.resolve(p)?;
         if real == self.root {
-            return Err(VaneError::new(ErrorCode::InvalidInput, "cannot write the workspace root itself"));
+            return Err(VaneError::new(
+                ErrorCode::InvalidInput,
+                "cannot write the workspace root itself",
+            ));
         }
         let rel = real.strip_prefix(&self.root).unwrap_or(&real);
         if real.starts_with(&self.state_dir) || rel.components().any(|c| c.as_os_str() == ".git") {
@@ -103,7 +118,10 @@ impl Workspace {
 
     /// The workspace-relative form of a resolved path.
     pub fn relative(&self, p: &Path) -> String {
-        p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned()
+        p.strip_prefix(&self.root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -123,14 +141,29 @@ mod tests {
         std::os::unix::fs::symlink(d.path(), root.join("updir")).unwrap();
         std::os::unix::fs::symlink(root.join("src"), root.join("inner")).unwrap();
         let ws = Workspace::new(&root, &root.join(".vane")).unwrap();
-        for bad in ["../secret", "/etc/passwd", "src/../../secret", "link", "updir/secret", "updir/new-file"] {
-            assert_eq!(ws.resolve(bad).unwrap_err().code, ErrorCode::PathOutsideWorkspace, "{bad}");
+        for bad in [
+            "../secret",
+            "/etc/passwd",
+            "src/../../secret",
+            "link",
+            "updir/secret",
+            "updir/new-file",
+        ] {
+            assert_eq!(
+                ws.resolve(bad).unwrap_err().code,
+                ErrorCode::PathOutsideWorkspace,
+                "{bad}"
+            );
         }
         assert!(ws.resolve("inner/x.rs").is_ok());
         assert!(ws.resolve("src/new/deep.rs").is_ok());
         assert!(ws.resolve(root.join("src").to_str().unwrap()).is_ok());
         for prot in [".vane/vane.db", ".git/config", "sub/.git/HEAD"] {
-            assert_eq!(ws.resolve_for_write(prot).unwrap_err().code, ErrorCode::PathProtected, "{prot}");
+            assert_eq!(
+                ws.resolve_for_write(prot).unwrap_err().code,
+                ErrorCode::PathProtected,
+                "{prot}"
+            );
         }
         assert_eq!(ws.resolve("").unwrap_err().code, ErrorCode::InvalidInput);
     }

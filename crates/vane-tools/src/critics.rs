@@ -33,7 +33,11 @@ pub async fn git_changed_paths(root: &Path) -> Result<Vec<String>, VaneError> {
         .filter(|l| l.len() > 3)
         .map(|l| {
             let p = &l[3..];
-            p.rsplit(" -> ").next().unwrap_or(p).trim_matches('"').to_string()
+            p.rsplit(" -> ")
+                .next()
+                .unwrap_or(p)
+                .trim_matches('"')
+                .to_string()
         })
         .collect())
 }
@@ -52,11 +56,19 @@ pub fn critics_for_paths(ctx: &ToolCtx, paths: &[String]) -> Result<Vec<String>,
         let mut b = GlobSetBuilder::new();
         for g in &c.paths {
             b.add(Glob::new(g).map_err(|e| {
-                VaneError::new(ErrorCode::ConfigInvalid, format!("critic `{name}`: bad glob `{g}`: {e}"))
+                VaneError::new(
+                    ErrorCode::ConfigInvalid,
+                    format!("critic `{name}`: bad glob `{g}`: {e}"),
+                )
             })?);
         }
-        let set = b.build().map_err(|e| VaneError::new(ErrorCode::ConfigInvalid, e.to_string()))?;
-        if paths.iter().any(|p| set.is_match(p.trim_start_matches("./"))) {
+        let set = b
+            .build()
+            .map_err(|e| VaneError::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+        if paths
+            .iter()
+            .any(|p| set.is_match(p.trim_start_matches("./")))
+        {
             out.push(name.clone());
         }
     }
@@ -64,12 +76,21 @@ pub fn critics_for_paths(ctx: &ToolCtx, paths: &[String]) -> Result<Vec<String>,
 }
 
 /// Runs one critic and records the result.
-pub async fn run_one(ctx: &ToolCtx, name: &str, c: &CriticConfig, trigger: serde_json::Value) -> Result<CriticRun, VaneError> {
+pub async fn run_one(
+    ctx: &ToolCtx,
+    name: &str,
+    c: &CriticConfig,
+    trigger: serde_json::Value,
+) -> Result<CriticRun, VaneError> {
     let started = now_ms();
     let sandbox = ctx.sandbox();
     let checked = ctx.policy.check(&c.command, &ctx.ws.root);
     let (status, exit_code, tail) = match checked {
-        Err(d) => (CriticStatus::Error, None, format!("command refused by policy ({}): {}", d.rule, d.reason)),
+        Err(d) => (
+            CriticStatus::Error,
+            None,
+            format!("command refused by policy ({}): {}", d.rule, d.reason),
+        ),
         Ok(()) => {
             let res = exec::run(
                 &c.command,
@@ -129,16 +150,25 @@ pub async fn run(
     } else if let Some(names) = names.filter(|n| !n.is_empty()) {
         for n in &names {
             if !ctx.config.critics.contains_key(n) {
-                return Err(VaneError::new(ErrorCode::CriticNotFound, format!("no critic `{n}` in vane.toml"))
-                    .with_details(json!({ "critic": n, "configured": configured })));
+                return Err(VaneError::new(
+                    ErrorCode::CriticNotFound,
+                    format!("no critic `{n}` in vane.toml"),
+                )
+                .with_details(json!({ "critic": n, "configured": configured })));
             }
         }
         (names, json!({ "mode": "names" }))
     } else if let Some(paths) = paths.filter(|p| !p.is_empty()) {
-        (critics_for_paths(ctx, &paths)?, json!({ "mode": "paths", "paths": paths }))
+        (
+            critics_for_paths(ctx, &paths)?,
+            json!({ "mode": "paths", "paths": paths }),
+        )
     } else {
         let changed = git_changed_paths(&ctx.ws.root).await?;
-        (critics_for_paths(ctx, &changed)?, json!({ "mode": "git_changes", "paths": changed }))
+        (
+            critics_for_paths(ctx, &changed)?,
+            json!({ "mode": "git_changes", "paths": changed }),
+        )
     };
     let mut runs = Vec::new();
     for name in &selected {

@@ -31,7 +31,10 @@ pub fn load_config(workspace: &Path) -> Result<Config, VaneError> {
     match std::fs::read_to_string(&p) {
         Ok(text) => Config::parse(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-        Err(e) => Err(VaneError::new(ErrorCode::ConfigInvalid, format!("{}: {e}", p.display()))),
+        Err(e) => Err(VaneError::new(
+            ErrorCode::ConfigInvalid,
+            format!("{}: {e}", p.display()),
+        )),
     }
 }
 
@@ -52,17 +55,40 @@ impl ToolCtx {
         Self::open_with(workspace, state_dir, false)
     }
 
-    pub fn open_with(workspace: &Path, state_dir: Option<&Path>, read_only: bool) -> Result<ToolCtx, VaneError> {
+    pub fn open_with(
+        workspace: &Path,
+        state_dir: Option<&Path>,
+        read_only: bool,
+    ) -> Result<ToolCtx, VaneError> {
         let root = workspace.canonicalize().map_err(|e| {
-            VaneError::new(ErrorCode::InvalidInput, format!("workspace {}: {e}", workspace.display()))
+            VaneError::new(
+                ErrorCode::InvalidInput,
+                format!("workspace {}: {e}", workspace.display()),
+            )
         })?;
         let config = load_config(&root)?;
         let paths = state_paths(&root, state_dir, &config);
-        let store = if read_only { Store::open_read_only(&paths)? } else { Store::open(&paths)? };
+        let store = if read_only {
+            Store::open_read_only(&paths)?
+        } else {
+            Store::open(&paths)?
+        };
         let ws = Workspace::new(&root, &paths.state_dir)
             .map_err(|e| VaneError::new(ErrorCode::IoError, format!("workspace: {e}")))?;
-        let policy = Policy::new(&ws.root, config.commands.builtin_deny, &config.commands.deny);
-        Ok(ToolCtx { ws, paths, store: Arc::new(store), config, policy, started: Instant::now(), bwrap: OnceLock::new() })
+        let policy = Policy::new(
+            &ws.root,
+            config.commands.builtin_deny,
+            &config.commands.deny,
+        );
+        Ok(ToolCtx {
+            ws,
+            paths,
+            store: Arc::new(store),
+            config,
+            policy,
+            started: Instant::now(),
+            bwrap: OnceLock::new(),
+        })
     }
 
     /// The sandbox, detecting bubblewrap on first use.

@@ -25,7 +25,10 @@ pub struct HeadTail {
 
 impl HeadTail {
     pub fn new(cap: usize) -> Self {
-        HeadTail { cap, ..Default::default() }
+        HeadTail {
+            cap,
+            ..Default::default()
+        }
     }
     pub fn push(&mut self, data: &[u8]) {
         self.total += data.len();
@@ -95,9 +98,20 @@ pub struct Sandbox {
 /// unavailable in containers).
 pub fn detect_bwrap() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    let bin = std::env::split_paths(&path).map(|d| d.join("bwrap")).find(|p| p.is_file())?;
+    let bin = std::env::split_paths(&path)
+        .map(|d| d.join("bwrap"))
+        .find(|p| p.is_file())?;
     let ok = std::process::Command::new(&bin)
-        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", "--", "true"])
+        .args([
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--unshare-pid",
+            "--",
+            "true",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -140,7 +154,11 @@ impl Sandbox {
         if self.state_dir.exists() {
             args.extend(["--ro-bind".into(), s(&self.state_dir), s(&self.state_dir)]);
         }
-        args.extend(["--unshare-pid".into(), "--die-with-parent".into(), "--new-session".into()]);
+        args.extend([
+            "--unshare-pid".into(),
+            "--die-with-parent".into(),
+            "--new-session".into(),
+        ]);
         if !self.network {
             args.push("--unshare-net".into());
         }
@@ -181,15 +199,22 @@ pub async fn run(
         cmd.env(k, v);
     }
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| VaneError::new(ErrorCode::IoError, format!("cannot start `{}`: {e}", argv[0])))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        VaneError::new(
+            ErrorCode::IoError,
+            format!("cannot start `{}`: {e}", argv[0]),
+        )
+    })?;
     let pgid = child.id().map(|p| Pid::from_raw(p as i32));
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
     let (otx, orx) = tokio::sync::oneshot::channel();
     let (etx, erx) = tokio::sync::oneshot::channel();
-    async fn pump(r: Option<impl tokio::io::AsyncRead + Unpin>, cap: usize, tx: tokio::sync::oneshot::Sender<HeadTail>) {
+    async fn pump(
+        r: Option<impl tokio::io::AsyncRead + Unpin>,
+        cap: usize,
+        tx: tokio::sync::oneshot::Sender<HeadTail>,
+    ) {
         let mut ht = HeadTail::new(cap);
         if let Some(mut r) = r {
             let mut buf = vec![0u8; 16 * 1024];
@@ -247,11 +272,19 @@ pub async fn run(
     kill_group(Signal::SIGKILL);
     let stdout = match stdout {
         Some(s) => s,
-        None => out_task.await.ok().and_then(|_| orx.try_recv().ok()).unwrap_or_default(),
+        None => out_task
+            .await
+            .ok()
+            .and_then(|_| orx.try_recv().ok())
+            .unwrap_or_default(),
     };
     let stderr = match stderr {
         Some(s) => s,
-        None => err_task.await.ok().and_then(|_| erx.try_recv().ok()).unwrap_or_default(),
+        None => err_task
+            .await
+            .ok()
+            .and_then(|_| erx.try_recv().ok())
+            .unwrap_or_default(),
     };
     use std::os::unix::process::ExitStatusExt;
     Ok(CmdOutput {
@@ -264,7 +297,11 @@ pub async fn run(
         stderr_bytes: stderr.total(),
         stdout: stdout.render(),
         stderr: stderr.render(),
-        sandbox: if wrapper.is_some() { "bwrap".into() } else { "none".into() },
+        sandbox: if wrapper.is_some() {
+            "bwrap".into()
+        } else {
+            "none".into()
+        },
     })
 }
 

@@ -12,7 +12,10 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use vane_core::planner::{BlockedEntry, PlanEntry, PlanQuery};
 use vane_core::{transitions, ErrorCode, Priority, Status, VaneError};
-use vane_store::{now_ms, Artifact, Checkpoint, ContextSection, CriticRun, Decision, StoreStatus, TaskRecord, TaskUpdate};
+use vane_store::{
+    now_ms, Artifact, Checkpoint, ContextSection, CriticRun, Decision, StoreStatus, TaskRecord,
+    TaskUpdate,
+};
 
 use crate::ctx::{ToolCtx, VERSION};
 use crate::registry::{tool, Hints, Registry, READ, WRITE};
@@ -20,12 +23,11 @@ use crate::{critics, exec};
 
 type R<T> = Result<T, VaneError>;
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) -> impl std::future::Future<Output = R<T>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| VaneError::internal(format!("worker thread failed: {e}")))?
-    }
+/// Store and file work is short (well under a millisecond): it runs in place.
+/// A thread hop per call (spawn_blocking) measured slower than the work itself;
+/// slow work (commands, critics) is async and never goes through here.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) -> R<T> {
+    f()
 }
 
 // ---------- plan_next ----------
@@ -89,7 +91,12 @@ async fn plan_next(ctx: Arc<ToolCtx>, i: PlanNextIn) -> R<PlanNextOut> {
     }
     let graph = ctx.store.plan_graph()?;
     let plan = graph.plan(&q, now_ms());
-    Ok(PlanNextOut { tasks: plan.tasks, total: plan.total, blocked: plan.blocked, claimed })
+    Ok(PlanNextOut {
+        tasks: plan.tasks,
+        total: plan.total,
+        blocked: plan.blocked,
+        claimed,
+    })
 }
 
 // ---------- plan_update ----------
@@ -124,7 +131,9 @@ pub struct PlanUpdateOut {
 
 async fn plan_update(ctx: Arc<ToolCtx>, i: PlanUpdateIn) -> R<PlanUpdateOut> {
     if i.status.is_none() && i.notes.is_none() && i.owner.is_none() && i.priority.is_none() {
-        return Err(VaneError::invalid_input("nothing to change: give status, notes, owner or priority"));
+        return Err(VaneError::invalid_input(
+            "nothing to change: give status, notes, owner or priority",
+        ));
     }
     let u = TaskUpdate {
         task_id: i.task_id,
@@ -139,7 +148,13 @@ async fn plan_update(ctx: Arc<ToolCtx>, i: PlanUpdateIn) -> R<PlanUpdateOut> {
     };
     let out = blocking(move || ctx.store.update_task(&u, now_ms())).await?;
     let allowed_next = transitions::allowed_next(out.task.status).to_vec();
-    Ok(PlanUpdateOut { task: out.task, previous_status: out.previous_status, changed: out.changed, forced: out.forced, allowed_next })
+    Ok(PlanUpdateOut {
+        task: out.task,
+        previous_status: out.previous_status,
+        changed: out.changed,
+        forced: out.forced,
+        allowed_next,
+    })
 }
 
 // ---------- context ----------
@@ -164,11 +179,20 @@ pub struct ContextWriteOut {
 async fn context_write(ctx: Arc<ToolCtx>, i: ContextWriteIn) -> R<ContextWriteOut> {
     let name = i.section.trim().to_string();
     if name.is_empty() || name.contains('\n') {
-        return Err(VaneError::invalid_input("section must be a non-empty single line"));
+        return Err(VaneError::invalid_input(
+            "section must be a non-empty single line",
+        ));
     }
     let budget = ctx.config.limits.context_word_budget;
-    let section = blocking(move || ctx.store.context_write(&name, &i.content, i.append.unwrap_or(false), budget)).await?;
-    Ok(ContextWriteOut { section, word_budget: budget })
+    let section = blocking(move || {
+        ctx.store
+            .context_write(&name, &i.content, i.append.unwrap_or(false), budget)
+    })
+    .await?;
+    Ok(ContextWriteOut {
+        section,
+        word_budget: budget,
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -180,8 +204,15 @@ pub struct ContextSnapshotIn {
 }
 
 async fn git(root: &std::path::Path, args: &[&str]) -> Option<String> {
-    let out = tokio::process::Command::new("git").args(args).current_dir(root).output().await.ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(root)
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 async fn context_snapshot(ctx: Arc<ToolCtx>, i: ContextSnapshotIn) -> R<Checkpoint> {
@@ -196,9 +227,29 @@ async fn context_snapshot(ctx: Arc<ToolCtx>, i: ContextSnapshotIn) -> R<Checkpoi
     };
     let graph = ctx.store.plan_graph()?;
     let now = now_ms();
-    let active = graph.plan(&PlanQuery { limit: 50, status: Some(Status::InProgress), ..Default::default() }, now);
-    let review = graph.plan(&PlanQuery { limit: 50, status: Some(Status::Review), ..Default::default() }, now);
-    let ready = graph.plan(&PlanQuery { limit: 10, ..Default::default() }, now);
+    let active = graph.plan(
+        &PlanQuery {
+            limit: 50,
+            status: Some(Status::InProgress),
+            ..Default::default()
+        },
+        now,
+    );
+    let review = graph.plan(
+        &PlanQuery {
+            limit: 50,
+            status: Some(Status::Review),
+            ..Default::default()
+        },
+        now,
+    );
+    let ready = graph.plan(
+        &PlanQuery {
+            limit: 10,
+            ..Default::default()
+        },
+        now,
+    );
     let status = ctx.store.status(now)?;
     let failing: Vec<Value> = ctx
         .store
@@ -207,7 +258,12 @@ async fn context_snapshot(ctx: Arc<ToolCtx>, i: ContextSnapshotIn) -> R<Checkpoi
         .filter(|r| r.status != vane_store::CriticStatus::Pass)
         .map(|r| json!({ "name": r.name, "status": r.status, "finished_at": r.finished_at }))
         .collect();
-    let sections: Vec<String> = ctx.store.context_sections()?.into_iter().map(|s| s.name).collect();
+    let sections: Vec<String> = ctx
+        .store
+        .context_sections()?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     let data = json!({
         "git": git_info,
         "active_tasks": active.tasks.iter().map(|t| json!({"id": t.id, "title": t.title})).collect::<Vec<_>>(),
@@ -259,9 +315,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn io_err(path: &str, e: std::io::Error) -> VaneError {
     match e.kind() {
         std::io::ErrorKind::NotFound => {
-            VaneError::new(ErrorCode::NotFound, format!("`{path}` does not exist")).with_details(json!({ "path": path }))
+            VaneError::new(ErrorCode::NotFound, format!("`{path}` does not exist"))
+                .with_details(json!({ "path": path }))
         }
-        _ => VaneError::new(ErrorCode::IoError, format!("`{path}`: {e}")).with_details(json!({ "path": path })),
+        _ => VaneError::new(ErrorCode::IoError, format!("`{path}`: {e}"))
+            .with_details(json!({ "path": path })),
     }
 }
 
@@ -269,7 +327,10 @@ fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
     let p = ctx.ws.resolve(&i.path)?;
     let meta = std::fs::metadata(&p).map_err(|e| io_err(&i.path, e))?;
     if meta.is_dir() {
-        return Err(VaneError::invalid_input(format!("`{}` is a directory", i.path)));
+        return Err(VaneError::invalid_input(format!(
+            "`{}` is a directory",
+            i.path
+        )));
     }
     let cap = ctx.config.limits.fs_read_max_bytes;
     let size = meta.len();
@@ -290,16 +351,28 @@ fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
     let mut f = std::fs::File::open(&p).map_err(|e| io_err(&i.path, e))?;
     let mut sniff = vec![0u8; 8192.min(size as usize)];
     f.read_exact(&mut sniff).map_err(|e| io_err(&i.path, e))?;
-    let binary = |bytes: &[u8]| bytes.contains(&0) || std::str::from_utf8(bytes).is_err_and(|e| e.error_len().is_some());
+    let binary = |bytes: &[u8]| {
+        bytes.contains(&0) || std::str::from_utf8(bytes).is_err_and(|e| e.error_len().is_some())
+    };
     if binary(&sniff) {
-        return Err(VaneError::new(ErrorCode::BinaryFile, format!("`{}` looks binary ({size} bytes); fs_read returns text only", i.path))
-            .with_details(json!({ "path": rel, "size": size })));
+        return Err(VaneError::new(
+            ErrorCode::BinaryFile,
+            format!(
+                "`{}` looks binary ({size} bytes); fs_read returns text only",
+                i.path
+            ),
+        )
+        .with_details(json!({ "path": rel, "size": size })));
     }
     drop(f);
     if !ranged {
         let bytes = std::fs::read(&p).map_err(|e| io_err(&i.path, e))?;
         let text = String::from_utf8(bytes).map_err(|_| {
-            VaneError::new(ErrorCode::BinaryFile, format!("`{}` is not valid UTF-8 text", i.path)).with_details(json!({ "path": rel }))
+            VaneError::new(
+                ErrorCode::BinaryFile,
+                format!("`{}` is not valid UTF-8 text", i.path),
+            )
+            .with_details(json!({ "path": rel }))
         })?;
         let lines = text.lines().count() as u64;
         return Ok(FsReadOut {
@@ -338,7 +411,11 @@ fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
             continue;
         }
         let text = String::from_utf8(line).map_err(|_| {
-            VaneError::new(ErrorCode::BinaryFile, format!("`{}` line {n} is not valid UTF-8", i.path)).with_details(json!({ "path": rel }))
+            VaneError::new(
+                ErrorCode::BinaryFile,
+                format!("`{}` line {n} is not valid UTF-8", i.path),
+            )
+            .with_details(json!({ "path": rel }))
         })?;
         if content.len() + text.len() + 1 > cap as usize {
             truncated = true;
@@ -349,7 +426,13 @@ fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
         last = n;
     }
     // the hash must be of the real bytes: recompute exactly when small enough
-    let sha = if complete { Some(sha256_hex(&std::fs::read(&p).map_err(|e| io_err(&i.path, e))?)) } else { None };
+    let sha = if complete {
+        Some(sha256_hex(
+            &std::fs::read(&p).map_err(|e| io_err(&i.path, e))?,
+        ))
+    } else {
+        None
+    };
     let _ = hasher;
     Ok(FsReadOut {
         path: rel,
@@ -411,11 +494,17 @@ fn fs_write_sync(ctx: &ToolCtx, i: FsWriteIn) -> R<FsWriteOut> {
     let p = ctx.ws.resolve_for_write(&i.path)?;
     let max = ctx.config.limits.fs_write_max_bytes;
     if i.content.len() as u64 > max {
-        return Err(VaneError::new(ErrorCode::FileTooLarge, format!("content has {} bytes; the cap is {max}", i.content.len())));
+        return Err(VaneError::new(
+            ErrorCode::FileTooLarge,
+            format!("content has {} bytes; the cap is {max}", i.content.len()),
+        ));
     }
     let mode = i.mode.unwrap_or(WriteMode::Overwrite);
     if p.is_dir() {
-        return Err(VaneError::invalid_input(format!("`{}` is a directory", i.path)));
+        return Err(VaneError::invalid_input(format!(
+            "`{}` is a directory",
+            i.path
+        )));
     }
     let old = match std::fs::read(&p) {
         Ok(b) => Some(b),
@@ -427,14 +516,22 @@ fn fs_write_sync(ctx: &ToolCtx, i: FsWriteIn) -> R<FsWriteOut> {
         if prev_sha.as_deref() != Some(exp.to_ascii_lowercase().as_str()) {
             return Err(VaneError::new(
                 ErrorCode::HashMismatch,
-                format!("`{}` changed since it was read (expected sha256 {exp})", i.path),
+                format!(
+                    "`{}` changed since it was read (expected sha256 {exp})",
+                    i.path
+                ),
             )
-            .with_details(json!({ "path": i.path, "expected_sha256": exp, "current_sha256": prev_sha })));
+            .with_details(
+                json!({ "path": i.path, "expected_sha256": exp, "current_sha256": prev_sha }),
+            ));
         }
     }
     if mode == WriteMode::Create && old.is_some() {
-        return Err(VaneError::new(ErrorCode::AlreadyExists, format!("`{}` already exists (mode create)", i.path))
-            .with_details(json!({ "path": i.path, "current_sha256": prev_sha })));
+        return Err(VaneError::new(
+            ErrorCode::AlreadyExists,
+            format!("`{}` already exists (mode create)", i.path),
+        )
+        .with_details(json!({ "path": i.path, "current_sha256": prev_sha })));
     }
     let new: Vec<u8> = match (mode, &old) {
         (WriteMode::Append, Some(o)) => {
@@ -452,7 +549,10 @@ fn fs_write_sync(ctx: &ToolCtx, i: FsWriteIn) -> R<FsWriteOut> {
     if let Some(perms) = perms {
         let _ = std::fs::set_permissions(&p, perms);
     }
-    let old_text = old.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+    let old_text = old
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
     let new_text = String::from_utf8_lossy(&new);
     let diff = similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref());
     let (mut added, mut removed) = (0, 0);
@@ -464,7 +564,11 @@ fn fs_write_sync(ctx: &ToolCtx, i: FsWriteIn) -> R<FsWriteOut> {
         }
     }
     let rel = ctx.ws.relative(&p);
-    let unified_full = diff.unified_diff().context_radius(2).header(&format!("a/{rel}"), &format!("b/{rel}")).to_string();
+    let unified_full = diff
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("a/{rel}"), &format!("b/{rel}"))
+        .to_string();
     let mut unified: String = unified_full.lines().take(60).collect::<Vec<_>>().join("\n");
     if unified_full.lines().count() > 60 {
         unified.push_str("\n… (diff cut)");
@@ -475,7 +579,11 @@ fn fs_write_sync(ctx: &ToolCtx, i: FsWriteIn) -> R<FsWriteOut> {
         previous_sha256: prev_sha,
         bytes: new.len() as u64,
         created: old.is_none(),
-        diff: DiffSummary { lines_added: added, lines_removed: removed, unified },
+        diff: DiffSummary {
+            lines_added: added,
+            lines_removed: removed,
+            unified,
+        },
     })
 }
 
@@ -508,7 +616,20 @@ pub struct CmdRunOut {
     pub output: exec::CmdOutput,
 }
 
-const ENV_DENY: &[&str] = &["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "PROMPT_COMMAND", "SHELLOPTS", "BASHOPTS", "PS4", "IFS", "BASH_FUNC", "GCONV_PATH"];
+const ENV_DENY: &[&str] = &[
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "BASH_ENV",
+    "ENV",
+    "PROMPT_COMMAND",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "IFS",
+    "BASH_FUNC",
+    "GCONV_PATH",
+];
 
 async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
     let cwd = match &i.cwd {
@@ -516,26 +637,51 @@ async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
         None => ctx.ws.root.clone(),
     };
     if !cwd.is_dir() {
-        return Err(VaneError::invalid_input(format!("cwd `{}` is not a directory", i.cwd.clone().unwrap_or_default())));
+        return Err(VaneError::invalid_input(format!(
+            "cwd `{}` is not a directory",
+            i.cwd.clone().unwrap_or_default()
+        )));
     }
     ctx.policy.check(&i.cmd, &cwd).map_err(|d| {
-        VaneError::new(ErrorCode::CommandDenied, format!("command refused ({}): {}", d.rule, d.reason))
-            .with_details(json!({ "rule": d.rule, "command": d.command }))
+        VaneError::new(
+            ErrorCode::CommandDenied,
+            format!("command refused ({}): {}", d.rule, d.reason),
+        )
+        .with_details(json!({ "rule": d.rule, "command": d.command }))
     })?;
     let mut env = Vec::new();
     for (k, v) in i.env.unwrap_or_default() {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(VaneError::invalid_input(format!("bad environment variable name `{k}`")));
+            return Err(VaneError::invalid_input(format!(
+                "bad environment variable name `{k}`"
+            )));
         }
-        if ENV_DENY.iter().any(|d| k == *d || k.starts_with("BASH_FUNC")) {
-            return Err(VaneError::new(ErrorCode::CommandDenied, format!("environment variable `{k}` can inject code and is not allowed"))
-                .with_details(json!({ "rule": "env_injection", "variable": k })));
+        if ENV_DENY
+            .iter()
+            .any(|d| k == *d || k.starts_with("BASH_FUNC"))
+        {
+            return Err(VaneError::new(
+                ErrorCode::CommandDenied,
+                format!("environment variable `{k}` can inject code and is not allowed"),
+            )
+            .with_details(json!({ "rule": "env_injection", "variable": k })));
         }
         env.push((k, v));
     }
     let limits = &ctx.config.limits;
-    let timeout = i.timeout_s.unwrap_or(limits.cmd_default_timeout_s).min(limits.cmd_max_timeout_s);
-    let out = exec::run(&i.cmd, &cwd, &env, Duration::from_secs(timeout), limits.cmd_output_max_bytes, &ctx.sandbox()).await?;
+    let timeout = i
+        .timeout_s
+        .unwrap_or(limits.cmd_default_timeout_s)
+        .min(limits.cmd_max_timeout_s);
+    let out = exec::run(
+        &i.cmd,
+        &cwd,
+        &env,
+        Duration::from_secs(timeout),
+        limits.cmd_output_max_bytes,
+        &ctx.sandbox(),
+    )
+    .await?;
     if out.timed_out {
         return Err(VaneError::new(
             ErrorCode::Timeout,
@@ -543,7 +689,11 @@ async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
         )
         .with_details(json!({ "timeout_s": timeout, "stdout_tail": tail(&out.stdout, 2000), "stderr_tail": tail(&out.stderr, 2000), "duration_ms": out.duration_ms })));
     }
-    Ok(CmdRunOut { cmd: i.cmd, cwd: ctx.ws.relative(&cwd), output: out })
+    Ok(CmdRunOut {
+        cmd: i.cmd,
+        cwd: ctx.ws.relative(&cwd),
+        output: out,
+    })
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -574,8 +724,16 @@ pub struct CriticsRunOut {
 
 async fn critics_run(ctx: Arc<ToolCtx>, i: CriticsRunIn) -> R<CriticsRunOut> {
     let (runs, selection) = critics::run(&ctx, i.critics, i.paths, i.all.unwrap_or(false)).await?;
-    let passed = runs.iter().filter(|r| r.status == vane_store::CriticStatus::Pass).count();
-    Ok(CriticsRunOut { failed: runs.len() - passed, passed, runs, selection })
+    let passed = runs
+        .iter()
+        .filter(|r| r.status == vane_store::CriticStatus::Pass)
+        .count();
+    Ok(CriticsRunOut {
+        failed: runs.len() - passed,
+        passed,
+        runs,
+        selection,
+    })
 }
 
 // ---------- artifacts, decisions ----------
@@ -608,7 +766,13 @@ async fn artifact_record(ctx: Arc<ToolCtx>, i: ArtifactRecordIn) -> R<Artifact> 
             }
             None => None,
         };
-        ctx.store.record_artifact(&i.kind, rel.as_deref(), &Value::Object(meta), i.task_id.as_deref(), None)
+        ctx.store.record_artifact(
+            &i.kind,
+            rel.as_deref(),
+            &Value::Object(meta),
+            i.task_id.as_deref(),
+            None,
+        )
     })
     .await
 }
@@ -625,7 +789,15 @@ pub struct DecisionRecordIn {
 }
 
 async fn decision_record(ctx: Arc<ToolCtx>, i: DecisionRecordIn) -> R<Decision> {
-    blocking(move || ctx.store.record_decision(&i.title, &i.summary, i.impact.as_deref(), i.task_id.as_deref())).await
+    blocking(move || {
+        ctx.store.record_decision(
+            &i.title,
+            &i.summary,
+            i.impact.as_deref(),
+            i.task_id.as_deref(),
+        )
+    })
+    .await
 }
 
 // ---------- status, manifest ----------
@@ -653,7 +825,13 @@ pub struct StatusOut {
 pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
     let now = now_ms();
     let roadmap = ctx.store.status(now)?;
-    let plan = ctx.store.plan_graph()?.plan(&PlanQuery { limit: 3, ..Default::default() }, now);
+    let plan = ctx.store.plan_graph()?.plan(
+        &PlanQuery {
+            limit: 3,
+            ..Default::default()
+        },
+        now,
+    );
     let sb = ctx.sandbox();
     Ok(StatusOut {
         workspace: ctx.ws.root.display().to_string(),
@@ -663,7 +841,12 @@ pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
         ready: plan.total,
         next: plan.tasks,
         last_checkpoint: ctx.store.latest_checkpoint()?,
-        failing_critics: ctx.store.latest_critic_runs()?.into_iter().filter(|r| r.status != vane_store::CriticStatus::Pass).collect(),
+        failing_critics: ctx
+            .store
+            .latest_critic_runs()?
+            .into_iter()
+            .filter(|r| r.status != vane_store::CriticStatus::Pass)
+            .collect(),
         critics_configured: ctx.config.critics.keys().cloned().collect(),
         sandbox: json!({ "mode": sb.mode, "bwrap_available": sb.bwrap.is_some(), "network": sb.network }),
         uptime_s: ctx.started.elapsed().as_secs(),
@@ -682,7 +865,8 @@ pub struct ManifestOut {
 
 /// The registry of every worker tool.
 pub fn registry() -> Registry {
-    let manifest_source: Arc<std::sync::OnceLock<Vec<Value>>> = Arc::new(std::sync::OnceLock::new());
+    let manifest_source: Arc<std::sync::OnceLock<Vec<Value>>> =
+        Arc::new(std::sync::OnceLock::new());
     let m2 = manifest_source.clone();
     let mut tools = vec![
         tool("plan_next", "Next ready tasks", "Ready tasks (pending, every dependency done, not claimed) ordered by priority, then how many tasks each transitively unblocks, then roadmap order; explains why the most urgent waiting tasks are blocked. With `claim`, atomically marks the first ready task in_progress under a lease: two agents never get the same task; an expired lease returns it.",

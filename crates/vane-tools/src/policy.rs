@@ -58,7 +58,11 @@ struct Lexer<'a> {
 }
 
 fn unanalysable(cmd: &str, why: &str) -> Denied {
-    Denied { rule: "unanalysable".into(), command: cmd.into(), reason: why.into() }
+    Denied {
+        rule: "unanalysable".into(),
+        command: cmd.into(),
+        reason: why.into(),
+    }
 }
 
 /// Extracts every simple command of `src` (nested ones included).
@@ -66,7 +70,13 @@ fn parse(src: &str, depth: usize, out: &mut Vec<SimpleCommand>) -> Result<(), De
     if depth > MAX_DEPTH {
         return Err(unanalysable(src, "commands nested too deeply"));
     }
-    let mut lx = Lexer { chars: src.chars().collect(), pos: 0, depth, out, pending_heredocs: Vec::new() };
+    let mut lx = Lexer {
+        chars: src.chars().collect(),
+        pos: 0,
+        depth,
+        out,
+        pending_heredocs: Vec::new(),
+    };
     lx.run().map_err(|why| unanalysable(src, &why))
 }
 
@@ -182,7 +192,10 @@ impl Lexer<'_> {
             }
             Some(c) if c.is_ascii_alphanumeric() || "_@*#?$!-".contains(c) => {
                 if c.is_ascii_alphabetic() || c == '_' {
-                    while self.peek(0).is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    while self
+                        .peek(0)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
                         self.pos += 1;
                     }
                 } else {
@@ -199,7 +212,13 @@ impl Lexer<'_> {
     fn scan_substitutions(&mut self, text: &str) -> Result<(), String> {
         if text.contains("$(") || text.contains('`') {
             let mut scratch = Word::default();
-            let mut sub = Lexer { chars: text.chars().collect(), pos: 0, depth: self.depth + 1, out: self.out, pending_heredocs: Vec::new() };
+            let mut sub = Lexer {
+                chars: text.chars().collect(),
+                pos: 0,
+                depth: self.depth + 1,
+                out: self.out,
+                pending_heredocs: Vec::new(),
+            };
             while let Some(c) = sub.peek(0) {
                 sub.pos += 1;
                 match c {
@@ -243,7 +262,8 @@ impl Lexer<'_> {
                             let mut v = 0u32;
                             let mut n = 0;
                             while n < max && self.peek(0).is_some_and(|c| c.is_ascii_hexdigit()) {
-                                v = v.wrapping_mul(16) + self.peek(0).and_then(|c| c.to_digit(16)).unwrap_or(0);
+                                v = v.wrapping_mul(16)
+                                    + self.peek(0).and_then(|c| c.to_digit(16)).unwrap_or(0);
                                 self.pos += 1;
                                 n += 1;
                             }
@@ -281,7 +301,10 @@ impl Lexer<'_> {
                     let w = std::mem::take(&mut word);
                     if heredoc_next {
                         let quoted = w.text.contains('\'') || w.text.contains('"');
-                        self.pending_heredocs.push((w.text.trim_matches(|c| c == '\'' || c == '"').to_string(), quoted));
+                        self.pending_heredocs.push((
+                            w.text.trim_matches(|c| c == '\'' || c == '"').to_string(),
+                            quoted,
+                        ));
                         heredoc_next = false;
                         skip_next_word = false;
                     } else if skip_next_word {
@@ -299,7 +322,10 @@ impl Lexer<'_> {
                 if !cmd.words.is_empty() {
                     self.out.push(std::mem::take(&mut cmd));
                 }
-                cmd = SimpleCommand { words: Vec::new(), piped: $piped };
+                cmd = SimpleCommand {
+                    words: Vec::new(),
+                    piped: $piped,
+                };
             };
         }
         while let Some(c) = self.peek(0) {
@@ -447,7 +473,10 @@ impl Lexer<'_> {
                         continue;
                     }
                     // a numeric fd prefix (2>) is not a word
-                    if in_word && !word.text.is_empty() && word.text.chars().all(|c| c.is_ascii_digit()) {
+                    if in_word
+                        && !word.text.is_empty()
+                        && word.text.chars().all(|c| c.is_ascii_digit())
+                    {
                         word = Word::default();
                         in_word = false;
                     }
@@ -469,7 +498,9 @@ impl Lexer<'_> {
                             self.pos += 1;
                         }
                         // >&2 style duplications have no file word
-                        if self.peek(0).is_some_and(|c| c.is_ascii_digit() || c == '-') && self.chars[self.pos - 1] == '&' {
+                        if self.peek(0).is_some_and(|c| c.is_ascii_digit() || c == '-')
+                            && self.chars[self.pos - 1] == '&'
+                        {
                             while self.peek(0).is_some_and(|c| c.is_ascii_digit() || c == '-') {
                                 self.pos += 1;
                             }
@@ -521,9 +552,14 @@ impl Lexer<'_> {
     }
 }
 
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "yash", "fish", "busybox"];
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "yash", "fish", "busybox",
+];
 const ESCALATION: &[&str] = &["sudo", "su", "doas", "pkexec", "run0", "sudoedit"];
-const KEYWORDS: &[&str] = &["!", "if", "then", "elif", "else", "fi", "do", "done", "while", "until", "time", "{", "}", "coproc"];
+const KEYWORDS: &[&str] = &[
+    "!", "if", "then", "elif", "else", "fi", "do", "done", "while", "until", "time", "{", "}",
+    "coproc",
+];
 
 fn basename(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
@@ -533,8 +569,13 @@ fn is_assignment(w: &str) -> bool {
     match w.split_once('=') {
         Some((name, _)) => {
             !name.is_empty()
-                && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '+')
+                && name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '+')
         }
         None => false,
     }
@@ -571,7 +612,8 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 fn has_short_flag(args: &[String], flag: char) -> bool {
-    args.iter().any(|a| a.starts_with('-') && !a.starts_with("--") && a.len() > 1 && a[1..].contains(flag))
+    args.iter()
+        .any(|a| a.starts_with('-') && !a.starts_with("--") && a.len() > 1 && a[1..].contains(flag))
 }
 
 impl Policy {
@@ -581,10 +623,18 @@ impl Policy {
             .filter_map(|r| {
                 let mut it = r.split_whitespace();
                 let program = it.next()?.to_string();
-                Some(PatternRule { program, words: it.map(str::to_string).collect(), source: r.clone() })
+                Some(PatternRule {
+                    program,
+                    words: it.map(str::to_string).collect(),
+                    source: r.clone(),
+                })
             })
             .collect();
-        Policy { workspace: workspace.to_path_buf(), builtin, rules }
+        Policy {
+            workspace: workspace.to_path_buf(),
+            builtin,
+            rules,
+        }
     }
 
     /// Checks a shell command line run from `cwd` (inside the workspace).
@@ -612,14 +662,24 @@ impl Policy {
         let mut words: &[Word] = &cmd.words;
         // leading assignments and keywords
         while let Some(w) = words.first() {
-            if (is_assignment(&w.text) && !w.text.starts_with('=')) || KEYWORDS.contains(&w.text.as_str()) {
+            if (is_assignment(&w.text) && !w.text.starts_with('='))
+                || KEYWORDS.contains(&w.text.as_str())
+            {
                 words = &words[1..];
             } else {
                 break;
             }
         }
-        let Some(first) = words.first() else { return Ok(Vec::new()) };
-        let shown = || words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" ");
+        let Some(first) = words.first() else {
+            return Ok(Vec::new());
+        };
+        let shown = || {
+            words
+                .iter()
+                .map(|w| w.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         if matches!(first.text.as_str(), "for" | "select" | "function") {
             return Ok(Vec::new()); // header words are data
         }
@@ -635,33 +695,55 @@ impl Policy {
         }
         let prog = basename(&first.text).to_string();
         let args: Vec<String> = words[1..].iter().map(|w| w.text.clone()).collect();
-        let deny = |rule: &str, reason: String| Denied { rule: rule.into(), command: shown(), reason };
+        let deny = |rule: &str, reason: String| Denied {
+            rule: rule.into(),
+            command: shown(),
+            reason,
+        };
 
         for r in &self.rules {
             if basename(&r.program) == prog
                 && r.words.iter().all(|w| {
                     args.iter().any(|a| a == w)
-                        || (w.len() == 2 && w.starts_with('-') && has_short_flag(&args, w.chars().nth(1).unwrap_or('-')))
+                        || (w.len() == 2
+                            && w.starts_with('-')
+                            && has_short_flag(&args, w.chars().nth(1).unwrap_or('-')))
                 })
             {
-                return Err(deny("configured", format!("matches the deny rule `{}` in vane.toml", r.source)));
+                return Err(deny(
+                    "configured",
+                    format!("matches the deny rule `{}` in vane.toml", r.source),
+                ));
             }
         }
         if self.builtin {
-            self.builtin_rules(&prog, &args, &words[1..], cwd, cmd.piped).map_err(|(rule, why)| deny(rule, why))?;
+            self.builtin_rules(&prog, &args, &words[1..], cwd, cmd.piped)
+                .map_err(|(rule, why)| deny(rule, why))?;
         }
-        Ok(self.unwrap(&prog, &words[1..], cmd.piped, &shown)?)
+        self.unwrap(&prog, &words[1..], cmd.piped, &shown)
     }
 
-    fn builtin_rules(&self, prog: &str, args: &[String], words: &[Word], cwd: &Path, piped: bool) -> Result<(), (&'static str, String)> {
+    fn builtin_rules(
+        &self,
+        prog: &str,
+        args: &[String],
+        words: &[Word],
+        cwd: &Path,
+        piped: bool,
+    ) -> Result<(), (&'static str, String)> {
         if ESCALATION.contains(&prog) {
-            return Err(("privilege_escalation", format!("`{prog}` escalates privileges")));
+            return Err((
+                "privilege_escalation",
+                format!("`{prog}` escalates privileges"),
+            ));
         }
         let lower: Vec<String> = args.iter().map(|a| a.to_ascii_lowercase()).collect();
         match prog {
             "rm" | "rmdir" | "unlink" | "shred" => {
                 let recursive = prog == "rm"
-                    && (has_short_flag(args, 'r') || has_short_flag(args, 'R') || args.iter().any(|a| a == "--recursive"));
+                    && (has_short_flag(args, 'r')
+                        || has_short_flag(args, 'R')
+                        || args.iter().any(|a| a == "--recursive"));
                 if args.iter().any(|a| a == "--no-preserve-root") {
                     return Err(("delete_root", "`--no-preserve-root`".into()));
                 }
@@ -676,8 +758,15 @@ impl Policy {
                     }
                     let t = w.text.as_str();
                     let p = Path::new(t);
-                    let target = if p.is_absolute() { normalize(p) } else { normalize(&cwd.join(p)) };
-                    if target.components().any(|c| c.as_os_str() == ".git") || t == ".git" || t.ends_with("/.git") {
+                    let target = if p.is_absolute() {
+                        normalize(p)
+                    } else {
+                        normalize(&cwd.join(p))
+                    };
+                    if target.components().any(|c| c.as_os_str() == ".git")
+                        || t == ".git"
+                        || t.ends_with("/.git")
+                    {
                         return Err(("delete_git", format!("`{t}` is (inside) a .git directory")));
                     }
                     if recursive {
@@ -700,25 +789,52 @@ impl Policy {
                 }
             }
             "git" => {
-                let sub = args.iter().position(|a| matches!(a.as_str(), "reset" | "push" | "clean" | "filter-branch" | "update-ref"));
+                let sub = args.iter().position(|a| {
+                    matches!(
+                        a.as_str(),
+                        "reset" | "push" | "clean" | "filter-branch" | "update-ref"
+                    )
+                });
                 if let Some(i) = sub {
                     let rest = &args[i + 1..];
                     match args[i].as_str() {
                         "reset" if rest.iter().any(|a| a == "--hard") => {
-                            return Err(("git_reset_hard", "`git reset --hard` discards work".into()))
+                            return Err((
+                                "git_reset_hard",
+                                "`git reset --hard` discards work".into(),
+                            ))
                         }
-                        "push" => {
+                        "push"
                             if rest.iter().any(|a| {
-                                a == "--force" || a.starts_with("--force-with-lease") || a == "--force-if-includes" || a == "--mirror" || a == "--delete" || a.starts_with('+') || a.contains(":+") || a.starts_with(':')
-                            }) || has_short_flag(rest, 'f') || has_short_flag(rest, 'd')
-                            {
-                                return Err(("force_push", "force-pushing or deleting remote refs rewrites shared history".into()));
-                            }
+                                a == "--force"
+                                    || a.starts_with("--force-with-lease")
+                                    || a == "--force-if-includes"
+                                    || a == "--mirror"
+                                    || a == "--delete"
+                                    || a.starts_with('+')
+                                    || a.contains(":+")
+                                    || a.starts_with(':')
+                            }) || has_short_flag(rest, 'f')
+                                || has_short_flag(rest, 'd') =>
+                        {
+                            return Err((
+                                "force_push",
+                                "force-pushing or deleting remote refs rewrites shared history"
+                                    .into(),
+                            ));
                         }
                         "clean" if has_short_flag(rest, 'x') || has_short_flag(rest, 'X') => {
-                            return Err(("git_clean_ignored", "`git clean -x` deletes ignored files such as local state".into()))
+                            return Err((
+                                "git_clean_ignored",
+                                "`git clean -x` deletes ignored files such as local state".into(),
+                            ))
                         }
-                        "filter-branch" => return Err(("git_rewrite", "`git filter-branch` rewrites history".into())),
+                        "filter-branch" => {
+                            return Err((
+                                "git_rewrite",
+                                "`git filter-branch` rewrites history".into(),
+                            ))
+                        }
                         _ => {}
                     }
                 }
@@ -733,30 +849,46 @@ impl Policy {
             "shutdown" | "reboot" | "halt" | "poweroff" | "init" | "telinit" => {
                 return Err(("system_power", format!("`{prog}` stops the machine")));
             }
-            "chmod" | "chown" | "chgrp" if has_short_flag(args, 'R') || args.iter().any(|a| a == "--recursive") => {
+            "chmod" | "chown" | "chgrp"
+                if has_short_flag(args, 'R') || args.iter().any(|a| a == "--recursive") =>
+            {
                 for a in args.iter().filter(|a| !a.starts_with('-')).skip(1) {
                     let t = normalize(&cwd.join(a));
                     if a == "/" || !t.starts_with(&self.workspace) {
-                        return Err(("permissions_outside", format!("recursive `{prog}` of `{a}` outside the workspace")));
+                        return Err((
+                            "permissions_outside",
+                            format!("recursive `{prog}` of `{a}` outside the workspace"),
+                        ));
                     }
                 }
             }
-            "kill" | "pkill" | "killall" if args.iter().any(|a| a == "-1" || a == "--" && false) && prog == "kill" => {
+            "kill" if args.iter().any(|a| a == "-1") => {
                 return Err(("kill_all", "`kill -1` signals every process".into()));
             }
             "find" if args.iter().any(|a| a == "-delete") => {
-                for a in args.iter().take_while(|a| !a.starts_with('-') && *a != "(" && *a != "!") {
+                for a in args
+                    .iter()
+                    .take_while(|a| !a.starts_with('-') && *a != "(" && *a != "!")
+                {
                     let t = normalize(&cwd.join(a));
                     if !t.starts_with(&self.workspace) || t == self.workspace && a != "." {
-                        return Err(("delete_workspace", format!("`find {a} -delete` outside the workspace")));
+                        return Err((
+                            "delete_workspace",
+                            format!("`find {a} -delete` outside the workspace"),
+                        ));
                     }
                 }
             }
             p if SHELLS.contains(&p) => {
-                let has_c = args.iter().any(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('c'));
+                let has_c = args
+                    .iter()
+                    .any(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('c'));
                 let script_file = args.iter().any(|a| !a.starts_with('-'));
                 if piped && !has_c && !script_file {
-                    return Err(("pipe_to_shell", "piping text into a shell runs code that cannot be checked".into()));
+                    return Err((
+                        "pipe_to_shell",
+                        "piping text into a shell runs code that cannot be checked".into(),
+                    ));
                 }
             }
             _ => {}
@@ -765,8 +897,17 @@ impl Policy {
     }
 
     /// Commands run by wrappers and shells (`sh -c`, `eval`, `xargs`, …).
-    fn unwrap(&self, prog: &str, rest: &[Word], piped: bool, shown: &dyn Fn() -> String) -> Result<Vec<SimpleCommand>, Denied> {
-        let as_cmd = |ws: &[Word]| SimpleCommand { words: ws.to_vec(), piped };
+    fn unwrap(
+        &self,
+        prog: &str,
+        rest: &[Word],
+        piped: bool,
+        shown: &dyn Fn() -> String,
+    ) -> Result<Vec<SimpleCommand>, Denied> {
+        let as_cmd = |ws: &[Word]| SimpleCommand {
+            words: ws.to_vec(),
+            piped,
+        };
         let script = |src: &Word| -> Result<Vec<SimpleCommand>, Denied> {
             if src.dynamic {
                 return Err(Denied {
@@ -789,13 +930,25 @@ impl Policy {
                 if !t.starts_with('-') || t.len() == 1 {
                     break;
                 }
-                i += if with_value.contains(&t.as_str()) { 2 } else { 1 };
+                i += if with_value.contains(&t.as_str()) {
+                    2
+                } else {
+                    1
+                };
             }
             i
         };
         Ok(match prog {
             p if SHELLS.contains(&p) => {
-                let rest = if p == "busybox" && rest.first().is_some_and(|w| SHELLS.contains(&w.text.as_str())) { &rest[1..] } else { rest };
+                let rest = if p == "busybox"
+                    && rest
+                        .first()
+                        .is_some_and(|w| SHELLS.contains(&w.text.as_str()))
+                {
+                    &rest[1..]
+                } else {
+                    rest
+                };
                 let mut i = 0;
                 while i < rest.len() {
                     let t = &rest[i].text;
@@ -814,9 +967,20 @@ impl Policy {
             }
             "eval" => {
                 if rest.iter().any(|w| w.dynamic) {
-                    return Err(Denied { rule: "dynamic_command".into(), command: shown(), reason: "`eval` of text computed at run time".into() });
+                    return Err(Denied {
+                        rule: "dynamic_command".into(),
+                        command: shown(),
+                        reason: "`eval` of text computed at run time".into(),
+                    });
                 }
-                let joined = Word { text: rest.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "), dynamic: false };
+                let joined = Word {
+                    text: rest
+                        .iter()
+                        .map(|w| w.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    dynamic: false,
+                };
                 script(&joined)?
             }
             "env" => {
@@ -827,7 +991,11 @@ impl Policy {
                         return script(rest.get(i + 1).unwrap_or(&Word::default()));
                     }
                     if t.starts_with('-') {
-                        i += if matches!(t.as_str(), "-u" | "--unset" | "-C" | "--chdir") { 2 } else { 1 };
+                        i += if matches!(t.as_str(), "-u" | "--unset" | "-C" | "--chdir") {
+                            2
+                        } else {
+                            1
+                        };
                     } else if is_assignment(t) {
                         i += 1;
                     } else {
@@ -836,7 +1004,8 @@ impl Policy {
                 }
                 vec![as_cmd(&rest[i.min(rest.len())..])]
             }
-            "nohup" | "command" | "builtin" | "exec" | "setsid" | "stdbuf" | "nice" | "ionice" | "time" | "unbuffer" | "chronic" | "caffeinate" => {
+            "nohup" | "command" | "builtin" | "exec" | "setsid" | "stdbuf" | "nice" | "ionice"
+            | "time" | "unbuffer" | "chronic" | "caffeinate" => {
                 let i = skip_opts(rest, &["-n", "-c", "-p", "-o", "-e", "-i", "--adjustment"]);
                 vec![as_cmd(&rest[i..])]
             }
@@ -846,11 +1015,29 @@ impl Policy {
                 vec![as_cmd(&rest[i.min(rest.len())..])]
             }
             "xargs" | "parallel" => {
-                let i = skip_opts(rest, &["-n", "-P", "-I", "-L", "-d", "-E", "-s", "-a", "--max-args", "--max-procs", "-j"]);
+                let i = skip_opts(
+                    rest,
+                    &[
+                        "-n",
+                        "-P",
+                        "-I",
+                        "-L",
+                        "-d",
+                        "-E",
+                        "-s",
+                        "-a",
+                        "--max-args",
+                        "--max-procs",
+                        "-j",
+                    ],
+                );
                 if i < rest.len() {
                     // xargs appends arguments read at run time
                     let mut ws = rest[i..].to_vec();
-                    ws.push(Word { text: "{xargs input}".into(), dynamic: true });
+                    ws.push(Word {
+                        text: "{xargs input}".into(),
+                        dynamic: true,
+                    });
                     vec![as_cmd(&ws)]
                 } else {
                     Vec::new()
@@ -861,7 +1048,17 @@ impl Policy {
                 let mut i = 0;
                 while i < rest.len() {
                     let t = rest[i].text.as_str();
-                    if matches!(t, "-exec" | "-execdir" | "-ok" | "-okdir" | "-x" | "--exec" | "-X" | "--exec-batch") {
+                    if matches!(
+                        t,
+                        "-exec"
+                            | "-execdir"
+                            | "-ok"
+                            | "-okdir"
+                            | "-x"
+                            | "--exec"
+                            | "-X"
+                            | "--exec-batch"
+                    ) {
                         let start = i + 1;
                         let mut end = start;
                         while end < rest.len() && rest[end].text != ";" && rest[end].text != "+" {
@@ -869,7 +1066,16 @@ impl Policy {
                         }
                         let ws: Vec<Word> = rest[start..end]
                             .iter()
-                            .map(|w| if w.text.contains("{}") { Word { text: w.text.clone(), dynamic: true } } else { w.clone() })
+                            .map(|w| {
+                                if w.text.contains("{}") {
+                                    Word {
+                                        text: w.text.clone(),
+                                        dynamic: true,
+                                    }
+                                } else {
+                                    w.clone()
+                                }
+                            })
                             .collect();
                         out.push(as_cmd(&ws));
                         i = end;
@@ -880,7 +1086,14 @@ impl Policy {
             }
             "watch" => {
                 let i = skip_opts(rest, &["-n", "--interval", "-d"]);
-                let joined = Word { text: rest[i..].iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "), dynamic: rest[i..].iter().any(|w| w.dynamic) };
+                let joined = Word {
+                    text: rest[i..]
+                        .iter()
+                        .map(|w| w.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    dynamic: rest[i..].iter().any(|w| w.dynamic),
+                };
                 script(&joined)?
             }
             "su" | "sudo" | "doas" => Vec::new(), // already denied
@@ -894,7 +1107,14 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy::new(Path::new("/ws/proj"), true, &["npm publish".to_string(), "git push origin main".to_string()])
+        Policy::new(
+            Path::new("/ws/proj"),
+            true,
+            &[
+                "npm publish".to_string(),
+                "git push origin main".to_string(),
+            ],
+        )
     }
 
     fn denied(cmd: &str) -> Option<Denied> {

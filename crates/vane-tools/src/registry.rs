@@ -24,8 +24,18 @@ pub struct Hints {
     pub open_world: bool,
 }
 
-pub const READ: Hints = Hints { read_only: true, destructive: false, idempotent: true, open_world: false };
-pub const WRITE: Hints = Hints { read_only: false, destructive: false, idempotent: false, open_world: false };
+pub const READ: Hints = Hints {
+    read_only: true,
+    destructive: false,
+    idempotent: true,
+    open_world: false,
+};
+pub const WRITE: Hints = Hints {
+    read_only: false,
+    destructive: false,
+    idempotent: false,
+    open_world: false,
+};
 
 pub struct ToolDef {
     pub name: &'static str,
@@ -41,7 +51,8 @@ pub struct ToolDef {
 }
 
 fn schema_of<T: JsonSchema>() -> Map<String, Value> {
-    let mut v = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_else(|_| json!({"type": "object"}));
+    let mut v = serde_json::to_value(schemars::schema_for!(T))
+        .unwrap_or_else(|_| json!({"type": "object"}));
     if let Value::Object(m) = &mut v {
         m.remove("$schema");
         if !m.contains_key("type") {
@@ -71,9 +82,11 @@ where
     let handler: Handler = Arc::new(move |ctx, args| {
         let f = f.clone();
         Box::pin(async move {
-            let input: I = serde_json::from_value(args).map_err(|e| VaneError::invalid_input(format!("arguments: {e}")))?;
+            let input: I = serde_json::from_value(args)
+                .map_err(|e| VaneError::invalid_input(format!("arguments: {e}")))?;
             let out = f(ctx, input).await?;
-            serde_json::to_value(out).map_err(|e| VaneError::internal(format!("output not serialisable: {e}")))
+            serde_json::to_value(out)
+                .map_err(|e| VaneError::internal(format!("output not serialisable: {e}")))
         })
     });
     ToolDef {
@@ -90,8 +103,12 @@ where
     }
 }
 
-fn validator<'a>(cell: &'a OnceLock<Option<jsonschema::Validator>>, schema: &Map<String, Value>) -> Option<&'a jsonschema::Validator> {
-    cell.get_or_init(|| jsonschema::validator_for(&Value::Object(schema.clone())).ok()).as_ref()
+fn validator<'a>(
+    cell: &'a OnceLock<Option<jsonschema::Validator>>,
+    schema: &Map<String, Value>,
+) -> Option<&'a jsonschema::Validator> {
+    cell.get_or_init(|| jsonschema::validator_for(&Value::Object(schema.clone())).ok())
+        .as_ref()
 }
 
 /// The outcome of one call: structured content or a typed error.
@@ -121,22 +138,40 @@ impl Registry {
 
     /// The pipeline: validate input, run the handler (panics caught), validate
     /// output, apply the size budget.
-    pub async fn call(&self, ctx: &Arc<ToolCtx>, name: &str, args: Option<Map<String, Value>>) -> CallOutcome {
+    pub async fn call(
+        &self,
+        ctx: &Arc<ToolCtx>,
+        name: &str,
+        args: Option<Map<String, Value>>,
+    ) -> CallOutcome {
         let result = self.call_inner(ctx, name, args).await;
         match result {
             Ok(v) => {
                 let (v, truncated) = budget(ctx, name, v);
-                CallOutcome { result: Ok(v), truncated }
+                CallOutcome {
+                    result: Ok(v),
+                    truncated,
+                }
             }
-            Err(e) => CallOutcome { result: Err(e), truncated: None },
+            Err(e) => CallOutcome {
+                result: Err(e),
+                truncated: None,
+            },
         }
     }
 
-    async fn call_inner(&self, ctx: &Arc<ToolCtx>, name: &str, args: Option<Map<String, Value>>) -> Result<Value, VaneError> {
+    async fn call_inner(
+        &self,
+        ctx: &Arc<ToolCtx>,
+        name: &str,
+        args: Option<Map<String, Value>>,
+    ) -> Result<Value, VaneError> {
         let Some(def) = self.get(name) else {
             let names: Vec<&str> = self.tools.iter().map(|t| t.name).collect();
-            return Err(VaneError::new(ErrorCode::NotFound, format!("no tool named `{name}`"))
-                .with_details(json!({ "tools": names })));
+            return Err(
+                VaneError::new(ErrorCode::NotFound, format!("no tool named `{name}`"))
+                    .with_details(json!({ "tools": names })),
+            );
         };
         let args = args.unwrap_or_default();
         // Unknown fields first, with the allowed names: the clearest message.
@@ -147,12 +182,24 @@ impl Registry {
                 .and_then(Value::as_object)
                 .map(|p| p.keys().map(String::as_str).collect())
                 .unwrap_or_default();
-            let unknown: Vec<&str> = args.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
+            let unknown: Vec<&str> = args
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !allowed.contains(k))
+                .collect();
             if !unknown.is_empty() {
                 return Err(VaneError::invalid_input(format!(
                     "{name}: unknown field(s) {}; allowed: {}",
-                    unknown.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "),
-                    if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+                    unknown
+                        .iter()
+                        .map(|u| format!("`{u}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
                 ))
                 .with_details(json!({ "unknown": unknown, "allowed": allowed })));
             }
@@ -165,11 +212,18 @@ impl Registry {
                 .map(|e| json!({ "path": e.instance_path().to_string(), "problem": e.to_string() }))
                 .collect();
             if !problems.is_empty() {
-                let first = problems[0]["problem"].as_str().unwrap_or("invalid").to_string();
+                let first = problems[0]["problem"]
+                    .as_str()
+                    .unwrap_or("invalid")
+                    .to_string();
                 let at = problems[0]["path"].as_str().unwrap_or("").to_string();
                 return Err(VaneError::invalid_input(format!(
                     "{name}: {first}{}",
-                    if at.is_empty() { String::new() } else { format!(" (at {at})") }
+                    if at.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (at {at})")
+                    }
                 ))
                 .with_details(json!({ "problems": problems, "schema": "see tool_manifest" })));
             }
@@ -180,7 +234,9 @@ impl Registry {
         // through the server.
         let out = tokio::spawn(async move { handler(ctx2, args).await })
             .await
-            .map_err(|e| VaneError::internal(format!("tool `{name}` failed unexpectedly: {e}")))??;
+            .map_err(|e| {
+                VaneError::internal(format!("tool `{name}` failed unexpectedly: {e}"))
+            })??;
         if let Some(v) = validator(&def.output_validator, &def.output_schema) {
             if let Some(err) = v.iter_errors(&out).next() {
                 return Err(VaneError::internal(format!(
@@ -239,14 +295,22 @@ fn budget(ctx: &Arc<ToolCtx>, tool: &str, v: Value) -> (Value, Option<Value>) {
         if size <= limit {
             break;
         }
-        let Some(ptr) = largest_string(&cut, String::new()) else { break };
-        let Some(Value::String(s)) = cut.pointer_mut(&ptr) else { break };
+        let Some(ptr) = largest_string(&cut, String::new()) else {
+            break;
+        };
+        let Some(Value::String(s)) = cut.pointer_mut(&ptr) else {
+            break;
+        };
         let excess = size - limit + 200;
         let keep = s.len().saturating_sub(excess);
         let head_len = floor_char(s, keep / 2);
         let tail_start = ceil_char(s, s.len() - (keep - keep / 2));
         let omitted = tail_start.saturating_sub(head_len);
-        let new = format!("{}\n…[{omitted} bytes cut by the output budget]…\n{}", &s[..head_len], &s[tail_start..]);
+        let new = format!(
+            "{}\n…[{omitted} bytes cut by the output budget]…\n{}",
+            &s[..head_len],
+            &s[tail_start..]
+        );
         *s = new;
         size = cut.to_string().len();
     }
@@ -255,7 +319,9 @@ fn budget(ctx: &Arc<ToolCtx>, tool: &str, v: Value) -> (Value, Option<Value>) {
             "notice": format!("output exceeded the budget of {} tokens; the full result is the resource {}", ctx.config.limits.output_token_budget, a.uri),
             "artifact_uri": a.uri, "original_bytes": full.len()
         }),
-        Err(e) => json!({ "notice": format!("output exceeded the budget; keeping the full text failed: {}", e.message), "original_bytes": full.len() }),
+        Err(e) => {
+            json!({ "notice": format!("output exceeded the budget; keeping the full text failed: {}", e.message), "original_bytes": full.len() })
+        }
     };
     if let Value::Object(m) = &mut cut {
         m.insert("truncated_output".into(), notice.clone());
@@ -282,14 +348,20 @@ fn largest_string(v: &Value, at: String) -> Option<String> {
     let mut best: Option<(usize, String)> = None;
     fn walk(v: &Value, at: String, best: &mut Option<(usize, String)>) {
         match v {
-            Value::String(s) => {
-                if best.as_ref().is_none_or(|(n, _)| s.len() > *n) {
-                    *best = Some((s.len(), at));
-                }
+            Value::String(s) if best.as_ref().is_none_or(|(n, _)| s.len() > *n) => {
+                *best = Some((s.len(), at));
             }
-            Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| walk(c, format!("{at}/{i}"), best)),
+            Value::String(_) => {}
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, c)| walk(c, format!("{at}/{i}"), best)),
             Value::Object(m) => m.iter().for_each(|(k, c)| {
-                walk(c, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), best)
+                walk(
+                    c,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    best,
+                )
             }),
             _ => {}
         }

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -36,7 +37,11 @@ fn to_tool(def: &ToolDef) -> Tool {
         .destructive(def.hints.destructive)
         .idempotent(def.hints.idempotent)
         .open_world(def.hints.open_world);
-    let description = if def.notes.is_empty() { def.description.to_string() } else { format!("{} {}", def.description, def.notes) };
+    let description = if def.notes.is_empty() {
+        def.description.to_string()
+    } else {
+        format!("{} {}", def.description, def.notes)
+    };
     Tool::new(def.name, description, def.input_schema.clone())
         .with_title(def.title)
         .with_raw_output_schema(def.output_schema.clone())
@@ -46,7 +51,10 @@ fn to_tool(def: &ToolDef) -> Tool {
 /// An `isError` result carrying `{"error": {code, message, details}}`.
 pub fn error_result(e: &VaneError) -> CallToolResult {
     let mut r = CallToolResult::structured_error(e.to_json());
-    r.content = vec![ContentBlock::text(format!("error {}: {}", e.code, e.message))];
+    r.content = vec![ContentBlock::text(format!(
+        "error {}: {}",
+        e.code, e.message
+    ))];
     r
 }
 
@@ -54,11 +62,19 @@ impl VaneServer {
     pub fn new(ctx: Arc<ToolCtx>) -> VaneServer {
         let registry = Arc::new(crate::handlers::registry());
         let tools = Arc::new(registry.tools().iter().map(to_tool).collect());
-        VaneServer { ctx, registry, tools }
+        VaneServer {
+            ctx,
+            registry,
+            tools,
+        }
     }
 
     /// Runs a tool call through the pipeline and shapes the MCP result.
-    pub async fn call(&self, name: &str, args: Option<serde_json::Map<String, Value>>) -> CallToolResult {
+    pub async fn call(
+        &self,
+        name: &str,
+        args: Option<serde_json::Map<String, Value>>,
+    ) -> CallToolResult {
         let outcome = self.registry.call(&self.ctx, name, args).await;
         match outcome.result {
             Ok(v) => {
@@ -73,9 +89,17 @@ impl VaneServer {
 
     fn read(&self, uri: &str) -> Result<ReadResourceResult, VaneError> {
         let store = &self.ctx.store;
-        let text = |t: String, mime: &str| Ok(ReadResourceResult::new(vec![ResourceContents::text(t, uri).with_mime_type(mime)]));
+        let text = |t: String, mime: &str| {
+            Ok(ReadResourceResult::new(vec![ResourceContents::text(
+                t, uri,
+            )
+            .with_mime_type(mime)]))
+        };
         match uri {
-            "vane://roadmap" => text(vane_core::roadmap::to_yaml(&store.load_roadmap()?), "application/yaml"),
+            "vane://roadmap" => text(
+                vane_core::roadmap::to_yaml(&store.load_roadmap()?),
+                "application/yaml",
+            ),
             "vane://context" => {
                 let mut md = String::from("# Running context\n");
                 for s in store.context_sections()? {
@@ -91,12 +115,15 @@ impl VaneServer {
                 "application/json",
             ),
             "vane://status" => text(
-                serde_json::to_string_pretty(&crate::handlers::status_sync(&self.ctx)?).unwrap_or_default(),
+                serde_json::to_string_pretty(&crate::handlers::status_sync(&self.ctx)?)
+                    .unwrap_or_default(),
                 "application/json",
             ),
             _ => {
                 if let Some(id) = uri.strip_prefix("vane://artifacts/") {
-                    let id: i64 = id.parse().map_err(|_| VaneError::invalid_input(format!("bad artifact id in `{uri}`")))?;
+                    let id: i64 = id.parse().map_err(|_| {
+                        VaneError::invalid_input(format!("bad artifact id in `{uri}`"))
+                    })?;
                     let a = store.get_artifact(id)?;
                     let body = match store.artifact_content(&a)? {
                         Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -108,11 +135,15 @@ impl VaneServer {
                     let t = store.get_task(id)?;
                     let events = store.task_events(id, 50)?;
                     return text(
-                        serde_json::to_string_pretty(&json!({ "task": t, "events": events })).unwrap_or_default(),
+                        serde_json::to_string_pretty(&json!({ "task": t, "events": events }))
+                            .unwrap_or_default(),
                         "application/json",
                     );
                 }
-                Err(VaneError::new(vane_core::ErrorCode::NotFound, format!("no resource `{uri}`")))
+                Err(VaneError::new(
+                    vane_core::ErrorCode::NotFound,
+                    format!("no resource `{uri}`"),
+                ))
             }
         }
     }
@@ -120,9 +151,14 @@ impl VaneServer {
 
 impl ServerHandler for VaneServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
-            .with_server_info(Implementation::new("vane", VERSION).with_title("vane orchestrator"))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("vane", VERSION).with_title("vane orchestrator"))
+        .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -151,12 +187,24 @@ impl ServerHandler for VaneServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let mut res = vec![
-            Resource::new("vane://roadmap", "roadmap").with_description("The roadmap in the upstream YAML format").with_mime_type("application/yaml"),
-            Resource::new("vane://context", "context").with_description("Running context and decisions").with_mime_type("text/markdown"),
-            Resource::new("vane://checkpoint/latest", "checkpoint").with_description("The latest checkpoint").with_mime_type("application/json"),
-            Resource::new("vane://status", "status").with_description("Workspace status").with_mime_type("application/json"),
+            Resource::new("vane://roadmap", "roadmap")
+                .with_description("The roadmap in the upstream YAML format")
+                .with_mime_type("application/yaml"),
+            Resource::new("vane://context", "context")
+                .with_description("Running context and decisions")
+                .with_mime_type("text/markdown"),
+            Resource::new("vane://checkpoint/latest", "checkpoint")
+                .with_description("The latest checkpoint")
+                .with_mime_type("application/json"),
+            Resource::new("vane://status", "status")
+                .with_description("Workspace status")
+                .with_mime_type("application/json"),
         ];
-        let artifacts = self.ctx.store.list_artifacts(100).map_err(|e| McpError::internal_error(e.message, None))?;
+        let artifacts = self
+            .ctx
+            .store
+            .list_artifacts(100)
+            .map_err(|e| McpError::internal_error(e.message, None))?;
         for a in artifacts {
             res.push(
                 Resource::new(a.uri.clone(), format!("artifact {} ({})", a.id, a.kind))
@@ -173,8 +221,10 @@ impl ServerHandler for VaneServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         Ok(ListResourceTemplatesResult::with_all_items(vec![
-            ResourceTemplate::new("vane://artifacts/{id}", "artifact").with_description("A recorded artifact (full text of truncated outputs included)"),
-            ResourceTemplate::new("vane://tasks/{id}", "task").with_description("A task with its runtime state and history"),
+            ResourceTemplate::new("vane://artifacts/{id}", "artifact")
+                .with_description("A recorded artifact (full text of truncated outputs included)"),
+            ResourceTemplate::new("vane://tasks/{id}", "task")
+                .with_description("A task with its runtime state and history"),
         ]))
     }
 
@@ -185,10 +235,23 @@ impl ServerHandler for VaneServer {
     ) -> Result<ReadResourceResponse, McpError> {
         match self.read(&request.uri) {
             Ok(r) => Ok(r.into()),
-            Err(e) if matches!(e.code, vane_core::ErrorCode::NotFound | vane_core::ErrorCode::TaskNotFound | vane_core::ErrorCode::InvalidInput) => {
-                Err(McpError::resource_not_found(e.message.clone(), Some(e.to_json())))
+            Err(e)
+                if matches!(
+                    e.code,
+                    vane_core::ErrorCode::NotFound
+                        | vane_core::ErrorCode::TaskNotFound
+                        | vane_core::ErrorCode::InvalidInput
+                ) =>
+            {
+                Err(McpError::resource_not_found(
+                    e.message.clone(),
+                    Some(e.to_json()),
+                ))
             }
-            Err(e) => Err(McpError::internal_error(e.message.clone(), Some(e.to_json()))),
+            Err(e) => Err(McpError::internal_error(
+                e.message.clone(),
+                Some(e.to_json()),
+            )),
         }
     }
 }

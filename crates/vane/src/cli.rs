@@ -155,10 +155,20 @@ enum RoadmapCmd {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VANE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VANE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // stdout belongs to the protocol: every log goes to stderr
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    // One thread is enough for a stdio server whose store work is sub-millisecond
+    // and whose slow work (commands, critics) is async; it keeps memory low.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -179,12 +189,17 @@ fn workspace(cli: &Cli) -> PathBuf {
 }
 
 fn open(cli: &Cli) -> Result<Arc<ToolCtx>, VaneError> {
-    Ok(Arc::new(ToolCtx::open(&workspace(cli), cli.state_dir.as_deref())?))
+    Ok(Arc::new(ToolCtx::open(
+        &workspace(cli),
+        cli.state_dir.as_deref(),
+    )?))
 }
 
 async fn call(ctx: &Arc<ToolCtx>, tool: &str, args: Value) -> Result<Value, VaneError> {
     let reg = vane_tools::handlers::registry();
-    let Value::Object(m) = args else { return Err(VaneError::internal("arguments must be an object")) };
+    let Value::Object(m) = args else {
+        return Err(VaneError::internal("arguments must be an object"));
+    };
     reg.call(ctx, tool, Some(m)).await.result
 }
 
@@ -199,7 +214,11 @@ fn emit(json_out: bool, v: &Value, table: impl FnOnce(&Value) -> String) {
 async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
     match &cli.cmd {
         Cmd::Init { roadmap, json } => {
-            let v = init(&workspace(&cli), cli.state_dir.as_deref(), roadmap.as_deref())?;
+            let v = init(
+                &workspace(&cli),
+                cli.state_dir.as_deref(),
+                roadmap.as_deref(),
+            )?;
             emit(*json, &v, render::init);
         }
         Cmd::Serve | Cmd::Worker => {
@@ -211,9 +230,18 @@ async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
             let v = call(&ctx, "status", json!({})).await?;
             emit(*json, &v, render::status);
         }
-        Cmd::Next { limit, epic, milestone, owner, claim, ttl, json } => {
+        Cmd::Next {
+            limit,
+            epic,
+            milestone,
+            owner,
+            claim,
+            ttl,
+            json,
+        } => {
             let ctx = open(&cli)?;
-            let mut args = json!({ "limit": limit, "epic": epic, "milestone": milestone, "owner": owner });
+            let mut args =
+                json!({ "limit": limit, "epic": epic, "milestone": milestone, "owner": owner });
             if let Some(agent) = claim {
                 args["claim"] = json!({ "agent": agent, "ttl_s": ttl });
                 if ttl.is_none() {
@@ -231,7 +259,10 @@ async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
                 "expected_version": a.expected_version, "reason": a.reason, "agent": "cli",
             });
             if let Some(p) = &a.priority {
-                args["priority"] = p.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(p.clone()));
+                args["priority"] = p
+                    .parse::<u64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(p.clone()));
             }
             if a.force {
                 args["force"] = json!(true);
@@ -246,7 +277,12 @@ async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
             let v = json!({ "task": t, "events": ctx.store.task_events(id, 100)? });
             emit(*json, &v, render::task);
         }
-        Cmd::Critics(CriticsCmd::Run { names, all, paths, json }) => {
+        Cmd::Critics(CriticsCmd::Run {
+            names,
+            all,
+            paths,
+            json,
+        }) => {
             let ctx = open(&cli)?;
             let mut args = json!({ "all": all });
             if !names.is_empty() {
@@ -276,7 +312,12 @@ async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
         }
         Cmd::Roadmap(RoadmapCmd::Show { json }) => {
             let ctx = open(&cli)?;
-            let v = call(&ctx, "plan_next", json!({ "limit": 500, "explain_blocked": 0 })).await?;
+            let v = call(
+                &ctx,
+                "plan_next",
+                json!({ "limit": 500, "explain_blocked": 0 }),
+            )
+            .await?;
             let r = ctx.store.load_roadmap()?;
             let graph = ctx.store.plan_graph()?;
             let rows: Vec<Value> = r
@@ -297,7 +338,9 @@ async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
             emit(*json, &v, render::tools);
         }
         Cmd::Demo { keep } => {
-            crate::demo::run(*keep).await.map_err(|e| VaneError::new(ErrorCode::Internal, format!("demo failed: {e}")))?;
+            crate::demo::run(*keep)
+                .await
+                .map_err(|e| VaneError::new(ErrorCode::Internal, format!("demo failed: {e}")))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -331,7 +374,8 @@ fn import(ctx: &Arc<ToolCtx>, file: &Path, prune: bool) -> Result<Value, VaneErr
 }
 
 fn init(ws: &Path, state_dir: Option<&Path>, roadmap: Option<&Path>) -> Result<Value, VaneError> {
-    std::fs::create_dir_all(ws).map_err(|e| VaneError::new(ErrorCode::IoError, format!("{}: {e}", ws.display())))?;
+    std::fs::create_dir_all(ws)
+        .map_err(|e| VaneError::new(ErrorCode::IoError, format!("{}: {e}", ws.display())))?;
     let toml = ws.join("vane.toml");
     let created_toml = if toml.exists() {
         load_config(ws)?; // an existing config must at least be valid
@@ -341,7 +385,11 @@ fn init(ws: &Path, state_dir: Option<&Path>, roadmap: Option<&Path>) -> Result<V
         true
     };
     let config = load_config(ws)?;
-    let paths = state_paths(&ws.canonicalize().unwrap_or(ws.to_path_buf()), state_dir, &config);
+    let paths = state_paths(
+        &ws.canonicalize().unwrap_or(ws.to_path_buf()),
+        state_dir,
+        &config,
+    );
     let ctx = Arc::new(ToolCtx::open(ws, state_dir)?);
     ctx.store.export_all()?;
     let imported = match roadmap {

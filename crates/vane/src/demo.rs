@@ -33,7 +33,19 @@ timeout_s = 30
 
 fn show(label: &str, v: &Value) {
     let text = serde_json::to_string(v).unwrap_or_default();
-    let text = if text.len() > 300 { format!("{}…", &text[..text.char_indices().take_while(|(i, _)| *i < 300).last().map(|(i, _)| i).unwrap_or(0)]) } else { text };
+    let text = if text.len() > 300 {
+        format!(
+            "{}…",
+            &text[..text
+                .char_indices()
+                .take_while(|(i, _)| *i < 300)
+                .last()
+                .map(|(i, _)| i)
+                .unwrap_or(0)]
+        )
+    } else {
+        text
+    };
     println!("    {label}: {text}");
 }
 
@@ -45,66 +57,168 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
     let dir = tempfile::Builder::new().prefix("vane-demo-").tempdir()?;
     let ws = dir.path().to_path_buf();
     std::fs::write(ws.join("roadmap.yaml"), ROADMAP)?;
-    std::fs::write(ws.join("vane.toml"), format!("{}\n{}", vane_core::config::DEFAULT_TOML, CONFIG))?;
+    std::fs::write(
+        ws.join("vane.toml"),
+        format!("{}\n{}", vane_core::config::DEFAULT_TOML, CONFIG),
+    )?;
     std::fs::write(ws.join("README.md"), "# demo project\n")?;
-    let _ = std::process::Command::new("git").args(["init", "-q"]).current_dir(&ws).status();
+    let _ = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&ws)
+        .status();
     let exe = std::env::current_exe()?;
     let ws_s = ws.to_string_lossy().to_string();
     println!("vane demo — workspace {ws_s}");
-    let st = std::process::Command::new(&exe).args(["--workspace", &ws_s, "roadmap", "import", "roadmap.yaml"]).current_dir(&ws).output()?;
+    let st = std::process::Command::new(&exe)
+        .args(["--workspace", &ws_s, "roadmap", "import", "roadmap.yaml"])
+        .current_dir(&ws)
+        .output()?;
     print!("{}", String::from_utf8_lossy(&st.stdout));
 
     step(1, "start `vane serve` and complete the MCP handshake");
     let t0 = std::time::Instant::now();
     let c = Client::spawn(&exe, &["serve", "--workspace", &ws_s], &[], true).await?;
-    let info = c.service.peer_info().and_then(|i| i.server_info.clone()).map(|s| format!("{} {}", s.name, s.version)).unwrap_or_default();
-    println!("    connected to {info} in {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
+    let info = c
+        .service
+        .peer_info()
+        .and_then(|i| i.server_info.clone())
+        .map(|s| format!("{} {}", s.name, s.version))
+        .unwrap_or_default();
+    println!(
+        "    connected to {info} in {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
 
     step(2, "tools/list");
     let tools = c.tools().await?;
-    println!("    {} tools: {}", tools.len(), tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>().join(", "));
+    println!(
+        "    {} tools: {}",
+        tools.len(),
+        tools
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     step(3, "status");
     let s = c.call_ok("status", json!({})).await?;
     show("roadmap", &s["roadmap"]["by_status"]);
 
     step(4, "plan_next with a claim");
-    let p = c.call_ok("plan_next", json!({ "claim": { "agent": "demo-agent", "ttl_s": 600 } })).await?;
-    show("claimed", &json!({ "id": p["claimed"]["id"], "status": p["claimed"]["status"], "lease_expires_at": p["claimed"]["lease_expires_at"] }));
+    let p = c
+        .call_ok(
+            "plan_next",
+            json!({ "claim": { "agent": "demo-agent", "ttl_s": 600 } }),
+        )
+        .await?;
+    show(
+        "claimed",
+        &json!({ "id": p["claimed"]["id"], "status": p["claimed"]["status"], "lease_expires_at": p["claimed"]["lease_expires_at"] }),
+    );
     show("blocked", &p["blocked"]);
 
     step(5, "fs_write hello.txt, then fs_read it back");
-    let w = c.call_ok("fs_write", json!({ "path": "hello.txt", "content": "hello, vane\n" })).await?;
-    show("written", &json!({ "sha256": w["sha256"], "created": w["created"], "diff": w["diff"]["unified"] }));
+    let w = c
+        .call_ok(
+            "fs_write",
+            json!({ "path": "hello.txt", "content": "hello, vane\n" }),
+        )
+        .await?;
+    show(
+        "written",
+        &json!({ "sha256": w["sha256"], "created": w["created"], "diff": w["diff"]["unified"] }),
+    );
     let r = c.call_ok("fs_read", json!({ "path": "hello.txt" })).await?;
-    show("read", &json!({ "content": r["content"], "sha256": r["sha256"] }));
+    show(
+        "read",
+        &json!({ "content": r["content"], "sha256": r["sha256"] }),
+    );
 
-    step(6, "confinement: read outside the workspace, run a hostile command");
-    show("fs_read ../../etc/passwd", &c.call_err("fs_read", json!({ "path": "../../etc/passwd" })).await?);
-    show("cmd_run bash -c \"rm -rf /\"", &c.call_err("cmd_run", json!({ "cmd": "bash -c \"rm -rf /\"" })).await?);
+    step(
+        6,
+        "confinement: read outside the workspace, run a hostile command",
+    );
+    show(
+        "fs_read ../../etc/passwd",
+        &c.call_err("fs_read", json!({ "path": "../../etc/passwd" }))
+            .await?,
+    );
+    show(
+        "cmd_run bash -c \"rm -rf /\"",
+        &c.call_err("cmd_run", json!({ "cmd": "bash -c \"rm -rf /\"" }))
+            .await?,
+    );
 
     step(7, "cmd_run");
-    let o = c.call_ok("cmd_run", json!({ "cmd": "ls && wc -c hello.txt" })).await?;
-    show("result", &json!({ "exit_code": o["exit_code"], "stdout": o["stdout"], "duration_ms": o["duration_ms"], "sandbox": o["sandbox"] }));
+    let o = c
+        .call_ok("cmd_run", json!({ "cmd": "ls && wc -c hello.txt" }))
+        .await?;
+    show(
+        "result",
+        &json!({ "exit_code": o["exit_code"], "stdout": o["stdout"], "duration_ms": o["duration_ms"], "sandbox": o["sandbox"] }),
+    );
 
     step(8, "try to complete GREET-1 before its critic ran");
-    show("plan_update done", &c.call_err("plan_update", json!({ "task_id": "GREET-1", "status": "done" })).await?);
+    show(
+        "plan_update done",
+        &c.call_err(
+            "plan_update",
+            json!({ "task_id": "GREET-1", "status": "done" }),
+        )
+        .await?,
+    );
 
     step(9, "critics_run greeting");
-    let cr = c.call_ok("critics_run", json!({ "critics": ["greeting"] })).await?;
-    show("runs", &json!(cr["runs"].as_array().map(|a| a.iter().map(|r| json!({"name": r["name"], "status": r["status"]})).collect::<Vec<_>>())));
+    let cr = c
+        .call_ok("critics_run", json!({ "critics": ["greeting"] }))
+        .await?;
+    show(
+        "runs",
+        &json!(cr["runs"].as_array().map(|a| a
+            .iter()
+            .map(|r| json!({"name": r["name"], "status": r["status"]}))
+            .collect::<Vec<_>>())),
+    );
 
     step(10, "complete GREET-1; GREET-2 becomes ready");
     let u = c.call_ok("plan_update", json!({ "task_id": "GREET-1", "status": "done", "notes": "greeting written and checked" })).await?;
-    show("task", &json!({ "id": u["task"]["id"], "status": u["task"]["status"], "version": u["task"]["version"] }));
+    show(
+        "task",
+        &json!({ "id": u["task"]["id"], "status": u["task"]["status"], "version": u["task"]["version"] }),
+    );
     let n = c.call_ok("plan_next", json!({ "limit": 3 })).await?;
-    show("ready", &json!(n["tasks"].as_array().map(|a| a.iter().map(|t| t["id"].clone()).collect::<Vec<_>>())));
+    show(
+        "ready",
+        &json!(n["tasks"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t["id"].clone()).collect::<Vec<_>>())),
+    );
 
-    step(11, "record a decision and the running context, then checkpoint");
-    c.call_ok("decision_record", json!({ "title": "Greeting text", "summary": "Use 'hello, vane'", "task_id": "GREET-1" })).await?;
-    c.call_ok("context_write", json!({ "section": "next_steps", "content": "Announce the greeting (GREET-2)." })).await?;
-    let cp = c.call_ok("context_snapshot", json!({ "reason": "end of demo session" })).await?;
-    show("checkpoint", &json!({ "id": cp["id"], "reason": cp["reason"], "git": cp["git"], "next_ready": cp["next_ready"] }));
+    step(
+        11,
+        "record a decision and the running context, then checkpoint",
+    );
+    c.call_ok(
+        "decision_record",
+        json!({ "title": "Greeting text", "summary": "Use 'hello, vane'", "task_id": "GREET-1" }),
+    )
+    .await?;
+    c.call_ok(
+        "context_write",
+        json!({ "section": "next_steps", "content": "Announce the greeting (GREET-2)." }),
+    )
+    .await?;
+    let cp = c
+        .call_ok(
+            "context_snapshot",
+            json!({ "reason": "end of demo session" }),
+        )
+        .await?;
+    show(
+        "checkpoint",
+        &json!({ "id": cp["id"], "reason": cp["reason"], "git": cp["git"], "next_ready": cp["next_ready"] }),
+    );
 
     step(12, "resources");
     let roadmap = c.read_text("vane://roadmap").await?;
@@ -113,7 +227,10 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
         println!("      {line}");
     }
     c.close().await;
-    println!("\nexports in {}/.vane: roadmap.yaml, context.md, checkpoint.json, critics/greeting.json", ws_s);
+    println!(
+        "\nexports in {}/.vane: roadmap.yaml, context.md, checkpoint.json, critics/greeting.json",
+        ws_s
+    );
     if keep {
         let kept = dir.keep();
         println!("workspace kept at {}", kept.display());

@@ -28,10 +28,18 @@ pub fn print_error(e: &VaneError) {
         eprintln!("  details: {}", e.details);
     }
     let hint = match e.code {
-        vane_core::ErrorCode::VersionConflict => Some("re-read the task (vane task show ID) and retry with its current version"),
-        vane_core::ErrorCode::ExitCriteriaUnmet => Some("run the critics (vane critics run NAME), or pass --force --reason \"…\""),
-        vane_core::ErrorCode::ConfigInvalid => Some("fix vane.toml; `vane init` in an empty directory writes a commented example"),
-        vane_core::ErrorCode::RoadmapInvalid => Some("fix the roadmap file at the place named above"),
+        vane_core::ErrorCode::VersionConflict => {
+            Some("re-read the task (vane task show ID) and retry with its current version")
+        }
+        vane_core::ErrorCode::ExitCriteriaUnmet => {
+            Some("run the critics (vane critics run NAME), or pass --force --reason \"…\"")
+        }
+        vane_core::ErrorCode::ConfigInvalid => {
+            Some("fix vane.toml; `vane init` in an empty directory writes a commented example")
+        }
+        vane_core::ErrorCode::RoadmapInvalid => {
+            Some("fix the roadmap file at the place named above")
+        }
         _ => None,
     };
     if let Some(h) = hint {
@@ -44,7 +52,11 @@ pub fn init(v: &Value) -> String {
         "workspace  {}\nconfig     {}{}\nstate      {}\n",
         s(&v["workspace"]),
         s(&v["config"]),
-        if v["config_created"] == true { " (created)" } else { " (kept)" },
+        if v["config_created"] == true {
+            " (created)"
+        } else {
+            " (kept)"
+        },
         s(&v["state_dir"])
     );
     if !v["import"].is_null() {
@@ -56,26 +68,70 @@ pub fn init(v: &Value) -> String {
 pub fn status(v: &Value) -> String {
     let mut o = String::new();
     let r = &v["roadmap"];
-    let _ = writeln!(o, "vane {}  workspace {}", s(&v["version"]), s(&v["workspace"]));
-    let _ = writeln!(o, "tasks {}  done {:.0}%  ready {}", s(&r["tasks"]), r["done_ratio"].as_f64().unwrap_or(0.0) * 100.0, s(&v["ready"]));
+    let _ = writeln!(
+        o,
+        "vane {}  workspace {}",
+        s(&v["version"]),
+        s(&v["workspace"])
+    );
+    let _ = writeln!(
+        o,
+        "tasks {}  done {:.0}%  ready {}",
+        s(&r["tasks"]),
+        r["done_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+        s(&v["ready"])
+    );
     if let Some(m) = r["by_status"].as_object() {
-        let parts: Vec<String> = m.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{k} {n}")).collect();
+        let parts: Vec<String> = m
+            .iter()
+            .filter(|(_, n)| n.as_u64() != Some(0))
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         let _ = writeln!(o, "  {}", parts.join("  "));
     }
     for c in r["claims"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "claim {} by {} until {}{}", s(&c["task_id"]), s(&c["agent"]), s(&c["lease_expires_at"]), if c["expired"] == true { " (expired)" } else { "" });
+        let _ = writeln!(
+            o,
+            "claim {} by {} until {}{}",
+            s(&c["task_id"]),
+            s(&c["agent"]),
+            s(&c["lease_expires_at"]),
+            if c["expired"] == true {
+                " (expired)"
+            } else {
+                ""
+            }
+        );
     }
     for t in v["next"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "next  {:<28} {:<8} {}", s(&t["id"]), s(&t["priority"]), cut(&s(&t["title"]), 60));
+        let _ = writeln!(
+            o,
+            "next  {:<28} {:<8} {}",
+            s(&t["id"]),
+            s(&t["priority"]),
+            cut(&s(&t["title"]), 60)
+        );
     }
     match v["last_checkpoint"].as_object() {
         Some(c) => {
-            let _ = writeln!(o, "checkpoint {} at {}: {}", s(&c["id"].clone()), s(&c["created_at"].clone()), s(&c["reason"].clone()));
+            let _ = writeln!(
+                o,
+                "checkpoint {} at {}: {}",
+                s(&c["id"].clone()),
+                s(&c["created_at"].clone()),
+                s(&c["reason"].clone())
+            );
         }
         None => o.push_str("checkpoint none\n"),
     }
     for f in v["failing_critics"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "critic {} {} at {}", s(&f["name"]), s(&f["status"]), s(&f["finished_at"]));
+        let _ = writeln!(
+            o,
+            "critic {} {} at {}",
+            s(&f["name"]),
+            s(&f["status"]),
+            s(&f["finished_at"])
+        );
     }
     let _ = writeln!(o, "sandbox {}", v["sandbox"]);
     o
@@ -84,11 +140,27 @@ pub fn status(v: &Value) -> String {
 pub fn next(v: &Value) -> String {
     let mut o = String::new();
     if let Some(c) = v["claimed"].as_object() {
-        let _ = writeln!(o, "claimed {} (lease until {})", s(&c["id"].clone()), s(&c["lease_expires_at"].clone()));
+        let _ = writeln!(
+            o,
+            "claimed {} (lease until {})",
+            s(&c["id"].clone()),
+            s(&c["lease_expires_at"].clone())
+        );
     }
-    let _ = writeln!(o, "{:<32} {:<9} {:>8}  {}", "READY", "PRIORITY", "UNBLOCKS", "TITLE");
+    let _ = writeln!(
+        o,
+        "{:<32} {:<9} {:>8}  TITLE",
+        "READY", "PRIORITY", "UNBLOCKS"
+    );
     for t in v["tasks"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "{:<32} {:<9} {:>8}  {}", cut(&s(&t["id"]), 32), s(&t["priority"]), s(&t["unblocks"]), cut(&s(&t["title"]), 70));
+        let _ = writeln!(
+            o,
+            "{:<32} {:<9} {:>8}  {}",
+            cut(&s(&t["id"]), 32),
+            s(&t["priority"]),
+            s(&t["unblocks"]),
+            cut(&s(&t["title"]), 70)
+        );
     }
     let _ = writeln!(o, "({} ready)", s(&v["total"]));
     let blocked = v["blocked"].as_array().cloned().unwrap_or_default();
@@ -107,7 +179,12 @@ pub fn next(v: &Value) -> String {
                     _ => r.to_string(),
                 })
                 .collect();
-            let _ = writeln!(o, "  {:<30} {}", cut(&s(&b["id"]), 30), cut(&reasons.join("; "), 90));
+            let _ = writeln!(
+                o,
+                "  {:<30} {}",
+                cut(&s(&b["id"]), 30),
+                cut(&reasons.join("; "), 90)
+            );
         }
     }
     o
@@ -122,7 +199,10 @@ pub fn update(v: &Value) -> String {
         s(&t["status"]),
         s(&t["version"]),
         if v["forced"] == true { " [forced]" } else { "" },
-        v["allowed_next"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+        v["allowed_next"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
     )
 }
 
@@ -144,7 +224,20 @@ pub fn task(v: &Value) -> String {
     let _ = writeln!(o, "dependencies: {}", t["dependencies"]);
     let _ = writeln!(o, "exit criteria: {}", t["exit_criteria"]);
     for e in v["events"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "  {} {} {} → {} by {}{}", s(&e["at"]), s(&e["kind"]), s(&e["from"]), s(&e["to"]), s(&e["actor"]), if e["forced"] == true { format!(" forced: {}", s(&e["reason"])) } else { String::new() });
+        let _ = writeln!(
+            o,
+            "  {} {} {} → {} by {}{}",
+            s(&e["at"]),
+            s(&e["kind"]),
+            s(&e["from"]),
+            s(&e["to"]),
+            s(&e["actor"]),
+            if e["forced"] == true {
+                format!(" forced: {}", s(&e["reason"]))
+            } else {
+                String::new()
+            }
+        );
     }
     o
 }
@@ -156,9 +249,27 @@ pub fn critics(v: &Value) -> String {
         let _ = writeln!(o, "no critic selected ({})", v["selection"]);
     }
     for r in runs {
-        let _ = writeln!(o, "{:<20} {:<8} exit {:<4} {:>7} ms{}", s(&r["name"]), s(&r["status"]), s(&r["exit_code"]), s(&r["duration_ms"]), r["remediation_task"].as_str().map(|t| format!("  → {t}")).unwrap_or_default());
+        let _ = writeln!(
+            o,
+            "{:<20} {:<8} exit {:<4} {:>7} ms{}",
+            s(&r["name"]),
+            s(&r["status"]),
+            s(&r["exit_code"]),
+            s(&r["duration_ms"]),
+            r["remediation_task"]
+                .as_str()
+                .map(|t| format!("  → {t}"))
+                .unwrap_or_default()
+        );
         if r["status"] != "pass" {
-            for line in s(&r["output_tail"]).lines().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
+            for line in s(&r["output_tail"])
+                .lines()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 let _ = writeln!(o, "    {line}");
             }
         }
@@ -180,10 +291,21 @@ pub fn import(v: &Value) -> String {
         let _ = writeln!(o, "  {}", parts.join("  "));
     }
     for d in r["dangling_dependencies"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "  dangling dependency: {} → {}", s(&d["task_id"]), cut(&s(&d["dependency"]), 80));
+        let _ = writeln!(
+            o,
+            "  dangling dependency: {} → {}",
+            s(&d["task_id"]),
+            cut(&s(&d["dependency"]), 80)
+        );
     }
     for c in r["cycles"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "  dependency cycle: {}", c.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(" → ")).unwrap_or_default());
+        let _ = writeln!(
+            o,
+            "  dependency cycle: {}",
+            c.as_array()
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" → "))
+                .unwrap_or_default()
+        );
     }
     for w in r["warnings"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "  warning: {}", s(w));
@@ -192,9 +314,20 @@ pub fn import(v: &Value) -> String {
 }
 
 pub fn roadmap(v: &Value) -> String {
-    let mut o = format!("{:<40} {:<12} {:<9} {:<6} {}\n", "TASK", "STATUS", "PRIORITY", "READY", "TITLE");
+    let mut o = format!(
+        "{:<40} {:<12} {:<9} {:<6} {}\n",
+        "TASK", "STATUS", "PRIORITY", "READY", "TITLE"
+    );
     for t in v["tasks"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "{:<40} {:<12} {:<9} {:<6} {}", cut(&s(&t["id"]), 40), s(&t["status"]), s(&t["priority"]), if t["ready"] == true { "yes" } else { "" }, cut(&s(&t["title"]), 60));
+        let _ = writeln!(
+            o,
+            "{:<40} {:<12} {:<9} {:<6} {}",
+            cut(&s(&t["id"]), 40),
+            s(&t["status"]),
+            s(&t["priority"]),
+            if t["ready"] == true { "yes" } else { "" },
+            cut(&s(&t["title"]), 60)
+        );
     }
     o
 }
@@ -203,12 +336,23 @@ pub fn tools(v: &Value) -> String {
     let mut o = String::new();
     for t in v["tools"].as_array().into_iter().flatten() {
         let a = &t["annotations"];
-        let flags: Vec<&str> = [("readOnlyHint", "read-only"), ("destructiveHint", "destructive"), ("idempotentHint", "idempotent"), ("openWorldHint", "open-world")]
-            .iter()
-            .filter(|(k, _)| a[*k] == true)
-            .map(|(_, n)| *n)
-            .collect();
-        let _ = writeln!(o, "{:<18} [{}]\n    {}", s(&t["name"]), flags.join(", "), s(&t["description"]));
+        let flags: Vec<&str> = [
+            ("readOnlyHint", "read-only"),
+            ("destructiveHint", "destructive"),
+            ("idempotentHint", "idempotent"),
+            ("openWorldHint", "open-world"),
+        ]
+        .iter()
+        .filter(|(k, _)| a[*k] == true)
+        .map(|(_, n)| *n)
+        .collect();
+        let _ = writeln!(
+            o,
+            "{:<18} [{}]\n    {}",
+            s(&t["name"]),
+            flags.join(", "),
+            s(&t["description"])
+        );
     }
     o
 }

@@ -52,16 +52,33 @@ fn workspace() -> (tempfile::TempDir, PathBuf) {
     std::fs::write(ws.join("roadmap.yaml"), ROADMAP).unwrap();
     std::fs::write(ws.join("src/lib.rs"), "fn a() {}\nfn b() {}\nfn c() {}\n").unwrap();
     let out = vane(&ws, &["init", "--roadmap", "roadmap.yaml", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (d, ws)
 }
 
 fn vane(ws: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(BIN).arg("--workspace").arg(ws).args(args).current_dir(ws).output().unwrap()
+    std::process::Command::new(BIN)
+        .arg("--workspace")
+        .arg(ws)
+        .args(args)
+        .current_dir(ws)
+        .output()
+        .unwrap()
 }
 
 async fn serve(ws: &Path) -> Client {
-    Client::spawn(Path::new(BIN), &["serve", "--workspace", ws.to_str().unwrap()], &[], true).await.unwrap()
+    Client::spawn(
+        Path::new(BIN),
+        &["serve", "--workspace", ws.to_str().unwrap()],
+        &[],
+        true,
+    )
+    .await
+    .unwrap()
 }
 
 fn code(e: &Value) -> &str {
@@ -74,25 +91,55 @@ async fn tool_list_publishes_strict_schemas_and_annotations() {
     let c = serve(&ws).await;
     let tools = c.tools().await.unwrap();
     let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
-    for n in ["plan_next", "plan_update", "context_write", "context_snapshot", "fs_read", "fs_write", "cmd_run", "critics_run", "artifact_record", "decision_record", "status", "tool_manifest"] {
+    for n in [
+        "plan_next",
+        "plan_update",
+        "context_write",
+        "context_snapshot",
+        "fs_read",
+        "fs_write",
+        "cmd_run",
+        "critics_run",
+        "artifact_record",
+        "decision_record",
+        "status",
+        "tool_manifest",
+    ] {
         assert!(names.contains(&n.to_string()), "missing {n}");
     }
     for t in &tools {
-        assert_eq!(t.input_schema.get("additionalProperties"), Some(&json!(false)), "{}", t.name);
+        assert_eq!(
+            t.input_schema.get("additionalProperties"),
+            Some(&json!(false)),
+            "{}",
+            t.name
+        );
         assert!(t.output_schema.is_some(), "{} has no outputSchema", t.name);
         assert!(t.annotations.is_some(), "{}", t.name);
     }
     let fs_read = tools.iter().find(|t| t.name == "fs_read").unwrap();
-    assert_eq!(fs_read.annotations.as_ref().unwrap().read_only_hint, Some(true));
+    assert_eq!(
+        fs_read.annotations.as_ref().unwrap().read_only_hint,
+        Some(true)
+    );
     let cmd = tools.iter().find(|t| t.name == "cmd_run").unwrap();
-    assert_eq!(cmd.annotations.as_ref().unwrap().destructive_hint, Some(true));
+    assert_eq!(
+        cmd.annotations.as_ref().unwrap().destructive_hint,
+        Some(true)
+    );
     let m = c.call_ok("tool_manifest", json!({})).await.unwrap();
     assert_eq!(m["count"], json!(tools.len()));
     // unknown and mistyped fields are rejected with a clear message
-    let e = c.call_err("status", json!({ "verbose": true })).await.unwrap();
+    let e = c
+        .call_err("status", json!({ "verbose": true }))
+        .await
+        .unwrap();
     assert_eq!(code(&e), "invalid_input");
     assert!(e["message"].as_str().unwrap().contains("verbose"), "{e}");
-    let e = c.call_err("plan_next", json!({ "limit": "five" })).await.unwrap();
+    let e = c
+        .call_err("plan_next", json!({ "limit": "five" }))
+        .await
+        .unwrap();
     assert_eq!(code(&e), "invalid_input");
     let e = c.call_err("no_such_tool", json!({})).await.unwrap();
     assert_eq!(code(&e), "not_found");
@@ -104,81 +151,215 @@ async fn planning_tools_end_to_end() {
     let (_d, ws) = workspace();
     let c = serve(&ws).await;
     let p = c.call_ok("plan_next", json!({})).await.unwrap();
-    let ids: Vec<&str> = p["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = p["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["T1", "T3"], "high priority first; T2 waits on T1");
     assert_eq!(p["blocked"][0]["id"], "T2");
     assert_eq!(p["blocked"][0]["reasons"][0]["kind"], "dependency");
 
-    let p = c.call_ok("plan_next", json!({ "claim": { "agent": "a1", "ttl_s": 60 } })).await.unwrap();
+    let p = c
+        .call_ok(
+            "plan_next",
+            json!({ "claim": { "agent": "a1", "ttl_s": 60 } }),
+        )
+        .await
+        .unwrap();
     assert_eq!(p["claimed"]["id"], "T1");
     assert_eq!(p["claimed"]["status"], "in_progress");
     let v = p["claimed"]["version"].as_i64().unwrap();
 
-    let e = c.call_err("plan_update", json!({ "task_id": "NOPE", "status": "done" })).await.unwrap();
+    let e = c
+        .call_err(
+            "plan_update",
+            json!({ "task_id": "NOPE", "status": "done" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "task_not_found");
-    let e = c.call_err("plan_update", json!({ "task_id": "T3", "status": "done" })).await.unwrap();
+    let e = c
+        .call_err("plan_update", json!({ "task_id": "T3", "status": "done" }))
+        .await
+        .unwrap();
     assert_eq!(code(&e), "invalid_transition");
-    assert_eq!(e["details"]["allowed"], json!(["in_progress", "blocked", "cancelled"]));
-    let e = c.call_err("plan_update", json!({ "task_id": "T1", "notes": "x", "expected_version": v - 1 })).await.unwrap();
+    assert_eq!(
+        e["details"]["allowed"],
+        json!(["in_progress", "blocked", "cancelled"])
+    );
+    let e = c
+        .call_err(
+            "plan_update",
+            json!({ "task_id": "T1", "notes": "x", "expected_version": v - 1 }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "version_conflict");
-    let e = c.call_err("plan_update", json!({ "task_id": "T1", "status": "done" })).await.unwrap();
+    let e = c
+        .call_err("plan_update", json!({ "task_id": "T1", "status": "done" }))
+        .await
+        .unwrap();
     assert_eq!(code(&e), "exit_criteria_unmet");
-    let e = c.call_err("plan_update", json!({ "task_id": "T1", "priority": "urgentest" })).await.unwrap();
+    let e = c
+        .call_err(
+            "plan_update",
+            json!({ "task_id": "T1", "priority": "urgentest" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "invalid_input");
 
-    let cr = c.call_ok("critics_run", json!({ "critics": ["ok"] })).await.unwrap();
+    let cr = c
+        .call_ok("critics_run", json!({ "critics": ["ok"] }))
+        .await
+        .unwrap();
     assert_eq!(cr["passed"], 1);
-    let u = c.call_ok("plan_update", json!({ "task_id": "T1", "status": "done", "expected_version": v })).await.unwrap();
+    let u = c
+        .call_ok(
+            "plan_update",
+            json!({ "task_id": "T1", "status": "done", "expected_version": v }),
+        )
+        .await
+        .unwrap();
     assert_eq!(u["task"]["status"], "done");
     let p = c.call_ok("plan_next", json!({ "limit": 1 })).await.unwrap();
-    assert_eq!(p["tasks"][0]["id"], "T2", "T2 became ready and outranks low-priority T3");
+    assert_eq!(
+        p["tasks"][0]["id"], "T2",
+        "T2 became ready and outranks low-priority T3"
+    );
 
     // forced completion is recorded
-    c.call_ok("plan_update", json!({ "task_id": "T3", "status": "in_progress" })).await.unwrap();
-    let u = c.call_ok("plan_update", json!({ "task_id": "T3", "status": "done", "priority": 0 })).await.unwrap();
+    c.call_ok(
+        "plan_update",
+        json!({ "task_id": "T3", "status": "in_progress" }),
+    )
+    .await
+    .unwrap();
+    let u = c
+        .call_ok(
+            "plan_update",
+            json!({ "task_id": "T3", "status": "done", "priority": 0 }),
+        )
+        .await
+        .unwrap();
     assert_eq!(u["forced"], false, "T3 has no critic criteria");
 
     // failing critic opens a remediation task; unknown critic is typed
-    let cr = c.call_ok("critics_run", json!({ "critics": ["broken"] })).await.unwrap();
+    let cr = c
+        .call_ok("critics_run", json!({ "critics": ["broken"] }))
+        .await
+        .unwrap();
     assert_eq!(cr["failed"], 1);
     assert_eq!(cr["runs"][0]["remediation_task"], "CRITIC-broken");
-    assert!(cr["runs"][0]["output_tail"].as_str().unwrap().contains("failing on purpose"));
+    assert!(cr["runs"][0]["output_tail"]
+        .as_str()
+        .unwrap()
+        .contains("failing on purpose"));
     assert!(ws.join(".vane/critics/broken.json").exists());
-    let e = c.call_err("critics_run", json!({ "critics": ["ghost"] })).await.unwrap();
+    let e = c
+        .call_err("critics_run", json!({ "critics": ["ghost"] }))
+        .await
+        .unwrap();
     assert_eq!(code(&e), "critic_not_found");
-    let cr = c.call_ok("critics_run", json!({ "paths": ["src/lib.rs"] })).await.unwrap();
-    assert_eq!(cr["runs"].as_array().unwrap().len(), 2, "ok matches src/**, broken has no globs: {cr}");
+    let cr = c
+        .call_ok("critics_run", json!({ "paths": ["src/lib.rs"] }))
+        .await
+        .unwrap();
+    assert_eq!(
+        cr["runs"].as_array().unwrap().len(),
+        2,
+        "ok matches src/**, broken has no globs: {cr}"
+    );
 
     // context, checkpoint, status
-    let e = c.call_err("context_write", json!({ "section": "goal", "content": "word ".repeat(1001) })).await.unwrap();
+    let e = c
+        .call_err(
+            "context_write",
+            json!({ "section": "goal", "content": "word ".repeat(1001) }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "context_budget_exceeded");
-    c.call_ok("context_write", json!({ "section": "goal", "content": "finish the epic" })).await.unwrap();
-    c.call_ok("context_write", json!({ "section": "goal", "content": "then rest", "append": true })).await.unwrap();
-    let cp = c.call_ok("context_snapshot", json!({ "reason": "test" })).await.unwrap();
+    c.call_ok(
+        "context_write",
+        json!({ "section": "goal", "content": "finish the epic" }),
+    )
+    .await
+    .unwrap();
+    c.call_ok(
+        "context_write",
+        json!({ "section": "goal", "content": "then rest", "append": true }),
+    )
+    .await
+    .unwrap();
+    let cp = c
+        .call_ok("context_snapshot", json!({ "reason": "test" }))
+        .await
+        .unwrap();
     assert_eq!(cp["reason"], "test");
-    assert!(cp["failing_critics"].as_array().unwrap().iter().any(|f| f["name"] == "broken"));
+    assert!(cp["failing_critics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "broken"));
     let s = c.call_ok("status", json!({})).await.unwrap();
     assert_eq!(s["last_checkpoint"]["id"], cp["id"]);
     assert_eq!(s["roadmap"]["by_status"]["done"], 2);
     let md = std::fs::read_to_string(ws.join(".vane/context.md")).unwrap();
     assert!(md.contains("finish the epic\nthen rest"), "{md}");
-    let cpj: Value = serde_json::from_str(&std::fs::read_to_string(ws.join(".vane/checkpoint.json")).unwrap()).unwrap();
+    let cpj: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.join(".vane/checkpoint.json")).unwrap())
+            .unwrap();
     assert_eq!(cpj["reason"], "test");
 
     // artifacts and decisions, as resources
     let a = c.call_ok("artifact_record", json!({ "kind": "report", "path": "src/lib.rs", "task_id": "T1", "metadata": {"note": "x"} })).await.unwrap();
     assert_eq!(a["metadata"]["bytes"], 30);
-    let e = c.call_err("artifact_record", json!({ "kind": "report", "path": "../x" })).await.unwrap();
+    let e = c
+        .call_err(
+            "artifact_record",
+            json!({ "kind": "report", "path": "../x" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "path_outside_workspace");
-    let e = c.call_err("decision_record", json!({ "title": "t", "summary": "s", "task_id": "NOPE" })).await.unwrap();
+    let e = c
+        .call_err(
+            "decision_record",
+            json!({ "title": "t", "summary": "s", "task_id": "NOPE" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "task_not_found");
-    c.call_ok("decision_record", json!({ "title": "Use SQLite", "summary": "embedded", "impact": "none", "task_id": "T1" })).await.unwrap();
+    c.call_ok(
+        "decision_record",
+        json!({ "title": "Use SQLite", "summary": "embedded", "impact": "none", "task_id": "T1" }),
+    )
+    .await
+    .unwrap();
     let res = c.service.list_all_resources().await.unwrap();
     let uris: Vec<&str> = res.iter().map(|r| r.uri.as_str()).collect();
-    assert!(uris.contains(&"vane://roadmap") && uris.contains(&a["uri"].as_str().unwrap()), "{uris:?}");
-    assert!(c.read_text("vane://roadmap").await.unwrap().contains("CRITIC-broken"));
-    assert!(c.read_text("vane://context").await.unwrap().contains("Use SQLite"));
-    assert!(c.read_text("vane://tasks/T1").await.unwrap().contains("\"events\""));
+    assert!(
+        uris.contains(&"vane://roadmap") && uris.contains(&a["uri"].as_str().unwrap()),
+        "{uris:?}"
+    );
+    assert!(c
+        .read_text("vane://roadmap")
+        .await
+        .unwrap()
+        .contains("CRITIC-broken"));
+    assert!(c
+        .read_text("vane://context")
+        .await
+        .unwrap()
+        .contains("Use SQLite"));
+    assert!(c
+        .read_text("vane://tasks/T1")
+        .await
+        .unwrap()
+        .contains("\"events\""));
     c.close().await;
 }
 
@@ -192,38 +373,127 @@ async fn file_tools_end_to_end() {
     std::fs::write(ws.join("big.txt"), "x".repeat(300_000)).unwrap();
     let c = serve(&ws).await;
 
-    let r = c.call_ok("fs_read", json!({ "path": "src/lib.rs", "start_line": 2, "end_line": 3 })).await.unwrap();
+    let r = c
+        .call_ok(
+            "fs_read",
+            json!({ "path": "src/lib.rs", "start_line": 2, "end_line": 3 }),
+        )
+        .await
+        .unwrap();
     assert_eq!(r["content"], "fn b() {}\nfn c() {}\n");
     assert_eq!(r["total_lines"], 3);
-    for bad in ["../outside.txt", "/etc/passwd", "sneaky", "parent-link/outside.txt", "src/../../outside.txt"] {
+    for bad in [
+        "../outside.txt",
+        "/etc/passwd",
+        "sneaky",
+        "parent-link/outside.txt",
+        "src/../../outside.txt",
+    ] {
         let e = c.call_err("fs_read", json!({ "path": bad })).await.unwrap();
         assert_eq!(code(&e), "path_outside_workspace", "{bad}");
     }
-    assert_eq!(code(&c.call_err("fs_read", json!({ "path": "bin.dat" })).await.unwrap()), "binary_file");
-    assert_eq!(code(&c.call_err("fs_read", json!({ "path": "big.txt" })).await.unwrap()), "file_too_large");
-    assert_eq!(code(&c.call_err("fs_read", json!({ "path": "missing.txt" })).await.unwrap()), "not_found");
+    assert_eq!(
+        code(
+            &c.call_err("fs_read", json!({ "path": "bin.dat" }))
+                .await
+                .unwrap()
+        ),
+        "binary_file"
+    );
+    assert_eq!(
+        code(
+            &c.call_err("fs_read", json!({ "path": "big.txt" }))
+                .await
+                .unwrap()
+        ),
+        "file_too_large"
+    );
+    assert_eq!(
+        code(
+            &c.call_err("fs_read", json!({ "path": "missing.txt" }))
+                .await
+                .unwrap()
+        ),
+        "not_found"
+    );
 
-    let w = c.call_ok("fs_write", json!({ "path": "new/dir/a.txt", "content": "one\n", "mode": "create" })).await.unwrap();
+    let w = c
+        .call_ok(
+            "fs_write",
+            json!({ "path": "new/dir/a.txt", "content": "one\n", "mode": "create" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(w["created"], true);
     let sha = w["sha256"].as_str().unwrap().to_string();
-    assert_eq!(code(&c.call_err("fs_write", json!({ "path": "new/dir/a.txt", "content": "x", "mode": "create" })).await.unwrap()), "already_exists");
+    assert_eq!(
+        code(
+            &c.call_err(
+                "fs_write",
+                json!({ "path": "new/dir/a.txt", "content": "x", "mode": "create" })
+            )
+            .await
+            .unwrap()
+        ),
+        "already_exists"
+    );
     let w = c.call_ok("fs_write", json!({ "path": "new/dir/a.txt", "content": "two\n", "mode": "append", "expected_sha256": sha })).await.unwrap();
     assert_eq!(w["diff"]["lines_added"], 1);
-    let e = c.call_err("fs_write", json!({ "path": "new/dir/a.txt", "content": "three", "expected_sha256": sha })).await.unwrap();
+    let e = c
+        .call_err(
+            "fs_write",
+            json!({ "path": "new/dir/a.txt", "content": "three", "expected_sha256": sha }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "hash_mismatch");
-    assert_eq!(std::fs::read_to_string(ws.join("new/dir/a.txt")).unwrap(), "one\ntwo\n", "a refused write changes nothing");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("new/dir/a.txt")).unwrap(),
+        "one\ntwo\n",
+        "a refused write changes nothing"
+    );
     for prot in [".vane/vane.db", ".vane/roadmap.yaml", ".git/config"] {
-        assert_eq!(code(&c.call_err("fs_write", json!({ "path": prot, "content": "x" })).await.unwrap()), "path_protected", "{prot}");
+        assert_eq!(
+            code(
+                &c.call_err("fs_write", json!({ "path": prot, "content": "x" }))
+                    .await
+                    .unwrap()
+            ),
+            "path_protected",
+            "{prot}"
+        );
     }
-    assert_eq!(code(&c.call_err("fs_write", json!({ "path": "parent-link/evil", "content": "x" })).await.unwrap()), "path_outside_workspace");
+    assert_eq!(
+        code(
+            &c.call_err(
+                "fs_write",
+                json!({ "path": "parent-link/evil", "content": "x" })
+            )
+            .await
+            .unwrap()
+        ),
+        "path_outside_workspace"
+    );
     assert!(!d.path().join("evil").exists());
-    let e = c.call_err("fs_write", json!({ "path": "a.txt", "content": "x", "mode": "truncate" })).await.unwrap();
+    let e = c
+        .call_err(
+            "fs_write",
+            json!({ "path": "a.txt", "content": "x", "mode": "truncate" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "invalid_input");
 
     // output budget: 100 kB of text is cut, the full text kept as an artifact
     std::fs::write(ws.join("medium.txt"), "abcdefghij\n".repeat(10_000)).unwrap();
-    let r = c.call_ok("fs_read", json!({ "path": "medium.txt" })).await.unwrap();
-    let uri = r["truncated_output"]["artifact_uri"].as_str().expect("truncation notice").to_string();
+    let r = c
+        .call_ok("fs_read", json!({ "path": "medium.txt" }))
+        .await
+        .unwrap();
+    let uri = r["truncated_output"]["artifact_uri"]
+        .as_str()
+        .expect("truncation notice")
+        .to_string();
     assert!(r["content"].as_str().unwrap().len() < 30_000);
     let full = c.read_text(&uri).await.unwrap();
     assert!(full.len() > 110_000, "artifact keeps the full result");
@@ -234,24 +504,57 @@ async fn file_tools_end_to_end() {
 async fn commands_end_to_end() {
     let (_d, ws) = workspace();
     let c = serve(&ws).await;
-    let o = c.call_ok("cmd_run", json!({ "cmd": "echo out; echo err >&2; exit 7", "env": { "GREETING": "hi" } })).await.unwrap();
+    let o = c
+        .call_ok(
+            "cmd_run",
+            json!({ "cmd": "echo out; echo err >&2; exit 7", "env": { "GREETING": "hi" } }),
+        )
+        .await
+        .unwrap();
     assert_eq!(o["exit_code"], 7);
     assert_eq!(o["stdout"], "out\n");
     assert_eq!(o["stderr"], "err\n");
-    let o = c.call_ok("cmd_run", json!({ "cmd": "printf %s \"$GREETING\"", "env": { "GREETING": "hi" }, "cwd": "src" })).await.unwrap();
+    let o = c
+        .call_ok(
+            "cmd_run",
+            json!({ "cmd": "printf %s \"$GREETING\"", "env": { "GREETING": "hi" }, "cwd": "src" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(o["stdout"], "hi");
     assert_eq!(o["cwd"], "src");
-    let o = c.call_ok("cmd_run", json!({ "cmd": "head -c 300000 /dev/zero | tr '\\0' 'a'" })).await.unwrap();
+    let o = c
+        .call_ok(
+            "cmd_run",
+            json!({ "cmd": "head -c 300000 /dev/zero | tr '\\0' 'a'" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(o["truncated"], true);
     assert_eq!(o["stdout_bytes"], 300000);
     // timeout kills the whole process group, including a background child
     let t0 = std::time::Instant::now();
-    let e = c.call_err("cmd_run", json!({ "cmd": "sleep 30 & sleep 30; echo never", "timeout_s": 1 })).await.unwrap();
+    let e = c
+        .call_err(
+            "cmd_run",
+            json!({ "cmd": "sleep 30 & sleep 30; echo never", "timeout_s": 1 }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "timeout");
     assert!(t0.elapsed().as_secs() < 10);
-    let e = c.call_err("cmd_run", json!({ "cmd": "echo hi", "env": { "BASH_ENV": "/tmp/x" } })).await.unwrap();
+    let e = c
+        .call_err(
+            "cmd_run",
+            json!({ "cmd": "echo hi", "env": { "BASH_ENV": "/tmp/x" } }),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(&e), "command_denied");
-    let e = c.call_err("cmd_run", json!({ "cmd": "ls", "cwd": "../" })).await.unwrap();
+    let e = c
+        .call_err("cmd_run", json!({ "cmd": "ls", "cwd": "../" }))
+        .await
+        .unwrap();
     assert_eq!(code(&e), "path_outside_workspace");
     c.close().await;
 }
@@ -304,20 +607,41 @@ async fn sandbox_confines_writes() {
     let c = serve(&ws).await;
     // /tmp is a private tmpfs inside the sandbox: the write lands there, not on the host
     let target = d.path().join("escaped.txt");
-    let o = c.call_ok("cmd_run", json!({ "cmd": format!("echo x > {}", target.display()) })).await.unwrap();
+    let o = c
+        .call_ok(
+            "cmd_run",
+            json!({ "cmd": format!("echo x > {}", target.display()) }),
+        )
+        .await
+        .unwrap();
     assert_eq!(o["sandbox"], "bwrap");
     assert!(!target.exists(), "wrote outside the workspace");
     // the rest of the filesystem is read-only
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let target = PathBuf::from(home).join(format!("vane-escape-{}", std::process::id()));
-    let o = c.call_ok("cmd_run", json!({ "cmd": format!("echo x > {}", target.display()) })).await.unwrap();
+    let o = c
+        .call_ok(
+            "cmd_run",
+            json!({ "cmd": format!("echo x > {}", target.display()) }),
+        )
+        .await
+        .unwrap();
     assert_ne!(o["exit_code"], 0, "{o}");
     assert!(o["stderr"].as_str().unwrap().contains("Read-only"), "{o}");
     assert!(!target.exists(), "wrote outside the workspace");
-    let o = c.call_ok("cmd_run", json!({ "cmd": "echo x > .vane/evil" })).await.unwrap();
+    let o = c
+        .call_ok("cmd_run", json!({ "cmd": "echo x > .vane/evil" }))
+        .await
+        .unwrap();
     assert_ne!(o["exit_code"], 0);
     assert!(!ws.join(".vane/evil").exists());
-    let o = c.call_ok("cmd_run", json!({ "cmd": "echo ok > inside.txt && cat inside.txt" })).await.unwrap();
+    let o = c
+        .call_ok(
+            "cmd_run",
+            json!({ "cmd": "echo ok > inside.txt && cat inside.txt" }),
+        )
+        .await
+        .unwrap();
     assert_eq!(o["stdout"], "ok\n");
     c.close().await;
 }
@@ -330,14 +654,22 @@ async fn sixteen_claimers_across_two_servers_never_share_a_task() {
         yaml.push_str(&format!("  - id: C{i:02}\n    title: claimable {i}\n"));
     }
     std::fs::write(ws.join("many.yaml"), yaml).unwrap();
-    assert!(vane(&ws, &["roadmap", "import", "many.yaml", "--prune"]).status.success());
+    assert!(vane(&ws, &["roadmap", "import", "many.yaml", "--prune"])
+        .status
+        .success());
     let a = std::sync::Arc::new(serve(&ws).await);
     let b = std::sync::Arc::new(serve(&ws).await);
     let mut handles = Vec::new();
     for i in 0..16 {
         let c = if i % 2 == 0 { a.clone() } else { b.clone() };
         handles.push(tokio::spawn(async move {
-            let p = c.call_ok("plan_next", json!({ "claim": { "agent": format!("agent-{i}") } })).await.unwrap();
+            let p = c
+                .call_ok(
+                    "plan_next",
+                    json!({ "claim": { "agent": format!("agent-{i}") } }),
+                )
+                .await
+                .unwrap();
             p["claimed"]["id"].as_str().unwrap().to_string()
         }));
     }
@@ -355,15 +687,31 @@ async fn sixteen_claimers_across_two_servers_never_share_a_task() {
     let id = t["tasks"][0]["id"].as_str().unwrap().to_string();
     let v = t["tasks"][0]["version"].as_i64().unwrap();
     let (ra, rb) = tokio::join!(
-        a.call("plan_update", json!({ "task_id": id, "notes": "from a", "expected_version": v })),
-        b.call("plan_update", json!({ "task_id": id, "notes": "from b", "expected_version": v }))
+        a.call(
+            "plan_update",
+            json!({ "task_id": id, "notes": "from a", "expected_version": v })
+        ),
+        b.call(
+            "plan_update",
+            json!({ "task_id": id, "notes": "from b", "expected_version": v })
+        )
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
-    let oks = [&ra, &rb].iter().filter(|r| r.is_error != Some(true)).count();
+    let oks = [&ra, &rb]
+        .iter()
+        .filter(|r| r.is_error != Some(true))
+        .count();
     assert_eq!(oks, 1, "exactly one stale writer wins");
     let loser = if ra.is_error == Some(true) { &ra } else { &rb };
-    assert_eq!(loser.structured_content.as_ref().unwrap()["error"]["code"], "version_conflict");
-    let winner_notes = if ra.is_error == Some(true) { "from b" } else { "from a" };
+    assert_eq!(
+        loser.structured_content.as_ref().unwrap()["error"]["code"],
+        "version_conflict"
+    );
+    let winner_notes = if ra.is_error == Some(true) {
+        "from b"
+    } else {
+        "from a"
+    };
     let out = vane(&ws, &["task", "show", &id, "--json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["task"]["notes"], winner_notes);
@@ -381,17 +729,35 @@ async fn kill_9_during_writes_leaves_a_clean_store_and_whole_exports() {
             tokio::spawn(async move {
                 for i in 0..1000 {
                     let _ = c.call("context_write", json!({ "section": "log", "content": format!("round {round} entry {i}") })).await;
-                    let _ = c.call("plan_update", json!({ "task_id": "T3", "notes": format!("n{i}") })).await;
-                    let _ = c.call("fs_write", json!({ "path": "out.txt", "content": format!("{i}\n").repeat(500) })).await;
+                    let _ = c
+                        .call(
+                            "plan_update",
+                            json!({ "task_id": "T3", "notes": format!("n{i}") }),
+                        )
+                        .await;
+                    let _ = c
+                        .call(
+                            "fs_write",
+                            json!({ "path": "out.txt", "content": format!("{i}\n").repeat(500) }),
+                        )
+                        .await;
                 }
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(150 + 100 * round)).await;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         let _ = writer.await;
         // the store opens cleanly and passes its integrity check
         let out = vane(&ws, &["status", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // exports are whole documents, old or new, never torn
         let roadmap = std::fs::read_to_string(ws.join(".vane/roadmap.yaml")).unwrap();
         vane_core::roadmap::parse_yaml(&roadmap).expect("roadmap export parses");
@@ -399,7 +765,10 @@ async fn kill_9_during_writes_leaves_a_clean_store_and_whole_exports() {
         assert!(md.starts_with("# Running context"));
         let body = std::fs::read_to_string(ws.join("out.txt")).unwrap_or_default();
         let lines: Vec<&str> = body.lines().collect();
-        assert!(lines.is_empty() || (lines.len() == 500 && lines.iter().all(|l| *l == lines[0])), "torn file write");
+        assert!(
+            lines.is_empty() || (lines.len() == 500 && lines.iter().all(|l| *l == lines[0])),
+            "torn file write"
+        );
     }
     let ctx = vane_tools::ToolCtx::open(&ws, None).unwrap();
     ctx.store.health_check().unwrap();
@@ -438,7 +807,8 @@ fn raw_stdio_is_protocol_only_and_exits_on_eof() {
         if reader.read_line(&mut line).unwrap() == 0 {
             break;
         }
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("non-protocol stdout line {line:?}: {e}"));
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("non-protocol stdout line {line:?}: {e}"));
         assert_eq!(v["jsonrpc"], "2.0");
         seen.push(v);
     }
@@ -452,41 +822,76 @@ fn raw_stdio_is_protocol_only_and_exits_on_eof() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "server did not exit after stdin closed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not exit after stdin closed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     for line in rest.lines().filter(|l| !l.trim().is_empty()) {
-        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("non-protocol stdout line {line:?}: {e}"));
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("non-protocol stdout line {line:?}: {e}"));
     }
 }
 
 #[test]
 fn cli_imports_both_fixture_roadmaps_and_reports_problems() {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/roadmaps");
-    for (name, tasks) in [("weathervane-2025-10-14.yaml", 80), ("weathervane-2025-11-19.yaml", 190)] {
+    let fixtures =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/roadmaps");
+    for (name, tasks) in [
+        ("weathervane-2025-10-14.yaml", 80),
+        ("weathervane-2025-11-19.yaml", 190),
+    ] {
         let d = tempfile::tempdir().unwrap();
         let file = fixtures.join(name);
         let out = std::process::Command::new(BIN)
-            .args(["--workspace", d.path().to_str().unwrap(), "init", "--json", "--roadmap", file.to_str().unwrap()])
+            .args([
+                "--workspace",
+                d.path().to_str().unwrap(),
+                "init",
+                "--json",
+                "--roadmap",
+                file.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["import"]["report"]["tasks"], tasks);
         assert_eq!(v["import"]["summary"]["created"], tasks);
-        assert!(!v["import"]["report"]["dangling_dependencies"].as_array().unwrap().is_empty());
+        assert!(!v["import"]["report"]["dangling_dependencies"]
+            .as_array()
+            .unwrap()
+            .is_empty());
         // the export re-imports to the same roadmap
         let exported = std::fs::read_to_string(d.path().join(".vane/roadmap.yaml")).unwrap();
-        let original = vane_core::roadmap::parse_yaml(&std::fs::read_to_string(&file).unwrap()).unwrap().0;
-        assert_eq!(vane_core::roadmap::parse_yaml(&exported).unwrap().0, original, "{name}");
+        let original = vane_core::roadmap::parse_yaml(&std::fs::read_to_string(&file).unwrap())
+            .unwrap()
+            .0;
+        assert_eq!(
+            vane_core::roadmap::parse_yaml(&exported).unwrap().0,
+            original,
+            "{name}"
+        );
         let out = vane(d.path(), &["next", "--json"]);
         assert!(out.status.success());
         let next: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(next["total"].as_u64().unwrap() > 0, "{name}: something is ready");
+        assert!(
+            next["total"].as_u64().unwrap() > 0,
+            "{name}: something is ready"
+        );
         // a bad roadmap is a typed error and changes nothing
-        std::fs::write(d.path().join("bad.yaml"), "tasks:\n  - id: X\n    status: sleeping\n").unwrap();
+        std::fs::write(
+            d.path().join("bad.yaml"),
+            "tasks:\n  - id: X\n    status: sleeping\n",
+        )
+        .unwrap();
         let out = vane(d.path(), &["roadmap", "import", "bad.yaml"]);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("roadmap_invalid"));
