@@ -200,19 +200,10 @@ fn a_newer_schema_is_refused() {
     let (d, store) = setup();
     drop(store);
     let db = d.path().join(".vane/vane.db");
-    let c = rusqlite_free_bump(&db);
-    assert!(c);
+    // pretend a newer vane migrated this store
+    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 999).unwrap();
     let paths = StatePaths::new(d.path(), d.path().join(".vane"));
     let e = Store::open(&paths).err().unwrap();
     assert_eq!(e.code, ErrorCode::StoreError);
     assert!(e.message.contains("newer"));
-}
-
-/// Sets user_version far ahead using the sqlite3 CLI-free path: the store's
-/// own connection type is private, so use a raw SQL file edit through SQLite.
-fn rusqlite_free_bump(db: &std::path::Path) -> bool {
-    // open with the same bundled SQLite through the store's dependency
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.pragma_update(None, "user_version", 999).unwrap();
-    true
 }
