@@ -201,7 +201,10 @@ fn a_newer_schema_is_refused() {
     drop(store);
     let db = d.path().join(".vane/vane.db");
     // pretend a newer vane migrated this store
-    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 999).unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", 999)
+        .unwrap();
     let paths = StatePaths::new(d.path(), d.path().join(".vane"));
     let e = Store::open(&paths).err().unwrap();
     assert_eq!(e.code, ErrorCode::StoreError);
