@@ -900,3 +900,41 @@ fn cli_imports_both_fixture_roadmaps_and_reports_problems() {
         assert_eq!(s["roadmap"]["tasks"], tasks);
     }
 }
+
+/// Without names or paths, critics_run picks the critics whose globs match the
+/// files git reports as changed.
+#[tokio::test]
+async fn critics_follow_git_changes() {
+    let (_d, ws) = workspace();
+    let c = serve(&ws).await;
+    // not a git repository yet: a clear error, not a guess
+    let e = c.call_err("critics_run", json!({})).await.unwrap();
+    assert_eq!(code(&e), "invalid_input");
+    assert!(std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&ws)
+        .status()
+        .unwrap()
+        .success());
+    let cr = c.call_ok("critics_run", json!({})).await.unwrap();
+    assert_eq!(cr["selection"]["mode"], "git_changes");
+    assert!(
+        cr["selection"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "src/lib.rs"),
+        "{cr}"
+    );
+    let names: Vec<&str> = cr["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"ok"),
+        "src/** matched a changed file: {names:?}"
+    );
+    c.close().await;
+}
