@@ -501,7 +501,7 @@ impl Store {
             tx.execute("DELETE FROM groups", []).map_err(db_err)?;
             {
                 let mut ins = tx
-                    .prepare("INSERT INTO groups(idx, kind, id, title, description, status, parent, extra) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")
+                    .prepare_cached("INSERT INTO groups(idx, kind, id, title, description, status, parent, extra) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")
                     .map_err(db_err)?;
                 for (i, g) in roadmap.groups.iter().enumerate() {
                     ins.execute(params![
@@ -525,7 +525,7 @@ impl Store {
             let mut existing: HashMap<String, (String, i64)> = HashMap::new();
             {
                 let mut q = tx
-                    .prepare("SELECT id, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent, ord, version FROM tasks")
+                    .prepare_cached("SELECT id, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent, ord, version FROM tasks")
                     .map_err(db_err)?;
                 let rows = q
                     .query_map([], |r| {
@@ -552,7 +552,7 @@ impl Store {
             }
             let mut summary = ImportSummary { created: 0, updated: 0, unchanged: 0, removed: 0, kept_not_in_file: 0 };
             let mut upsert = tx
-                .prepare(
+                .prepare_cached(
                     "INSERT INTO tasks(id, ord, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent, epic_id, milestone_id, version, updated_at_ms)
                      VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,1,?15)
                      ON CONFLICT(id) DO UPDATE SET ord=excluded.ord, title=excluded.title, description=excluded.description,
@@ -564,7 +564,7 @@ impl Store {
                 )
                 .map_err(db_err)?;
             let mut event = tx
-                .prepare("INSERT INTO task_events(task_id, at_ms, actor, kind, from_status, to_status, version, reason) VALUES (?1,?2,?3,'import',?4,?5,?6,'roadmap import')")
+                .prepare_cached("INSERT INTO task_events(task_id, at_ms, actor, kind, from_status, to_status, version, reason) VALUES (?1,?2,?3,'import',?4,?5,?6,'roadmap import')")
                 .map_err(db_err)?;
             let mut in_file = std::collections::HashSet::new();
             for (i, t) in roadmap.tasks.iter().enumerate() {
@@ -798,7 +798,7 @@ impl Store {
     pub fn task_events(&self, task_id: &str, limit: usize) -> Result<Vec<Value>> {
         let conn = self.conn();
         let mut q = conn
-            .prepare("SELECT at_ms, actor, kind, from_status, to_status, version, forced, reason FROM task_events WHERE task_id=?1 ORDER BY seq DESC LIMIT ?2")
+            .prepare_cached("SELECT at_ms, actor, kind, from_status, to_status, version, forced, reason FROM task_events WHERE task_id=?1 ORDER BY seq DESC LIMIT ?2")
             .map_err(db_err)?;
         let rows = q
             .query_map(params![task_id, limit as i64], |r| {
@@ -1018,7 +1018,7 @@ impl Store {
     pub fn list_artifacts(&self, limit: usize) -> Result<Vec<Artifact>> {
         let conn = self.conn();
         let mut q = conn
-            .prepare("SELECT id, kind, path, metadata, task_id, created_at_ms, size, content_file FROM artifacts ORDER BY id DESC LIMIT ?1")
+            .prepare_cached("SELECT id, kind, path, metadata, task_id, created_at_ms, size, content_file FROM artifacts ORDER BY id DESC LIMIT ?1")
             .map_err(db_err)?;
         let rows = q
             .query_map([limit as i64], artifact_from_row)
@@ -1067,7 +1067,7 @@ impl Store {
         let mut total = 0usize;
         {
             let mut q = conn
-                .prepare("SELECT status, count(*) FROM tasks GROUP BY status")
+                .prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status")
                 .map_err(db_err)?;
             let rows = q
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
@@ -1084,7 +1084,7 @@ impl Store {
             }
         }
         let mut q = conn
-            .prepare("SELECT id, claimed_by, lease_expires_ms FROM tasks WHERE claimed_by IS NOT NULL ORDER BY ord")
+            .prepare_cached("SELECT id, claimed_by, lease_expires_ms FROM tasks WHERE claimed_by IS NOT NULL ORDER BY ord")
             .map_err(db_err)?;
         let claims = q
             .query_map([], |r| {
@@ -1226,7 +1226,7 @@ fn graph_at(
         }
     }
     let mut q = conn
-        .prepare("SELECT id, title, status, priority, epic_id, milestone_id, owner, dependencies, claimed_by, lease_expires_ms, estimate_hours, version FROM tasks ORDER BY ord")
+        .prepare_cached("SELECT id, title, status, priority, epic_id, milestone_id, owner, dependencies, claimed_by, lease_expires_ms, estimate_hours, version FROM tasks ORDER BY ord")
         .map_err(db_err)?;
     let rows = q
         .query_map([], |r| {
@@ -1367,7 +1367,7 @@ fn remediate(tx: &Transaction<'_>, run: &NewCriticRun) -> Result<String> {
 
 pub(crate) fn latest_critic_runs(conn: &Connection) -> Result<Vec<CriticRun>> {
     let mut q = conn
-        .prepare(
+        .prepare_cached(
             "SELECT id, name, status, exit_code, command, started_at_ms, finished_at_ms, duration_ms, output_tail, trigger FROM critic_runs
              WHERE id IN (SELECT max(id) FROM critic_runs GROUP BY name) ORDER BY name",
         )
@@ -1397,7 +1397,7 @@ pub(crate) fn latest_critic_runs(conn: &Connection) -> Result<Vec<CriticRun>> {
 
 pub(crate) fn context_sections(conn: &Connection) -> Result<Vec<ContextSection>> {
     let mut q = conn
-        .prepare("SELECT name, content, words, updated_at_ms FROM context_sections ORDER BY ord")
+        .prepare_cached("SELECT name, content, words, updated_at_ms FROM context_sections ORDER BY ord")
         .map_err(db_err)?;
     let rows = q
         .query_map([], |r| {
@@ -1414,7 +1414,7 @@ pub(crate) fn context_sections(conn: &Connection) -> Result<Vec<ContextSection>>
 
 pub(crate) fn decisions(conn: &Connection, limit: usize) -> Result<Vec<Decision>> {
     let mut q = conn
-        .prepare("SELECT id, title, summary, impact, task_id, created_at_ms FROM decisions ORDER BY id DESC LIMIT ?1")
+        .prepare_cached("SELECT id, title, summary, impact, task_id, created_at_ms FROM decisions ORDER BY id DESC LIMIT ?1")
         .map_err(db_err)?;
     let rows = q
         .query_map([limit as i64], |r| {
@@ -1432,8 +1432,10 @@ pub(crate) fn decisions(conn: &Connection, limit: usize) -> Result<Vec<Decision>
 }
 
 pub(crate) fn latest_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>> {
-    conn.query_row(
-        "SELECT id, created_at_ms, reason, data FROM checkpoints ORDER BY id DESC LIMIT 1",
+    let mut q = conn
+        .prepare_cached("SELECT id, created_at_ms, reason, data FROM checkpoints ORDER BY id DESC LIMIT 1")
+        .map_err(db_err)?;
+    q.query_row(
         [],
         |r| {
             let data: String = r.get(3)?;
@@ -1458,7 +1460,7 @@ pub(crate) fn load_roadmap(conn: &Connection) -> Result<Roadmap> {
         .map_err(db_err)?;
     r.extra = serde_json::from_str(&extra).map_err(json_err)?;
     let mut q = conn
-        .prepare("SELECT idx, kind, id, title, description, status, parent, extra FROM groups ORDER BY idx")
+        .prepare_cached("SELECT idx, kind, id, title, description, status, parent, extra FROM groups ORDER BY idx")
         .map_err(db_err)?;
     let rows = q
         .query_map([], |row| {
@@ -1487,7 +1489,7 @@ pub(crate) fn load_roadmap(conn: &Connection) -> Result<Roadmap> {
         });
     }
     let mut q = conn
-        .prepare("SELECT id, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent FROM tasks ORDER BY ord")
+        .prepare_cached("SELECT id, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent FROM tasks ORDER BY ord")
         .map_err(db_err)?;
     let rows = q
         .query_map([], |row| {
