@@ -15,6 +15,7 @@ pub struct Config {
     pub state_dir: Option<String>,
     pub limits: Limits,
     pub commands: Commands,
+    pub telemetry: Telemetry,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
 }
@@ -91,6 +92,40 @@ impl Default for Commands {
     }
 }
 
+/// `[telemetry]`: the operations log, OpenTelemetry export, summaries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    /// Write the operations log and keep metrics (spans are exported only
+    /// when an OTLP endpoint is set).
+    pub enabled: bool,
+    /// OTLP/HTTP base URL, e.g. `http://localhost:4318`; the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is used when this is unset.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported telemetry.
+    pub service_name: String,
+    /// Rotate `operations.jsonl` when it grows past this many bytes.
+    pub log_max_bytes: u64,
+    /// How many rotated files to keep (`operations.jsonl.1` … `.N`).
+    pub log_retention: usize,
+    /// Events buffered for the background writer; beyond this, events are
+    /// dropped, counted, and the drop is reported as an `alert` event.
+    pub queue_capacity: usize,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            enabled: true,
+            otlp_endpoint: None,
+            service_name: "vane".into(),
+            log_max_bytes: 32 * 1024 * 1024,
+            log_retention: 5,
+            queue_capacity: 8192,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CriticConfig {
@@ -151,6 +186,9 @@ impl Config {
                 "limits: context_word_budget must be > 0 and output_token_budget >= 100".into(),
             );
         }
+        if self.telemetry.log_max_bytes < 4096 || self.telemetry.queue_capacity == 0 {
+            return bad("telemetry: log_max_bytes must be >= 4096 and queue_capacity > 0".into());
+        }
         for rule in &self.commands.deny {
             if rule.split_whitespace().next().is_none() {
                 return bad("commands.deny: empty rule".into());
@@ -181,6 +219,14 @@ sandbox = "auto"                 # auto (bubblewrap when installed) | bwrap (req
 network = true                   # false: sandboxed commands get no network
 builtin_deny = true              # privilege escalation, rm -rf / or the workspace, git reset --hard, force-push, deleting .git …
 deny = []                        # extra rules: a command and words among its arguments, e.g. ["npm publish", "git push origin main"]
+
+[telemetry]
+enabled = true                   # operations log (.vane/telemetry/operations.jsonl) and metrics
+# otlp_endpoint = "http://localhost:4318"   # OTLP/HTTP export of spans and metrics (or OTEL_EXPORTER_OTLP_ENDPOINT)
+service_name = "vane"
+log_max_bytes = 33554432         # rotate the operations log past 32 MiB
+log_retention = 5                # rotated files kept
+queue_capacity = 8192            # events buffered for the background writer; overflow is counted and reported
 
 # Critics gate `done`: a task whose exit criteria name `critic: NAME` can only be
 # completed after NAME passed since the task started. Exit code 0 = pass.

@@ -1397,7 +1397,9 @@ pub(crate) fn latest_critic_runs(conn: &Connection) -> Result<Vec<CriticRun>> {
 
 pub(crate) fn context_sections(conn: &Connection) -> Result<Vec<ContextSection>> {
     let mut q = conn
-        .prepare_cached("SELECT name, content, words, updated_at_ms FROM context_sections ORDER BY ord")
+        .prepare_cached(
+            "SELECT name, content, words, updated_at_ms FROM context_sections ORDER BY ord",
+        )
         .map_err(db_err)?;
     let rows = q
         .query_map([], |r| {
@@ -1433,20 +1435,19 @@ pub(crate) fn decisions(conn: &Connection, limit: usize) -> Result<Vec<Decision>
 
 pub(crate) fn latest_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>> {
     let mut q = conn
-        .prepare_cached("SELECT id, created_at_ms, reason, data FROM checkpoints ORDER BY id DESC LIMIT 1")
+        .prepare_cached(
+            "SELECT id, created_at_ms, reason, data FROM checkpoints ORDER BY id DESC LIMIT 1",
+        )
         .map_err(db_err)?;
-    q.query_row(
-        [],
-        |r| {
-            let data: String = r.get(3)?;
-            Ok(Checkpoint {
-                id: r.get(0)?,
-                created_at: iso(r.get(1)?),
-                reason: r.get(2)?,
-                data: serde_json::from_str(&data).unwrap_or(Value::Null),
-            })
-        },
-    )
+    q.query_row([], |r| {
+        let data: String = r.get(3)?;
+        Ok(Checkpoint {
+            id: r.get(0)?,
+            created_at: iso(r.get(1)?),
+            reason: r.get(2)?,
+            data: serde_json::from_str(&data).unwrap_or(Value::Null),
+        })
+    })
     .optional()
     .map_err(db_err)
 }

@@ -1,0 +1,70 @@
+//! Masks anything that looks like a secret before it is logged.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+fn patterns() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(concat!(
+            r"(?i)(",
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)",
+            r"|\bsk-(ant-)?[A-Za-z0-9_\-]{16,}",
+            r"|\bgh[pousr]_[A-Za-z0-9]{20,}",
+            r"|\bgithub_pat_[A-Za-z0-9_]{20,}",
+            r"|\bxox[abprs]-[A-Za-z0-9\-]{10,}",
+            r"|\bAKIA[0-9A-Z]{16}\b",
+            r"|\bAIza[0-9A-Za-z_\-]{30,}",
+            r"|\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",
+            r"|\bbearer\s+[A-Za-z0-9._~+/\-]{12,}=*",
+            r"|\b(password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|client[_\-]?secret|auth)\b(\s*[=:]\s*|\x22\s*:\s*\x22)[^\s\x22',;]{4,}",
+            r")"
+        ))
+        .expect("redaction patterns are valid")
+    })
+}
+
+/// Returns `text` with secrets replaced by `[REDACTED]`.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    patterns().replace_all(text, "[REDACTED]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_and_plain_text_kept() {
+        for s in [
+            "key sk-ant-REDACTMEREDACTMEREDACTME1234 here",
+            "token=abcd1234efgh",
+            "Authorization: Bearer abcdefghijklmnop.qrs",
+            "ghp_0123456789abcdefghijABCDEFGHIJ",
+            "AKIAIOSFODNN7EXAMPLE",
+            "{\"api_key\": \"s3cr3t-value\"}",
+            "password: hunter22",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+        ] {
+            let r = redact(s);
+            assert!(r.contains("[REDACTED]"), "{s} -> {r}");
+            for secret in [
+                "REDACTME",
+                "abcd1234efgh",
+                "abcdefghijklmnop",
+                "0123456789abcdef",
+                "IOSFODNN7",
+                "s3cr3t",
+                "hunter22",
+                "MIIE",
+            ] {
+                assert!(!r.contains(secret), "{s} -> {r}");
+            }
+        }
+        assert_eq!(
+            redact("task T1 moved to done by agent-1"),
+            "task T1 moved to done by agent-1"
+        );
+    }
+}
