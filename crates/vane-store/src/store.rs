@@ -665,14 +665,15 @@ impl Store {
         get_task(&conn, id)
     }
 
-    /// Atomically claims the first ready task in plan order.
+    /// Atomically claims the first ready task in plan order; returns it with
+    /// the status it had before (pending, or in_progress for an expired lease).
     pub fn claim_next(
         &self,
         q: &PlanQuery,
         agent: &str,
         ttl_s: u64,
         now: i64,
-    ) -> Result<Option<TaskRecord>> {
+    ) -> Result<Option<(TaskRecord, Status)>> {
         let graph_cache = &self.graph;
         self.write(&[ExportKind::Roadmap], |tx| {
             let graph = graph_at(tx, graph_cache)?;
@@ -693,7 +694,7 @@ impl Store {
                 params![id, now, agent, prev.status.as_str(), task.version, json!({"ttl_s": ttl_s, "lease_expired_takeover": prev.claimed_by.is_some()}).to_string()],
             )
             .map_err(db_err)?;
-            Ok(Some(task))
+            Ok(Some((task, prev.status)))
         })
     }
 

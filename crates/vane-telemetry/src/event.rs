@@ -6,7 +6,7 @@
 //!
 //! | kind | fields |
 //! |---|---|
-//! | `tool_call` | `tool`, `ok`, `error_code`, `duration_us`, `request_id`, `session_id`, `task_id`, `trace_id`, `span_id`, `args_bytes`, `args_sha256`, `result_bytes`, `result_sha256` |
+//! | `tool_call` | `tool`, `ok`, `error_code`, `error_message` (errors only, redacted), `duration_us`, `request_id`, `session_id`, `task_id`, `trace_id`, `span_id`, `args_bytes`, `args_hash`, `result_bytes`, `result_hash` (hashes are `xxh3:` + 16 hex digits) |
 //! | `task` | `task_id`, `from`, `to`, `actor`, `forced`, `version` |
 //! | `critic` | `critic`, `status`, `exit_code`, `duration_ms`, `remediation_task` |
 //! | `flag` | `key`, `value`, `previous`, `actor` |
@@ -55,7 +55,7 @@ impl Event {
     pub fn new(kind: &'static str, process: &ProcessInfo) -> Event {
         Event {
             v: SCHEMA_VERSION,
-            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ts: now_ts(),
             kind,
             process: process.clone(),
             fields: Map::new(),
@@ -77,4 +77,68 @@ impl Event {
         line.push(b'\n');
         line
     }
+}
+
+/// The hot-path event: built by the caller without allocating a map,
+/// serialised (and redacted) on the writer thread.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCall {
+    pub tool: String,
+    pub ok: bool,
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub duration_us: u64,
+    pub request_id: String,
+    pub session_id: String,
+    pub task_id: Option<String>,
+    pub trace_id: String,
+    pub span_id: String,
+    pub args_bytes: usize,
+    pub args_hash: String,
+    pub result_bytes: usize,
+    pub result_hash: String,
+}
+
+/// `xxh3:` + the 64-bit XXH3 of `bytes` in hex: cheap enough for every call.
+pub fn content_hash(bytes: &[u8]) -> String {
+    format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+#[derive(Serialize)]
+struct ToolCallLine<'a> {
+    v: u32,
+    ts: &'a str,
+    kind: &'static str,
+    process: &'a ProcessInfo,
+    #[serde(flatten)]
+    call: &'a ToolCall,
+}
+
+impl ToolCall {
+    pub fn to_line(&self, ts: &str, process: &ProcessInfo) -> Vec<u8> {
+        let mut redacted;
+        let call = match &self.error_message {
+            Some(m) => {
+                redacted = self.clone();
+                redacted.error_message = Some(crate::redact::redact(m).into_owned());
+                &redacted
+            }
+            None => self,
+        };
+        let mut line = serde_json::to_vec(&ToolCallLine {
+            v: SCHEMA_VERSION,
+            ts,
+            kind: "tool_call",
+            process,
+            call,
+        })
+        .unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+pub fn now_ts() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -58,7 +58,13 @@ impl Telemetry {
 
     pub fn emit(&self, ev: Event) {
         if let Some(l) = &self.log {
-            l.emit(&ev);
+            l.emit(ev);
+        }
+    }
+
+    pub fn emit_tool_call(&self, call: event::ToolCall) {
+        if let Some(l) = &self.log {
+            l.emit_tool_call(call);
         }
     }
 

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 
 use fs4::fs_std::FileExt;
 
-use crate::event::{Event, ProcessInfo};
+use crate::event::{now_ts, Event, ProcessInfo, ToolCall};
 
 /// Rotation settings.
 #[derive(Debug, Clone)]
@@ -33,7 +33,8 @@ pub struct LogConfig {
 }
 
 enum Msg {
-    Line(Vec<u8>),
+    Event(Box<Event>),
+    ToolCall(Box<(String, ToolCall)>),
     Flush(SyncSender<()>),
 }
 
@@ -85,13 +86,21 @@ impl OpsLog {
     }
 
     /// Queues an event; never blocks. Returns false when it was dropped.
-    pub fn emit(&self, event: &Event) -> bool {
-        let line = event.to_line();
+    pub fn emit(&self, event: Event) -> bool {
+        self.send(Msg::Event(Box::new(event)))
+    }
+
+    /// Queues a tool call; it is serialised on the writer thread.
+    pub fn emit_tool_call(&self, call: ToolCall) -> bool {
+        self.send(Msg::ToolCall(Box::new((now_ts(), call))))
+    }
+
+    fn send(&self, msg: Msg) -> bool {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tx) = guard.as_ref() else {
             return false;
         };
-        match tx.try_send(Msg::Line(line)) {
+        match tx.try_send(msg) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -152,9 +161,14 @@ impl Writer {
         while let Ok(first) = rx.recv() {
             let mut flushes = Vec::new();
             let mut lines = 0u64;
+            let process = self.process.clone();
             let mut take = |m: Msg, buf: &mut Vec<u8>| match m {
-                Msg::Line(l) => {
-                    buf.extend_from_slice(&l);
+                Msg::Event(e) => {
+                    buf.extend_from_slice(&e.to_line());
+                    lines += 1;
+                }
+                Msg::ToolCall(c) => {
+                    buf.extend_from_slice(&c.1.to_line(&c.0, &process));
                     lines += 1;
                 }
                 Msg::Flush(done) => flushes.push(done),
@@ -336,7 +350,7 @@ mod tests {
         let p = ProcessInfo::current("test", "0");
         let log = OpsLog::open(cfg(d.path(), 20_000, 100_000), p.clone()).unwrap();
         for i in 0..1000 {
-            assert!(log.emit(&Event::new("tool_call", &p).with("n", i)));
+            assert!(log.emit(Event::new("tool_call", &p).with("n", i)));
         }
         log.shutdown();
         let files = log_files(&d.path().join("operations.jsonl"));
@@ -363,7 +377,7 @@ mod tests {
         let log = OpsLog::open(cfg(d.path(), 1 << 30, 4), p.clone()).unwrap();
         let mut ok = 0;
         for i in 0..5000 {
-            if log.emit(&Event::new("tool_call", &p).with("n", i)) {
+            if log.emit(Event::new("tool_call", &p).with("n", i)) {
                 ok += 1;
             }
         }

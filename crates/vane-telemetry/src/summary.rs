@@ -206,19 +206,31 @@ fn stats(a: &mut ToolAgg) -> Value {
 
 /// Aggregates the log at `path` (and its rotated files).
 pub fn summarize(path: &Path, since: Option<std::time::Duration>) -> std::io::Result<Value> {
+    summarize_files(log_files(path), since)
+}
+
+/// Aggregates the given log files (oldest first).
+pub fn summarize_files(
+    files: Vec<PathBuf>,
+    since: Option<std::time::Duration>,
+) -> std::io::Result<Value> {
     let now = chrono::Utc::now();
     let cutoff = since.map(|d| {
         (now - chrono::Duration::from_std(d).unwrap_or_default())
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     });
-    let files: Vec<PathBuf> = log_files(path);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8);
     let mut total = Agg::default();
     for f in &files {
-        let buf = std::fs::read(f)?;
+        let buf = match std::fs::read(f) {
+            Ok(b) => b,
+            // rotated away between listing and reading
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         // split into `threads` pieces at line boundaries
         let mut bounds = vec![0usize];
         for i in 1..threads {

@@ -125,7 +125,7 @@ pub async fn run_one(
             }
         }
     };
-    ctx.store.record_critic_run(&NewCriticRun {
+    let run = ctx.store.record_critic_run(&NewCriticRun {
         name: name.to_string(),
         status,
         exit_code,
@@ -134,7 +134,17 @@ pub async fn run_one(
         finished_at_ms: now_ms(),
         output_tail: tail,
         trigger,
-    })
+    })?;
+    ctx.telemetry.emit(
+        ctx.telemetry
+            .event("critic")
+            .with("critic", name)
+            .with("status", run.status.as_str())
+            .with("exit_code", run.exit_code)
+            .with("duration_ms", run.duration_ms)
+            .with("remediation_task", run.remediation_task.clone()),
+    );
+    Ok(run)
 }
 
 /// Selects critics and runs them one after another.

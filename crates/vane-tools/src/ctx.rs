@@ -8,6 +8,8 @@ use std::time::Instant;
 use vane_core::config::Config;
 use vane_core::{ErrorCode, VaneError};
 use vane_store::{StatePaths, Store};
+use vane_telemetry::opslog::LogConfig;
+use vane_telemetry::{OpsLog, ProcessInfo, Telemetry};
 
 use crate::confine::Workspace;
 use crate::exec::{detect_bwrap, Sandbox};
@@ -22,7 +24,41 @@ pub struct ToolCtx {
     pub config: Config,
     pub policy: Policy,
     pub started: Instant,
+    pub telemetry: Arc<Telemetry>,
     bwrap: OnceLock<Option<PathBuf>>,
+}
+
+/// The operations log path of a state directory.
+pub fn ops_log_path(paths: &StatePaths) -> PathBuf {
+    paths.state_dir.join("telemetry").join("operations.jsonl")
+}
+
+/// Telemetry for a process of `role`: the operations log when enabled in
+/// vane.toml, metrics, and the given OpenTelemetry exporter.
+pub fn open_telemetry(
+    config: &Config,
+    paths: &StatePaths,
+    role: &str,
+    otel: vane_telemetry::otel::Otel,
+) -> Telemetry {
+    let process = ProcessInfo::current(role, VERSION);
+    let mut t = Telemetry::disabled(process.clone());
+    t.otel = otel;
+    if config.telemetry.enabled {
+        let cfg = LogConfig {
+            path: ops_log_path(paths),
+            max_bytes: config.telemetry.log_max_bytes,
+            retention: config.telemetry.log_retention,
+            queue_capacity: config.telemetry.queue_capacity,
+        };
+        match OpsLog::open(cfg, process) {
+            Ok(log) => t.log = Some(log),
+            Err(e) => {
+                tracing::warn!(error = %e, "operations log unavailable; continuing without it")
+            }
+        }
+    }
+    t
 }
 
 /// Reads `vane.toml` of a workspace (defaults when absent).
@@ -80,6 +116,7 @@ impl ToolCtx {
             config.commands.builtin_deny,
             &config.commands.deny,
         );
+        let telemetry = Arc::new(Telemetry::disabled(ProcessInfo::current("server", VERSION)));
         Ok(ToolCtx {
             ws,
             paths,
@@ -87,8 +124,15 @@ impl ToolCtx {
             config,
             policy,
             started: Instant::now(),
+            telemetry,
             bwrap: OnceLock::new(),
         })
+    }
+
+    /// Replaces the (disabled) telemetry this context was opened with.
+    pub fn with_telemetry(mut self, t: Telemetry) -> ToolCtx {
+        self.telemetry = Arc::new(t);
+        self
     }
 
     /// The sandbox, detecting bubblewrap on first use.

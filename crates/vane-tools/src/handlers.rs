@@ -87,7 +87,20 @@ async fn plan_next(ctx: Arc<ToolCtx>, i: PlanNextIn) -> R<PlanNextOut> {
         }
         let ttl = c.ttl_s.unwrap_or(ctx.config.limits.claim_ttl_s);
         let (ctx2, q2, agent) = (ctx.clone(), q.clone(), c.agent.clone());
-        claimed = blocking(move || ctx2.store.claim_next(&q2, &agent, ttl, now_ms())).await?;
+        let got = blocking(move || ctx2.store.claim_next(&q2, &agent, ttl, now_ms())).await?;
+        if let Some((t, prev)) = &got {
+            ctx.telemetry.emit(
+                ctx.telemetry
+                    .event("task")
+                    .with("task_id", t.id.clone())
+                    .with("from", prev.as_str())
+                    .with("to", "in_progress")
+                    .with("actor", c.agent.clone())
+                    .with("claim", true)
+                    .with("version", t.version),
+            );
+        }
+        claimed = got.map(|g| g.0);
     }
     let graph = ctx.store.plan_graph()?;
     let plan = graph.plan(&q, now_ms());
@@ -146,7 +159,21 @@ async fn plan_update(ctx: Arc<ToolCtx>, i: PlanUpdateIn) -> R<PlanUpdateOut> {
         reason: i.reason,
         actor: i.agent,
     };
-    let out = blocking(move || ctx.store.update_task(&u, now_ms())).await?;
+    let ctx2 = ctx.clone();
+    let actor = u.actor.clone();
+    let out = blocking(move || ctx2.store.update_task(&u, now_ms())).await?;
+    if out.changed.iter().any(|c| c == "status") {
+        ctx.telemetry.emit(
+            ctx.telemetry
+                .event("task")
+                .with("task_id", out.task.id.clone())
+                .with("from", out.previous_status.as_str())
+                .with("to", out.task.status.as_str())
+                .with("actor", actor.unwrap_or_default())
+                .with("forced", out.forced)
+                .with("version", out.task.version),
+        );
+    }
     let allowed_next = transitions::allowed_next(out.task.status).to_vec();
     Ok(PlanUpdateOut {
         task: out.task,
@@ -820,6 +847,8 @@ pub struct StatusOut {
     /// auto | bwrap | off, and whether bubblewrap is usable
     pub sandbox: Value,
     pub uptime_s: u64,
+    /// this server's calls over the last minutes (rate, error rate, p95)
+    pub recent_calls: vane_telemetry::metrics::RecentCalls,
 }
 
 pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
@@ -850,6 +879,7 @@ pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
         critics_configured: ctx.config.critics.keys().cloned().collect(),
         sandbox: json!({ "mode": sb.mode, "bwrap_available": sb.bwrap.is_some(), "network": sb.network }),
         uptime_s: ctx.started.elapsed().as_secs(),
+        recent_calls: ctx.telemetry.metrics.recent(),
     })
 }
 

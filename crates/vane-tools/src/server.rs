@@ -14,6 +14,8 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 use vane_core::VaneError;
+use vane_telemetry::event::{content_hash, ToolCall};
+use vane_telemetry::otel::SpanHandle;
 
 use crate::ctx::{ToolCtx, VERSION};
 use crate::registry::{Registry, ToolDef};
@@ -149,6 +151,48 @@ impl VaneServer {
     }
 }
 
+/// What a span needs from a request's context.
+fn request_facts(
+    context: &RequestContext<RoleServer>,
+    request_meta: Option<&Value>,
+) -> (String, Option<String>, Option<String>) {
+    let id = match serde_json::to_value(&context.id) {
+        Ok(Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => String::new(),
+    };
+    let meta = serde_json::to_value(&context.meta).ok();
+    let traceparent = [meta.as_ref(), request_meta]
+        .into_iter()
+        .flatten()
+        .find_map(|m| {
+            m.get("traceparent")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+    let protocol = context
+        .peer
+        .peer_info()
+        .and_then(|p| serde_json::to_value(&p.protocol_version).ok())
+        .and_then(|v| v.as_str().map(str::to_string));
+    (id, traceparent, protocol)
+}
+
+impl VaneServer {
+    fn span(&self, method: &str, context: &RequestContext<RoleServer>) -> SpanHandle {
+        let (id, tp, proto) = request_facts(context, None);
+        let t = &self.ctx.telemetry;
+        t.otel.start(
+            method,
+            None,
+            tp.as_deref(),
+            &id,
+            &t.session_id,
+            proto.as_deref(),
+        )
+    }
+}
+
 impl ServerHandler for VaneServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
@@ -164,9 +208,12 @@ impl ServerHandler for VaneServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items((*self.tools).clone()))
+        let span = self.span("tools/list", &context);
+        let r = ListToolsResult::with_all_items((*self.tools).clone());
+        self.ctx.telemetry.otel.end(span, false, None);
+        Ok(r)
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -176,16 +223,139 @@ impl ServerHandler for VaneServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        Ok(self.call(&request.name, request.arguments).await.into())
+        let t = self.ctx.telemetry.clone();
+        let req_meta = request
+            .meta
+            .as_ref()
+            .and_then(|m| serde_json::to_value(m).ok());
+        let (request_id, traceparent, protocol) = request_facts(&context, req_meta.as_ref());
+        let span = t.otel.start(
+            "tools/call",
+            Some(&request.name),
+            traceparent.as_deref(),
+            &request_id,
+            &t.session_id,
+            protocol.as_deref(),
+        );
+        t.metrics.call_started();
+        let args_bytes = request
+            .arguments
+            .as_ref()
+            .map(|a| serde_json::to_vec(a).unwrap_or_default())
+            .unwrap_or_default();
+        let task_id = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("task_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let result = self.call(&request.name, request.arguments).await;
+        let elapsed = span.start.elapsed();
+        let is_error = result.is_error == Some(true);
+        let error = if is_error {
+            result.structured_content.as_ref().map(|v| &v["error"])
+        } else {
+            None
+        };
+        let code = error.and_then(|e| e["code"].as_str()).map(str::to_string);
+        let result_text = result
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.as_bytes())
+            .unwrap_or_default();
+        t.metrics
+            .call_finished(&request.name, !is_error, code.as_deref(), elapsed);
+        t.emit_tool_call(ToolCall {
+            tool: request.name.to_string(),
+            ok: !is_error,
+            error_message: error
+                .and_then(|e| e["message"].as_str())
+                .map(str::to_string),
+            error_code: code.clone(),
+            duration_us: elapsed.as_micros() as u64,
+            request_id,
+            session_id: t.session_id.clone(),
+            task_id: task_id.or_else(|| {
+                result
+                    .structured_content
+                    .as_ref()
+                    .and_then(|v| v["claimed"]["id"].as_str().or(v["task"]["id"].as_str()))
+                    .map(str::to_string)
+            }),
+            trace_id: span.trace_id.clone(),
+            span_id: span.span_id.clone(),
+            args_bytes: args_bytes.len(),
+            args_hash: content_hash(&args_bytes),
+            result_bytes: result_text.len(),
+            result_hash: content_hash(result_text),
+        });
+        t.otel.end(span, is_error, code.as_deref());
+        Ok(result.into())
     }
 
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
+        let span = self.span("resources/list", &context);
+        let r = self.resources();
+        self.ctx.telemetry.otel.end(span, r.is_err(), None);
+        r
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let span = self.span("resources/templates/list", &context);
+        let r = ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new("vane://artifacts/{id}", "artifact")
+                .with_description("A recorded artifact (full text of truncated outputs included)"),
+            ResourceTemplate::new("vane://tasks/{id}", "task")
+                .with_description("A task with its runtime state and history"),
+        ]);
+        self.ctx.telemetry.otel.end(span, false, None);
+        Ok(r)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let span = self.span("resources/read", &context);
+        let r = match self.read(&request.uri) {
+            Ok(r) => Ok(r.into()),
+            Err(e)
+                if matches!(
+                    e.code,
+                    vane_core::ErrorCode::NotFound
+                        | vane_core::ErrorCode::TaskNotFound
+                        | vane_core::ErrorCode::InvalidInput
+                ) =>
+            {
+                Err(McpError::resource_not_found(
+                    e.message.clone(),
+                    Some(e.to_json()),
+                ))
+            }
+            Err(e) => Err(McpError::internal_error(
+                e.message.clone(),
+                Some(e.to_json()),
+            )),
+        };
+        self.ctx.telemetry.otel.end(span, r.is_err(), None);
+        r
+    }
+}
+
+impl VaneServer {
+    fn resources(&self) -> Result<ListResourcesResult, McpError> {
         let mut res = vec![
             Resource::new("vane://roadmap", "roadmap")
                 .with_description("The roadmap in the upstream YAML format")
@@ -213,45 +383,5 @@ impl ServerHandler for VaneServer {
             );
         }
         Ok(ListResourcesResult::with_all_items(res))
-    }
-
-    async fn list_resource_templates(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(vec![
-            ResourceTemplate::new("vane://artifacts/{id}", "artifact")
-                .with_description("A recorded artifact (full text of truncated outputs included)"),
-            ResourceTemplate::new("vane://tasks/{id}", "task")
-                .with_description("A task with its runtime state and history"),
-        ]))
-    }
-
-    async fn read_resource(
-        &self,
-        request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ReadResourceResponse, McpError> {
-        match self.read(&request.uri) {
-            Ok(r) => Ok(r.into()),
-            Err(e)
-                if matches!(
-                    e.code,
-                    vane_core::ErrorCode::NotFound
-                        | vane_core::ErrorCode::TaskNotFound
-                        | vane_core::ErrorCode::InvalidInput
-                ) =>
-            {
-                Err(McpError::resource_not_found(
-                    e.message.clone(),
-                    Some(e.to_json()),
-                ))
-            }
-            Err(e) => Err(McpError::internal_error(
-                e.message.clone(),
-                Some(e.to_json()),
-            )),
-        }
     }
 }

@@ -35,9 +35,12 @@ enum Cmd {
         json: bool,
     },
     /// Serve MCP over stdio (what `claude mcp add` and Codex run)
-    Serve,
+    Serve(ServeArgs),
     /// Serve MCP over stdio as a worker (the same server; a front drives it)
-    Worker,
+    Worker(ServeArgs),
+    /// The operations log: summary and live tail
+    #[command(subcommand)]
+    Telemetry(TelemetryCmd),
     /// Workspace status: progress, claims, checkpoint, failing critics
     Status {
         #[arg(long)]
@@ -80,6 +83,45 @@ enum Cmd {
         /// Keep the sample workspace instead of deleting it
         #[arg(long)]
         keep: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum TelemetryCmd {
+    /// Aggregate the operations log (rotated files included) into metrics_summary.json
+    Summary {
+        /// Only events newer than this (90s, 15m, 1h, 2d)
+        #[arg(long)]
+        since: Option<String>,
+        /// Where to write the summary (default: STATE_DIR/telemetry/metrics_summary.json)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow events as they are written
+    Tail {
+        /// Only these kinds (tool_call, task, critic, flag, process, alert); repeatable
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        /// Replay the current log file first
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many seconds (default: follow until interrupted)
+        #[arg(long = "for")]
+        for_s: Option<u64>,
+        /// Raw JSON lines instead of a readable form
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -175,24 +217,69 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    // The OTLP exporter's HTTP client is blocking: start it outside the runtime.
+    let otel = match &cli.cmd {
+        Cmd::Serve(_) | Cmd::Worker(_) => {
+            let endpoint = load_config(&workspace(&cli)).ok().and_then(|c| {
+                c.telemetry
+                    .otlp_endpoint
+                    .clone()
+                    .map(|e| (e, c.telemetry.service_name.clone()))
+            });
+            let service = endpoint
+                .as_ref()
+                .map(|e| e.1.clone())
+                .unwrap_or_else(|| "vane".into());
+            match vane_telemetry::otel::Otel::init(
+                endpoint.as_ref().map(|e| e.0.as_str()),
+                &service,
+                vane_tools::ctx::VERSION,
+                "server",
+            ) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %e, "OpenTelemetry export disabled");
+                    vane_telemetry::otel::Otel::disabled()
+                }
+            }
+        }
+        _ => vane_telemetry::otel::Otel::disabled(),
+    };
+    let code = match rt.block_on(run(cli, otel)) {
         Ok(code) => code,
         Err(e) => {
             render::print_error(&e);
             ExitCode::from(1)
         }
+    };
+    drop(rt);
+    if let Some(t) = TELEMETRY.get() {
+        t.shutdown();
     }
+    code
 }
+
+/// The process's telemetry, flushed after the runtime stops.
+static TELEMETRY: std::sync::OnceLock<Arc<vane_telemetry::Telemetry>> = std::sync::OnceLock::new();
 
 fn workspace(cli: &Cli) -> PathBuf {
     cli.workspace.clone().unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn open(cli: &Cli) -> Result<Arc<ToolCtx>, VaneError> {
-    Ok(Arc::new(ToolCtx::open(
-        &workspace(cli),
-        cli.state_dir.as_deref(),
-    )?))
+    open_as(cli, "cli", vane_telemetry::otel::Otel::disabled())
+}
+
+fn open_as(
+    cli: &Cli,
+    role: &str,
+    otel: vane_telemetry::otel::Otel,
+) -> Result<Arc<ToolCtx>, VaneError> {
+    let ctx = ToolCtx::open(&workspace(cli), cli.state_dir.as_deref())?;
+    let t = vane_tools::ctx::open_telemetry(&ctx.config, &ctx.paths, role, otel);
+    let ctx = ctx.with_telemetry(t);
+    let _ = TELEMETRY.set(ctx.telemetry.clone());
+    Ok(Arc::new(ctx))
 }
 
 async fn call(ctx: &Arc<ToolCtx>, tool: &str, args: Value) -> Result<Value, VaneError> {
@@ -211,7 +298,8 @@ fn emit(json_out: bool, v: &Value, table: impl FnOnce(&Value) -> String) {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
+async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, VaneError> {
+    let mut otel = Some(otel);
     match &cli.cmd {
         Cmd::Init { roadmap, json } => {
             let v = init(
@@ -221,13 +309,101 @@ async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
             )?;
             emit(*json, &v, render::init);
         }
-        Cmd::Serve | Cmd::Worker => {
-            let ctx = open(&cli)?;
+        Cmd::Serve(a) | Cmd::Worker(a) => {
+            let ctx = open_as(
+                &cli,
+                "server",
+                otel.take()
+                    .unwrap_or_else(vane_telemetry::otel::Otel::disabled),
+            )?;
+            if let Some(addr) = a.metrics_addr {
+                let t = ctx.telemetry.clone();
+                let dropped: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(move || t.dropped());
+                let bound =
+                    vane_telemetry::metrics::serve(addr, ctx.telemetry.metrics.clone(), dropped)
+                        .await
+                        .map_err(|e| {
+                            VaneError::new(
+                                ErrorCode::IoError,
+                                format!("metrics endpoint {addr}: {e}"),
+                            )
+                        })?;
+                tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
+            }
             serve(ctx).await?;
+        }
+        Cmd::Telemetry(TelemetryCmd::Summary { since, out, json }) => {
+            let paths = paths_of(&cli)?;
+            let since = since
+                .as_deref()
+                .map(vane_telemetry::summary::parse_since)
+                .transpose()
+                .map_err(VaneError::invalid_input)?;
+            let log = vane_tools::ctx::ops_log_path(&paths);
+            let v = vane_telemetry::summary::summarize(&log, since).map_err(|e| {
+                VaneError::new(ErrorCode::IoError, format!("{}: {e}", log.display()))
+            })?;
+            let out = out
+                .clone()
+                .unwrap_or_else(|| log.with_file_name("metrics_summary.json"));
+            if let Some(parent) = out.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            vane_store::write_atomic(
+                &out,
+                serde_json::to_string_pretty(&v)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            )?;
+            emit(*json, &v, |v| render::summary(v, &out));
+        }
+        Cmd::Telemetry(TelemetryCmd::Tail {
+            kinds,
+            tool,
+            from_start,
+            for_s,
+            json,
+        }) => {
+            let paths = paths_of(&cli)?;
+            let log = vane_tools::ctx::ops_log_path(&paths);
+            let filter = vane_telemetry::tail::TailFilter {
+                kinds: kinds.clone(),
+                tool: tool.clone(),
+            };
+            let (from_start, json, stop) = (
+                *from_start,
+                *json,
+                for_s.map(std::time::Duration::from_secs),
+            );
+            tokio::task::spawn_blocking(move || {
+                let mut out = std::io::stdout();
+                vane_telemetry::tail::follow(&log, &filter, from_start, stop, &mut out, json)
+            })
+            .await
+            .map_err(|e| VaneError::internal(e.to_string()))?
+            .map_err(|e| VaneError::new(ErrorCode::IoError, e.to_string()))?;
         }
         Cmd::Status { json } => {
             let ctx = open(&cli)?;
-            let v = call(&ctx, "status", json!({})).await?;
+            let mut v = call(&ctx, "status", json!({})).await?;
+            // the CLI serves no calls itself: report every process's last
+            // five minutes from the operations log instead
+            let log = vane_tools::ctx::ops_log_path(&ctx.paths);
+            if let Ok(s) = vane_telemetry::summary::summarize_files(
+                vec![log],
+                Some(std::time::Duration::from_secs(300)),
+            ) {
+                let all = &s["totals"]["all_tools"];
+                let calls = all["calls"].as_u64().unwrap_or(0);
+                v["recent_calls"] = json!({
+                    "window_s": 300,
+                    "calls": calls,
+                    "calls_per_min": (calls as f64 / 5.0 * 1000.0).round() / 1000.0,
+                    "error_rate": all["error_rate"],
+                    "p95_ms": all["p95_ms"],
+                    "source": "operations log, all processes",
+                });
+            }
             emit(*json, &v, render::status);
         }
         Cmd::Next {
@@ -346,6 +522,18 @@ async fn run(cli: Cli) -> Result<ExitCode, VaneError> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn paths_of(cli: &Cli) -> Result<vane_store::StatePaths, VaneError> {
+    let ws = workspace(cli);
+    let root = ws.canonicalize().map_err(|e| {
+        VaneError::new(
+            ErrorCode::InvalidInput,
+            format!("workspace {}: {e}", ws.display()),
+        )
+    })?;
+    let config = load_config(&root)?;
+    Ok(state_paths(&root, cli.state_dir.as_deref(), &config))
+}
+
 fn strip_nulls(v: &mut Value) {
     if let Value::Object(m) = v {
         m.retain(|_, x| !x.is_null());
@@ -356,12 +544,36 @@ fn strip_nulls(v: &mut Value) {
 pub async fn serve(ctx: Arc<ToolCtx>) -> Result<(), VaneError> {
     use rmcp::ServiceExt;
     tracing::info!(workspace = %ctx.ws.root.display(), "vane serving MCP over stdio");
+    let t = ctx.telemetry.clone();
+    t.emit(t.event("process").with("event", "start").with(
+        "detail",
+        format!("serving {} over stdio", ctx.ws.root.display()),
+    ));
+    let hook_t = t.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hook_t.emit(
+            hook_t
+                .event("process")
+                .with("event", "crash")
+                .with("detail", info.to_string()),
+        );
+        if let Some(l) = &hook_t.log {
+            l.flush();
+        }
+        previous(info);
+    }));
     let server = VaneServer::new(ctx);
     let running = server
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")))?;
-    let _ = running.waiting().await;
+    let reason = running.waiting().await;
+    t.emit(
+        t.event("process")
+            .with("event", "stop")
+            .with("detail", format!("{reason:?}")),
+    );
     Ok(())
 }
 

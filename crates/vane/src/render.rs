@@ -133,7 +133,71 @@ pub fn status(v: &Value) -> String {
             s(&f["finished_at"])
         );
     }
+    let r = &v["recent_calls"];
+    if !r.is_null() {
+        let _ = writeln!(
+            o,
+            "last {} min: {} calls ({}/min), error rate {:.1}%, p95 {} ms",
+            r["window_s"].as_u64().unwrap_or(300) / 60,
+            s(&r["calls"]),
+            s(&r["calls_per_min"]),
+            r["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            s(&r["p95_ms"])
+        );
+    }
     let _ = writeln!(o, "sandbox {}", v["sandbox"]);
+    o
+}
+
+pub fn summary(v: &Value, out: &std::path::Path) -> String {
+    let mut o = String::new();
+    let t = &v["totals"];
+    let _ = writeln!(
+        o,
+        "{} events ({} tool calls, {} errors) from {} to {}",
+        s(&t["events"]),
+        s(&t["tool_calls"]),
+        s(&t["errors"]),
+        s(&v["window"]["first_event"]),
+        s(&v["window"]["last_event"])
+    );
+    let _ = writeln!(
+        o,
+        "{:<18} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9}",
+        "TOOL", "CALLS", "ERRORS", "ERR%", "P50 ms", "P95 ms", "P99 ms"
+    );
+    let row = |o: &mut String, name: &str, x: &Value| {
+        let _ = writeln!(
+            o,
+            "{:<18} {:>8} {:>7} {:>6.2}% {:>9} {:>9} {:>9}",
+            cut(name, 18),
+            s(&x["calls"]),
+            s(&x["errors"]),
+            x["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            s(&x["p50_ms"]),
+            s(&x["p95_ms"]),
+            s(&x["p99_ms"])
+        );
+    };
+    for (name, x) in v["tools"].as_object().into_iter().flatten() {
+        row(&mut o, name, x);
+    }
+    row(&mut o, "(all)", &t["all_tools"]);
+    if let Some(vs) = v["versions"].as_object() {
+        for (name, x) in vs {
+            row(&mut o, &format!("v{name}"), x);
+        }
+    }
+    for a in v["alerts"].as_array().into_iter().flatten().rev().take(10) {
+        let _ = writeln!(
+            o,
+            "alert {} {}: {}",
+            s(&a["ts"]),
+            s(&a["alert"]),
+            s(&a["message"])
+        );
+    }
+    let _ = writeln!(o, "written to {}", out.display());
     o
 }
 
