@@ -60,7 +60,7 @@ fn concurrent_claims_never_hand_out_a_task_twice() {
             let s = Store::open(&paths).unwrap();
             s.claim_next(&PlanQuery::default(), &format!("agent-{i}"), 60, now_ms())
                 .unwrap()
-                .map(|t| t.id)
+                .map(|t| t.0.id)
         }));
     }
     let mut got: Vec<String> = handles
@@ -107,11 +107,12 @@ fn done_needs_a_passing_critic_since_start_unless_forced() {
             trigger: json!({}),
         })
         .unwrap();
-    let claimed = store
+    let (claimed, previous) = store
         .claim_next(&PlanQuery::default(), "a1", 60, t0)
         .unwrap()
         .unwrap();
     assert_eq!(claimed.id, "A");
+    assert_eq!(previous, Status::Pending);
     let done = TaskUpdate {
         task_id: "A".into(),
         status: Some(Status::Done),

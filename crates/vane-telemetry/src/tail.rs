@@ -32,7 +32,9 @@ pub fn follow(
     let started = Instant::now();
     let mut written = 0u64;
     let mut reader: Option<(BufReader<std::fs::File>, u64)> = None;
-    let mut first_open = true;
+    // a file that appears later is read from its start: nothing written
+    // after the tail began is skipped
+    let mut first_open = path.exists();
     let mut line = String::new();
     loop {
         if reader.is_none() {
