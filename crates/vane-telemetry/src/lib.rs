@@ -32,6 +32,8 @@ use std::sync::Arc;
 
 /// Everything a server process records: the log, metrics, spans.
 pub struct Telemetry {
+    /// false: `[telemetry] enabled = false` — no log, no metrics, no spans
+    pub enabled: bool,
     pub log: Option<Arc<OpsLog>>,
     pub metrics: Arc<metrics::Metrics>,
     pub otel: otel::Otel,
@@ -44,6 +46,7 @@ impl Telemetry {
     /// No log, no export; metrics are still kept in memory.
     pub fn disabled(process: ProcessInfo) -> Telemetry {
         Telemetry {
+            enabled: false,
             log: None,
             metrics: Arc::new(metrics::Metrics::new()),
             otel: otel::Otel::disabled(),

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -31,6 +31,9 @@ pub struct LogConfig {
     pub retention: usize,
     pub queue_capacity: usize,
 }
+
+/// How often the writer drains the queue.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
 
 enum Msg {
     Event(Box<Event>),
@@ -158,28 +161,32 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
         let mut buf = Vec::with_capacity(64 * 1024);
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Poll on a timer instead of blocking in `recv`: a sender never has
+            // to wake this thread, which keeps `emit` to a queue push.
             let mut flushes = Vec::new();
             let mut lines = 0u64;
+            let mut disconnected = false;
             let process = self.process.clone();
-            let mut take = |m: Msg, buf: &mut Vec<u8>| match m {
-                Msg::Event(e) => {
-                    buf.extend_from_slice(&e.to_line());
-                    lines += 1;
-                }
-                Msg::ToolCall(c) => {
-                    buf.extend_from_slice(&c.1.to_line(&c.0, &process));
-                    lines += 1;
-                }
-                Msg::Flush(done) => flushes.push(done),
-            };
-            take(first, &mut buf);
             while buf.len() < 1024 * 1024 {
                 match rx.try_recv() {
-                    Ok(m) => take(m, &mut buf),
-                    Err(_) => break,
+                    Ok(Msg::Event(e)) => {
+                        buf.extend_from_slice(&e.to_line());
+                        lines += 1;
+                    }
+                    Ok(Msg::ToolCall(c)) => {
+                        buf.extend_from_slice(&c.1.to_line(&c.0, &process));
+                        lines += 1;
+                    }
+                    Ok(Msg::Flush(done)) => flushes.push(done),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
                 }
             }
+            let full = buf.len() >= 1024 * 1024;
             let dropped = self.dropped.load(Ordering::Relaxed);
             if dropped > self.reported {
                 let ev = Event::new("alert", &self.process)
@@ -206,6 +213,12 @@ impl Writer {
             }
             for f in flushes {
                 let _ = f.send(());
+            }
+            if disconnected {
+                break;
+            }
+            if !full {
+                std::thread::sleep(POLL_INTERVAL);
             }
         }
         // drops counted after the last batch are still reported

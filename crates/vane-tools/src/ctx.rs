@@ -44,6 +44,7 @@ pub fn open_telemetry(
     let process = ProcessInfo::current(role, VERSION);
     let mut t = Telemetry::disabled(process.clone());
     t.otel = otel;
+    t.enabled = config.telemetry.enabled || t.otel.enabled();
     if config.telemetry.enabled {
         let cfg = LogConfig {
             path: ops_log_path(paths),

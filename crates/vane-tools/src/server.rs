@@ -226,6 +226,9 @@ impl ServerHandler for VaneServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let t = self.ctx.telemetry.clone();
+        if !t.enabled {
+            return Ok(self.call(&request.name, request.arguments).await.into());
+        }
         let req_meta = request
             .meta
             .as_ref()

@@ -283,6 +283,10 @@ async fn prometheus_endpoint_serves_counts_latency_in_flight_and_memory() {
     c.call_err("fs_read", json!({ "path": "../x" }))
         .await
         .unwrap();
+    // status reports this server's last minutes (3 status + 1 error so far)
+    let st = c.call_ok("status", json!({})).await.unwrap();
+    assert_eq!(st["recent_calls"]["calls"], 4, "{}", st["recent_calls"]);
+    assert_eq!(st["recent_calls"]["error_rate"], 0.25);
     let text = tokio::task::spawn_blocking(move || scrape(port))
         .await
         .unwrap();
@@ -297,7 +301,7 @@ async fn prometheus_endpoint_serves_counts_latency_in_flight_and_memory() {
             "vane_tool_calls_total",
             &["tool=\"status\"", "outcome=\"ok\""]
         ),
-        Some(3.0),
+        Some(4.0),
         "{text}"
     );
     assert_eq!(
@@ -319,13 +323,13 @@ async fn prometheus_endpoint_serves_counts_latency_in_flight_and_memory() {
             "vane_tool_call_duration_seconds_count",
             &["tool=\"status\""]
         ),
-        Some(3.0)
+        Some(4.0)
     );
     assert!(
         get(
             "vane_tool_call_duration_seconds_bucket",
             &["tool=\"status\"", "le=\"+Inf\""]
-        ) == Some(3.0)
+        ) == Some(4.0)
     );
     assert_eq!(get("vane_tool_calls_in_flight", &[]), Some(0.0));
     assert!(get("vane_process_resident_memory_bytes", &[]).unwrap() > 1_000_000.0);
