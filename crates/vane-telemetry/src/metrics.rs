@@ -74,14 +74,18 @@ fn lat_upper(i: usize) -> f64 {
     (1u64 << octave) as f64 * (1.0 + (frac + 1.0) / 4.0)
 }
 
-/// Per-second buckets of the last five minutes: constant memory, and
-/// `recent()` costs the same at 1 call/s and at 10,000.
+/// Per-second buckets of the last five minutes plus running totals: memory is
+/// constant, recording is O(1) amortised, and `recent()` costs the same at
+/// 1 call/s and at 10,000 (expired seconds are subtracted, not re-summed).
 struct Window {
     origin: Instant,
     secs: Vec<u64>,
     calls: Vec<u32>,
     errors: Vec<u32>,
     lat: Vec<[u32; LAT_BUCKETS]>,
+    tot_calls: u64,
+    tot_errors: u64,
+    tot_lat: [u64; LAT_BUCKETS],
 }
 
 impl Window {
@@ -92,50 +96,68 @@ impl Window {
             calls: vec![0; WINDOW_SECS],
             errors: vec![0; WINDOW_SECS],
             lat: vec![[0; LAT_BUCKETS]; WINDOW_SECS],
+            tot_calls: 0,
+            tot_errors: 0,
+            tot_lat: [0; LAT_BUCKETS],
         }
+    }
+
+    /// Removes slot `i` from the totals and empties it.
+    fn expire(&mut self, i: usize) {
+        if self.secs[i] == u64::MAX {
+            return;
+        }
+        self.tot_calls -= self.calls[i] as u64;
+        self.tot_errors -= self.errors[i] as u64;
+        for (t, n) in self.tot_lat.iter_mut().zip(self.lat[i].iter()) {
+            *t -= *n as u64;
+        }
+        self.secs[i] = u64::MAX;
+        self.calls[i] = 0;
+        self.errors[i] = 0;
+        self.lat[i] = [0; LAT_BUCKETS];
     }
 
     fn record(&mut self, elapsed: Duration, ok: bool) {
         let sec = self.origin.elapsed().as_secs();
         let i = (sec as usize) % WINDOW_SECS;
         if self.secs[i] != sec {
+            self.expire(i);
             self.secs[i] = sec;
-            self.calls[i] = 0;
-            self.errors[i] = 0;
-            self.lat[i] = [0; LAT_BUCKETS];
         }
+        let b = lat_bucket(elapsed.as_micros() as u64);
         self.calls[i] += 1;
+        self.lat[i][b] += 1;
+        self.tot_calls += 1;
+        self.tot_lat[b] += 1;
         if !ok {
             self.errors[i] += 1;
+            self.tot_errors += 1;
         }
-        self.lat[i][lat_bucket(elapsed.as_micros() as u64)] += 1;
     }
 
-    fn recent(&self) -> RecentCalls {
+    fn recent(&mut self) -> RecentCalls {
         let now = self.origin.elapsed().as_secs();
-        let mut calls = 0u64;
-        let mut errors = 0u64;
-        let mut lat = [0u64; LAT_BUCKETS];
         let mut oldest = now;
         for i in 0..WINDOW_SECS {
             let s = self.secs[i];
-            if s == u64::MAX || now.saturating_sub(s) >= WINDOW_SECS as u64 {
+            if s == u64::MAX {
                 continue;
             }
-            oldest = oldest.min(s);
-            calls += self.calls[i] as u64;
-            errors += self.errors[i] as u64;
-            for (acc, n) in lat.iter_mut().zip(self.lat[i].iter()) {
-                *acc += *n as u64;
+            if now.saturating_sub(s) >= WINDOW_SECS as u64 {
+                self.expire(i);
+            } else {
+                oldest = oldest.min(s);
             }
         }
+        let calls = self.tot_calls;
         let p95 = if calls == 0 {
             0.0
         } else {
             let target = (calls as f64 * 0.95).ceil() as u64;
             let mut seen = 0;
             let mut at = 0;
-            for (i, n) in lat.iter().enumerate() {
+            for (i, n) in self.tot_lat.iter().enumerate() {
                 seen += n;
                 if seen >= target {
                     at = i;
@@ -148,22 +170,13 @@ impl Window {
         RecentCalls {
             window_s: WINDOW_SECS as u64,
             calls: calls as usize,
-            calls_per_min: if calls == 0 {
-                0.0
-            } else {
-                round(calls as f64 / minutes)
-            },
-            error_rate: if calls == 0 {
-                0.0
-            } else {
-                round(errors as f64 / calls as f64)
-            },
+            calls_per_min: if calls == 0 { 0.0 } else { round(calls as f64 / minutes) },
+            error_rate: if calls == 0 { 0.0 } else { round(self.tot_errors as f64 / calls as f64) },
             p95_ms: round(p95),
         }
     }
 }
 
-/// The last minutes of calls, for `status`.
 #[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct RecentCalls {
     pub window_s: u64,

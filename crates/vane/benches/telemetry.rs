@@ -76,7 +76,7 @@ async fn main() {
             con.call_ok(tool, args.clone()).await.unwrap();
             coff.call_ok(tool, args.clone()).await.unwrap();
         }
-        for _round in 0..20 {
+        for _round in 0..60 {
             for (c, v) in [(&con, &mut a), (&coff, &mut b)] {
                 for _ in 0..100 {
                     let t = Instant::now();
