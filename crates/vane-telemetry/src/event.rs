@@ -62,18 +62,23 @@ impl Event {
         }
     }
 
-    /// Adds a field; strings are redacted.
+    /// Adds a field. Strings are redacted when the line is written (on the
+    /// writer thread, off the caller's path).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Event {
-        let v = match value.into() {
-            Value::String(s) => Value::String(crate::redact::redact(&s).into_owned()),
-            other => other,
-        };
-        self.fields.insert(key.to_string(), v);
+        self.fields.insert(key.to_string(), value.into());
         self
     }
 
     pub fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        let mut redacted = self.clone();
+        for v in redacted.fields.values_mut() {
+            if let Value::String(s) = v {
+                if let std::borrow::Cow::Owned(r) = crate::redact::redact(s) {
+                    *s = r;
+                }
+            }
+        }
+        let mut line = serde_json::to_vec(&redacted).unwrap_or_default();
         line.push(b'\n');
         line
     }

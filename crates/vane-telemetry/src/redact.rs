@@ -8,18 +8,20 @@ use regex::Regex;
 fn patterns() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
+        // ASCII classes and scoped case-insensitivity: a Unicode-aware,
+        // globally case-insensitive pattern takes milliseconds to compile
         Regex::new(concat!(
-            r"(?i)(",
-            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)",
-            r"|\bsk-(ant-)?[A-Za-z0-9_\-]{16,}",
-            r"|\bgh[pousr]_[A-Za-z0-9]{20,}",
-            r"|\bgithub_pat_[A-Za-z0-9_]{20,}",
-            r"|\bxox[abprs]-[A-Za-z0-9\-]{10,}",
-            r"|\bAKIA[0-9A-Z]{16}\b",
-            r"|\bAIza[0-9A-Za-z_\-]{30,}",
-            r"|\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",
-            r"|\bbearer\s+[A-Za-z0-9._~+/\-]{12,}=*",
-            r"|\b(password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|client[_\-]?secret|auth)\b(\s*[=:]\s*|\x22\s*:\s*\x22)[^\s\x22',;]{4,}",
+            r"(",
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.)*?(-----END [A-Z ]*PRIVATE KEY-----|$)",
+            r"|(?-u:\b)sk-(ant-)?[A-Za-z0-9_\-]{16,}",
+            r"|(?-u:\b)gh[pousr]_[A-Za-z0-9]{20,}",
+            r"|(?-u:\b)github_pat_[A-Za-z0-9_]{20,}",
+            r"|(?-u:\b)xox[abprs]-[A-Za-z0-9\-]{10,}",
+            r"|(?-u:\b)AKIA[0-9A-Z]{16}(?-u:\b)",
+            r"|(?-u:\b)AIza[0-9A-Za-z_\-]{30,}",
+            r"|(?-u:\b)eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",
+            r"|(?-u:\b)[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+[A-Za-z0-9._~+/\-]{12,}=*",
+            r"|(?-u:\b)(?i-u:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|client[_\-]?secret|auth)(?-u:\b)([ \t]*[=:][ \t]*|\x22[ \t]*:[ \t]*\x22)[^ \t\r\n\x22',;]{4,}",
             r")"
         ))
         .expect("redaction patterns are valid")
