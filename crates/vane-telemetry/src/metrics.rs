@@ -170,8 +170,16 @@ impl Window {
         RecentCalls {
             window_s: WINDOW_SECS as u64,
             calls: calls as usize,
-            calls_per_min: if calls == 0 { 0.0 } else { round(calls as f64 / minutes) },
-            error_rate: if calls == 0 { 0.0 } else { round(self.tot_errors as f64 / calls as f64) },
+            calls_per_min: if calls == 0 {
+                0.0
+            } else {
+                round(calls as f64 / minutes)
+            },
+            error_rate: if calls == 0 {
+                0.0
+            } else {
+                round(self.tot_errors as f64 / calls as f64)
+            },
             p95_ms: round(p95),
         }
     }

@@ -194,6 +194,36 @@ impl VaneServer {
 }
 
 impl ServerHandler for VaneServer {
+    async fn initialize(
+        &self,
+        request: rmcp::model::InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::InitializeResult, McpError> {
+        let t = &self.ctx.telemetry;
+        let (id, tp, _) = request_facts(&context, None);
+        let proto = serde_json::to_value(&request.protocol_version)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string));
+        let span = t.otel.start(
+            "initialize",
+            None,
+            tp.as_deref(),
+            &id,
+            &t.session_id,
+            proto.as_deref(),
+        );
+        context.peer.set_peer_info(request.clone());
+        let r = self.negotiate_initialize(&request);
+        t.otel.end(span, r.is_err(), None);
+        r
+    }
+
+    async fn ping(&self, context: RequestContext<RoleServer>) -> Result<(), McpError> {
+        let span = self.span("ping", &context);
+        self.ctx.telemetry.otel.end(span, false, None);
+        Ok(())
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()

@@ -78,7 +78,11 @@ async fn main() {
         }
         // alternate call by call so drift of the machine hits both sides alike
         for i in 0..20_000 {
-            let (c, v) = if i % 2 == 0 { (&con, &mut a) } else { (&coff, &mut b) };
+            let (c, v) = if i % 2 == 0 {
+                (&con, &mut a)
+            } else {
+                (&coff, &mut b)
+            };
             let t = Instant::now();
             c.call_ok(tool, args.clone()).await.unwrap();
             v.push(t.elapsed().as_secs_f64() * 1e6);

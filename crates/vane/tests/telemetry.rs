@@ -499,6 +499,7 @@ async fn otlp_export_reaches_a_real_receiver() {
         Some("tool_error")
     );
     assert!(spans.iter().any(|s| s.name == "tools/list"));
+    assert!(spans.iter().any(|s| s.name == "initialize"));
     assert!(
         metric_names
             .iter()
