@@ -531,7 +531,7 @@ async fn tail_follows_new_events_with_filters() {
             "--tool",
             "status",
             "--for",
-            "4",
+            "8",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
