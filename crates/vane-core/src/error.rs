@@ -30,6 +30,7 @@ pub enum ErrorCode {
     StoreError,
     IoError,
     SandboxUnavailable,
+    AdminDisabled,
     Internal,
 }
 
@@ -57,6 +58,7 @@ impl ErrorCode {
             ErrorCode::StoreError => "store_error",
             ErrorCode::IoError => "io_error",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
+            ErrorCode::AdminDisabled => "admin_disabled",
             ErrorCode::Internal => "internal",
         }
     }

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod error;
+pub mod flags;
 pub mod model;
 pub mod planner;
 pub mod roadmap;

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::flags::SchedulerMode;
 use crate::model::{Priority, Status};
 
 /// The planner's view of one task.
@@ -55,6 +56,19 @@ pub struct PlanQuery {
     pub status: Option<Status>,
     /// how many blocked tasks to explain
     pub explain_blocked: usize,
+    /// ordering (the SCHEDULER_MODE flag)
+    pub mode: Option<SchedulerMode>,
+}
+
+/// Weighted shortest job first: cost of delay (priority value plus the open
+/// tasks it unblocks) divided by job size (estimate_hours, 4 when unknown).
+pub fn wsjf(priority: Priority, unblocks: usize, estimate_hours: Option<f64>) -> f64 {
+    let value = [8.0, 5.0, 3.0, 1.0][priority.rank() as usize];
+    let size = estimate_hours
+        .filter(|h| h.is_finite() && *h > 0.0)
+        .unwrap_or(4.0)
+        .max(0.5);
+    (value + unblocks as f64) / size
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
@@ -282,13 +296,21 @@ impl PlanGraph {
                 picked.push((i, self.unblocks(i, &mut stamp, gen, &mut stack)));
             }
         }
-        picked.sort_by(|a, b| {
-            self.items[a.0]
-                .priority
-                .cmp(&self.items[b.0].priority)
-                .then(b.1.cmp(&a.1))
-                .then(a.0.cmp(&b.0))
-        });
+        match q.mode.unwrap_or(SchedulerMode::Priority) {
+            SchedulerMode::Priority => picked.sort_by(|a, b| {
+                self.items[a.0]
+                    .priority
+                    .cmp(&self.items[b.0].priority)
+                    .then(b.1.cmp(&a.1))
+                    .then(a.0.cmp(&b.0))
+            }),
+            SchedulerMode::Wsjf => {
+                let score = |&(i, u): &(usize, usize)| {
+                    wsjf(self.items[i].priority, u, self.items[i].estimate_hours)
+                };
+                picked.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.0.cmp(&b.0)))
+            }
+        }
         let total = picked.len();
         let tasks = picked
             .iter()
@@ -433,6 +455,33 @@ mod tests {
             2000,
         );
         assert!(p.tasks[0].lease_expired);
+    }
+
+    #[test]
+    fn wsjf_prefers_small_valuable_jobs() {
+        let mut big = item("BIG", Status::Pending, Priority::CRITICAL, &[]);
+        big.estimate_hours = Some(40.0);
+        let mut small = item("SMALL", Status::Pending, Priority::MEDIUM, &[]);
+        small.estimate_hours = Some(1.0);
+        let g = PlanGraph::new(vec![big, small]);
+        let by = |mode| {
+            let q = PlanQuery {
+                limit: 5,
+                mode: Some(mode),
+                ..Default::default()
+            };
+            g.plan(&q, 0)
+                .tasks
+                .iter()
+                .map(|t| t.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by(SchedulerMode::Priority), vec!["BIG", "SMALL"]);
+        assert_eq!(
+            by(SchedulerMode::Wsjf),
+            vec!["SMALL", "BIG"],
+            "3/1 beats 8/40"
+        );
     }
 
     #[test]

@@ -99,6 +99,24 @@ CREATE TABLE decisions (
   created_at_ms INTEGER NOT NULL
 );
 "#,
+    // 2: live flags with a change history
+    r#"
+CREATE TABLE settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  updated_at_ms INTEGER NOT NULL,
+  updated_by TEXT
+);
+CREATE TABLE settings_history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  key TEXT NOT NULL,
+  old_value TEXT,
+  new_value TEXT,
+  at_ms INTEGER NOT NULL,
+  actor TEXT
+);
+INSERT INTO meta(key, value) VALUES ('rev_flags', 0);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -213,6 +213,14 @@ pub struct Decision {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+pub struct FlagRecord {
+    pub key: String,
+    pub value: String,
+    pub updated_at: String,
+    pub updated_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct Claim {
     pub task_id: String,
     pub agent: String,
@@ -1058,6 +1066,82 @@ impl Store {
     pub fn decisions(&self, limit: usize) -> Result<Vec<Decision>> {
         let conn = self.conn();
         decisions(&conn, limit)
+    }
+
+    // ----- flags -----
+
+    /// The flags revision: bumped by every flag change. One cached indexed
+    /// read, cheap enough to check on every tool call.
+    pub fn flags_revision(&self) -> Result<i64> {
+        self.conn()
+            .prepare_cached("SELECT value FROM meta WHERE key = 'rev_flags'")
+            .and_then(|mut q| q.query_row([], |r| r.get(0)))
+            .map_err(db_err)
+    }
+
+    /// Stored flags `(key, value, updated_at, updated_by)`.
+    pub fn flags(&self) -> Result<Vec<FlagRecord>> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare_cached(
+                "SELECT key, value, updated_at_ms, updated_by FROM settings ORDER BY key",
+            )
+            .map_err(db_err)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok(FlagRecord {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                    updated_at: iso(r.get(2)?),
+                    updated_by: r.get(3)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err)
+    }
+
+    /// Sets (`Some`) or unsets (`None`) a flag; the value must already be
+    /// validated. Returns the previous value.
+    pub fn set_flag(&self, key: &str, value: Option<&str>, actor: &str) -> Result<Option<String>> {
+        let now = now_ms();
+        self.write(&[], |tx| {
+            let old: Option<String> = tx
+                .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            match value {
+                Some(v) => tx
+                    .execute(
+                        "INSERT INTO settings(key, value, updated_at_ms, updated_by) VALUES (?1,?2,?3,?4)
+                         ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at_ms=excluded.updated_at_ms, updated_by=excluded.updated_by",
+                        params![key, v, now, actor],
+                    )
+                    .map_err(db_err)?,
+                None => tx.execute("DELETE FROM settings WHERE key = ?1", [key]).map_err(db_err)?,
+            };
+            tx.execute(
+                "INSERT INTO settings_history(key, old_value, new_value, at_ms, actor) VALUES (?1,?2,?3,?4,?5)",
+                params![key, old, value, now, actor],
+            )
+            .map_err(db_err)?;
+            tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'rev_flags'", []).map_err(db_err)?;
+            Ok(old)
+        })
+    }
+
+    /// The latest flag changes, newest first.
+    pub fn flag_history(&self, limit: usize) -> Result<Vec<Value>> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare_cached("SELECT key, old_value, new_value, at_ms, actor FROM settings_history ORDER BY seq DESC LIMIT ?1")
+            .map_err(db_err)?;
+        let rows = q
+            .query_map([limit as i64], |r| {
+                Ok(json!({ "key": r.get::<_, String>(0)?, "old": r.get::<_, Option<String>>(1)?, "new": r.get::<_, Option<String>>(2)?,
+                           "at": iso(r.get(3)?), "actor": r.get::<_, Option<String>>(4)? }))
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err)
     }
 
     // ----- status -----

@@ -26,6 +26,8 @@ pub struct ToolCtx {
     pub started: Instant,
     pub telemetry: Arc<Telemetry>,
     bwrap: OnceLock<Option<PathBuf>>,
+    /// effective flags and the store's flags revision they were read at
+    flags: std::sync::Mutex<(i64, vane_core::flags::Flags)>,
 }
 
 /// The operations log path of a state directory.
@@ -127,7 +129,38 @@ impl ToolCtx {
             started: Instant::now(),
             telemetry,
             bwrap: OnceLock::new(),
+            flags: std::sync::Mutex::new((-1, vane_core::flags::Flags::default())),
         })
+    }
+
+    /// The effective live flags. Each call checks the store's flags revision
+    /// (one cached indexed read) and re-reads the flags only when it moved, so
+    /// a change made by any process applies to the next call here.
+    pub fn flags(&self) -> vane_core::flags::Flags {
+        let rev = match self.store.flags_revision() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the flags revision; keeping the last flags");
+                return self
+                    .flags
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .1
+                    .clone();
+            }
+        };
+        let mut cached = self.flags.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 != rev {
+            match self.store.flags() {
+                Ok(stored) => {
+                    let pairs: Vec<(String, String)> =
+                        stored.into_iter().map(|f| (f.key, f.value)).collect();
+                    *cached = (rev, vane_core::flags::Flags::resolve(&pairs));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read flags; keeping the last ones"),
+            }
+        }
+        cached.1.clone()
     }
 
     /// Replaces the (disabled) telemetry this context was opened with.
@@ -139,8 +172,14 @@ impl ToolCtx {
     /// The sandbox, detecting bubblewrap on first use.
     pub fn sandbox(&self) -> Sandbox {
         let bwrap = self.bwrap.get_or_init(detect_bwrap).clone();
+        let mode = match self.flags().sandbox_mode.as_deref() {
+            Some("bwrap") => vane_core::config::SandboxMode::Bwrap,
+            Some("off") => vane_core::config::SandboxMode::Off,
+            Some("auto") => vane_core::config::SandboxMode::Auto,
+            _ => self.config.commands.sandbox,
+        };
         Sandbox {
-            mode: self.config.commands.sandbox,
+            mode,
             bwrap,
             network: self.config.commands.network,
             workspace: self.ws.root.clone(),

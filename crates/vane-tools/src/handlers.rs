@@ -79,6 +79,7 @@ async fn plan_next(ctx: Arc<ToolCtx>, i: PlanNextIn) -> R<PlanNextOut> {
         owner: i.owner,
         status: i.status,
         explain_blocked: i.explain_blocked.unwrap_or(5),
+        mode: Some(ctx.flags().scheduler_mode),
     };
     let mut claimed = None;
     if let Some(c) = &i.claim {
@@ -893,6 +894,125 @@ pub struct ManifestOut {
     pub tools: Vec<Value>,
 }
 
+// ---------- admin tools (listed and callable only with ADMIN_TOOLS=1) ----------
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FlagView {
+    pub key: String,
+    /// the value in effect (the safe value while the kill switch is on)
+    pub effective: String,
+    /// the stored value, if any
+    pub stored: Option<String>,
+    pub default: String,
+    pub safe: String,
+    pub allowed: Vec<String>,
+    pub doc: String,
+    pub updated_at: Option<String>,
+    pub updated_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FlagsOut {
+    pub kill_switch: bool,
+    pub flags: Vec<FlagView>,
+    /// latest changes, newest first
+    pub history: Vec<Value>,
+}
+
+/// Every flag with its effective and stored value (shared by the CLI and the tools).
+pub fn flags_view(ctx: &ToolCtx) -> R<FlagsOut> {
+    let stored = ctx.store.flags()?;
+    let effective = ctx.flags();
+    let mut flags = Vec::new();
+    for d in vane_core::flags::FLAGS {
+        let rec = stored.iter().find(|f| f.key == d.key);
+        let eff = match d.key {
+            "SCHEDULER_MODE" => {
+                if effective.scheduler_mode == vane_core::flags::SchedulerMode::Wsjf {
+                    "wsjf"
+                } else {
+                    "priority"
+                }
+                .to_string()
+            }
+            "SANDBOX_MODE" => effective.sandbox_mode.clone().unwrap_or_else(|| {
+                format!("{:?}", ctx.config.commands.sandbox).to_ascii_lowercase()
+            }),
+            "OUTPUT_MODE" => if effective.verbose_output {
+                "verbose"
+            } else {
+                "compact"
+            }
+            .to_string(),
+            "ADMIN_TOOLS" => if effective.admin_tools { "1" } else { "0" }.to_string(),
+            _ => if effective.disable_new { "1" } else { "0" }.to_string(),
+        };
+        flags.push(FlagView {
+            key: d.key.into(),
+            effective: eff,
+            stored: rec.map(|r| r.value.clone()),
+            default: d.default.into(),
+            safe: d.safe.into(),
+            allowed: d.allowed.iter().map(|s| s.to_string()).collect(),
+            doc: d.doc.into(),
+            updated_at: rec.map(|r| r.updated_at.clone()),
+            updated_by: rec.and_then(|r| r.updated_by.clone()),
+        });
+    }
+    Ok(FlagsOut {
+        kill_switch: effective.disable_new,
+        flags,
+        history: ctx.store.flag_history(20)?,
+    })
+}
+
+/// Sets (or with `None` unsets) a flag after validating it; records a `flag` event.
+pub fn set_flag(ctx: &ToolCtx, key: &str, value: Option<&str>, actor: &str) -> R<Value> {
+    let value = match value {
+        Some(v) => Some(vane_core::flags::validate(key, v)?.1),
+        None => {
+            vane_core::flags::def(key)
+                .ok_or_else(|| vane_core::flags::validate(key, "").unwrap_err())?;
+            None
+        }
+    };
+    let previous = ctx.store.set_flag(key, value.as_deref(), actor)?;
+    ctx.telemetry.emit(
+        ctx.telemetry
+            .event("flag")
+            .with("key", key)
+            .with("value", value.clone())
+            .with("previous", previous.clone())
+            .with("actor", actor),
+    );
+    Ok(json!({ "key": key, "value": value, "previous": previous }))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagsSetIn {
+    pub key: String,
+    /// the new value; omit to unset (back to the default)
+    pub value: Option<String>,
+    /// who changes it (recorded)
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FlagsSetOut {
+    pub key: String,
+    pub value: Option<String>,
+    pub previous: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PanicIn {
+    /// why the kill switch is thrown (recorded)
+    #[schemars(length(min = 1))]
+    pub reason: String,
+}
+
 /// The registry of every worker tool.
 pub fn registry() -> Registry {
     let manifest_source: Arc<std::sync::OnceLock<Vec<Value>>> =
@@ -942,6 +1062,35 @@ pub fn registry() -> Registry {
             }
         },
     ));
+    tools.push(
+        tool("flags_list", "List live flags", "Every live flag: effective value, stored value, default, safe value, allowed values, last change; and the recent change history.",
+            "Admin tool: listed and callable only with ADMIN_TOOLS=1.", READ,
+            |ctx: Arc<ToolCtx>, _: Empty| async move { flags_view(&ctx) })
+        .admin(),
+    );
+    tools.push(
+        tool("flags_set", "Set a live flag", "Set (or, without value, unset) a live flag; every vane process sees it on its next call. Unknown keys and bad values are errors listing what is allowed.",
+            "Admin tool: listed and callable only with ADMIN_TOOLS=1.", Hints { idempotent: true, ..WRITE },
+            |ctx: Arc<ToolCtx>, i: FlagsSetIn| async move {
+                let actor = i.agent.unwrap_or_else(|| "mcp".into());
+                let v = set_flag(&ctx, &i.key, i.value.as_deref(), &actor)?;
+                Ok(FlagsSetOut {
+                    key: i.key,
+                    value: v["value"].as_str().map(str::to_string),
+                    previous: v["previous"].as_str().map(str::to_string),
+                })
+            })
+        .admin(),
+    );
+    tools.push(
+        tool("panic_disable_new", "Throw the kill switch", "Set DISABLE_NEW=1: every flag falls back to its safe value at once (this also hides the admin tools).",
+            "Admin tool. Undo with `vane flags kill-switch off`.", Hints { destructive: true, idempotent: true, ..WRITE },
+            |ctx: Arc<ToolCtx>, i: PanicIn| async move {
+                set_flag(&ctx, "DISABLE_NEW", Some("1"), &format!("panic_disable_new: {}", i.reason))?;
+                Ok(FlagsSetOut { key: "DISABLE_NEW".into(), value: Some("1".into()), previous: None })
+            })
+        .admin(),
+    );
     let reg = Registry::new(tools);
     let _ = manifest_source.set(reg.manifest());
     reg

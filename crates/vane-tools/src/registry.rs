@@ -43,6 +43,8 @@ pub struct ToolDef {
     pub description: &'static str,
     pub notes: &'static str,
     pub hints: Hints,
+    /// listed and callable only with the ADMIN_TOOLS flag
+    pub admin: bool,
     pub input_schema: Arc<Map<String, Value>>,
     pub output_schema: Arc<Map<String, Value>>,
     input_validator: OnceLock<Option<jsonschema::Validator>>,
@@ -95,11 +97,20 @@ where
         description,
         notes,
         hints,
+        admin: false,
         input_schema: Arc::new(schema_of::<I>()),
         output_schema: Arc::new(schema_of::<O>()),
         input_validator: OnceLock::new(),
         output_validator: OnceLock::new(),
         handler,
+    }
+}
+
+impl ToolDef {
+    /// Marks an admin tool.
+    pub fn admin(mut self) -> ToolDef {
+        self.admin = true;
+        self
     }
 }
 
@@ -173,6 +184,12 @@ impl Registry {
                     .with_details(json!({ "tools": names })),
             );
         };
+        if def.admin && !ctx.flags().admin_tools {
+            return Err(VaneError::new(
+                ErrorCode::AdminDisabled,
+                format!("`{name}` is an admin tool; admin tools are off (set ADMIN_TOOLS=1 with `vane flags set ADMIN_TOOLS 1`)"),
+            ));
+        }
         let args = args.unwrap_or_default();
         // Unknown fields first, with the allowed names: the clearest message.
         if def.input_schema.get("additionalProperties") == Some(&Value::Bool(false)) {
@@ -258,6 +275,7 @@ impl Registry {
                     "title": t.title,
                     "description": t.description,
                     "notes": t.notes,
+                    "admin": t.admin,
                     "annotations": {
                         "readOnlyHint": t.hints.read_only,
                         "destructiveHint": t.hints.destructive,

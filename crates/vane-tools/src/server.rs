@@ -80,7 +80,11 @@ impl VaneServer {
         let outcome = self.registry.call(&self.ctx, name, args).await;
         match outcome.result {
             Ok(v) => {
-                let text = serde_json::to_string(&v).unwrap_or_default();
+                let text = if self.ctx.flags().verbose_output {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                } else {
+                    serde_json::to_string(&v).unwrap_or_default()
+                };
                 let mut r = CallToolResult::structured(v);
                 r.content = vec![ContentBlock::text(text)];
                 r
@@ -241,7 +245,16 @@ impl ServerHandler for VaneServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let span = self.span("tools/list", &context);
-        let r = ListToolsResult::with_all_items((*self.tools).clone());
+        let admin = self.ctx.flags().admin_tools;
+        let visible: Vec<Tool> = self
+            .registry
+            .tools()
+            .iter()
+            .zip(self.tools.iter())
+            .filter(|(def, _)| admin || !def.admin)
+            .map(|(_, t)| t.clone())
+            .collect();
+        let r = ListToolsResult::with_all_items(visible);
         self.ctx.telemetry.otel.end(span, false, None);
         Ok(r)
     }

@@ -41,6 +41,9 @@ enum Cmd {
     /// The operations log: summary and live tail
     #[command(subcommand)]
     Telemetry(TelemetryCmd),
+    /// Live flags: every running vane process sees a change on its next call
+    #[command(subcommand)]
+    Flags(FlagsCmd),
     /// Workspace status: progress, claims, checkpoint, failing critics
     Status {
         #[arg(long)]
@@ -91,6 +94,26 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum FlagsCmd {
+    /// Every flag: effective and stored value, allowed values, last change
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One flag's effective value
+    Get { key: String },
+    /// Set a flag (validated)
+    Set { key: String, value: String },
+    /// Remove a flag (back to its default)
+    Unset { key: String },
+    /// DISABLE_NEW: `on` makes every flag fall back to its safe value
+    KillSwitch {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -331,6 +354,67 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                 tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
             }
             serve(ctx).await?;
+        }
+        Cmd::Flags(f) => {
+            let ctx = open(&cli)?;
+            let actor = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
+            match f {
+                FlagsCmd::List { json } => {
+                    let v = serde_json::to_value(vane_tools::handlers::flags_view(&ctx)?)
+                        .unwrap_or_default();
+                    emit(*json, &v, render::flags);
+                }
+                FlagsCmd::Get { key } => {
+                    vane_core::flags::def(key)
+                        .ok_or_else(|| vane_core::flags::validate(key, "").unwrap_err())?;
+                    let v = serde_json::to_value(vane_tools::handlers::flags_view(&ctx)?)
+                        .unwrap_or_default();
+                    let f = v["flags"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|f| f["key"] == key.as_str())
+                        .cloned()
+                        .unwrap_or_default();
+                    println!("{}", f["effective"].as_str().unwrap_or_default());
+                }
+                FlagsCmd::Set { key, value } => {
+                    let v = vane_tools::handlers::set_flag(&ctx, key, Some(value), &actor)?;
+                    println!(
+                        "{key} = {} (was {})",
+                        v["value"].as_str().unwrap_or_default(),
+                        v["previous"].as_str().unwrap_or("unset")
+                    );
+                }
+                FlagsCmd::Unset { key } => {
+                    let v = vane_tools::handlers::set_flag(&ctx, key, None, &actor)?;
+                    println!(
+                        "{key} unset (was {})",
+                        v["previous"].as_str().unwrap_or("unset")
+                    );
+                }
+                FlagsCmd::KillSwitch { state } => {
+                    let on = state == "on";
+                    vane_tools::handlers::set_flag(
+                        &ctx,
+                        "DISABLE_NEW",
+                        Some(if on { "1" } else { "0" }),
+                        &actor,
+                    )?;
+                    println!(
+                        "kill switch {}: {}",
+                        state,
+                        if on {
+                            "every flag is at its safe value"
+                        } else {
+                            "flags are back to their stored values"
+                        }
+                    );
+                }
+            }
         }
         Cmd::Telemetry(TelemetryCmd::Summary { since, out, json }) => {
             let paths = paths_of(&cli)?;

@@ -420,3 +420,34 @@ pub fn tools(v: &Value) -> String {
     }
     o
 }
+
+pub fn flags(v: &Value) -> String {
+    let mut o = String::new();
+    if v["kill_switch"] == true {
+        o.push_str("KILL SWITCH ON (DISABLE_NEW=1): every flag is at its safe value\n");
+    }
+    let _ = writeln!(
+        o,
+        "{:<16} {:<10} {:<10} {:<22} LAST CHANGE",
+        "FLAG", "EFFECTIVE", "STORED", "ALLOWED"
+    );
+    for f in v["flags"].as_array().into_iter().flatten() {
+        let allowed: Vec<String> = f["allowed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:<16} {:<10} {:<10} {:<22} {} {}",
+            s(&f["key"]),
+            s(&f["effective"]),
+            s(&f["stored"]),
+            allowed.join("|"),
+            s(&f["updated_at"]),
+            s(&f["updated_by"])
+        );
+    }
+    o
+}

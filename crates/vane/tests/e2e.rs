@@ -128,7 +128,17 @@ async fn tool_list_publishes_strict_schemas_and_annotations() {
         Some(true)
     );
     let m = c.call_ok("tool_manifest", json!({})).await.unwrap();
-    assert_eq!(m["count"], json!(tools.len()));
+    let listed = m["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["admin"] == false)
+        .count();
+    assert_eq!(
+        listed,
+        tools.len(),
+        "admin tools are hidden while ADMIN_TOOLS=0"
+    );
     // unknown and mistyped fields are rejected with a clear message
     let e = c
         .call_err("status", json!({ "verbose": true }))
