@@ -31,6 +31,7 @@ pub enum ErrorCode {
     IoError,
     SandboxUnavailable,
     AdminDisabled,
+    DryRunNoMutation,
     Internal,
 }
 
@@ -59,6 +60,7 @@ impl ErrorCode {
             ErrorCode::IoError => "io_error",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::AdminDisabled => "admin_disabled",
+            ErrorCode::DryRunNoMutation => "dry_run_no_mutation",
             ErrorCode::Internal => "internal",
         }
     }

@@ -85,7 +85,15 @@ pub async fn run_one(
     let started = now_ms();
     let sandbox = ctx.sandbox();
     let checked = ctx.policy.check(&c.command, &ctx.ws.root);
+    let unsandboxed_dry_run =
+        ctx.dry_run() && sandbox.wrapper(&ctx.ws.root).ok().flatten().is_none();
     let (status, exit_code, tail) = match checked {
+        _ if unsandboxed_dry_run => (
+            CriticStatus::Error,
+            None,
+            "a dry run runs critics only in a read-only sandbox, and bubblewrap is not available"
+                .to_string(),
+        ),
         Err(d) => (
             CriticStatus::Error,
             None,
@@ -125,6 +133,24 @@ pub async fn run_one(
             }
         }
     };
+    if ctx.dry_run() {
+        // a dry run reports what the critic says and records nothing
+        let finished = now_ms();
+        return Ok(CriticRun {
+            id: 0,
+            name: name.to_string(),
+            status,
+            exit_code,
+            command: c.command.clone(),
+            started_at: vane_store::iso(started),
+            finished_at: vane_store::iso(finished),
+            duration_ms: finished - started,
+            output_tail: tail,
+            trigger,
+            remediation_task: None,
+            finished_at_ms: finished,
+        });
+    }
     let run = ctx.store.record_critic_run(&NewCriticRun {
         name: name.to_string(),
         status,

@@ -133,6 +133,12 @@ impl ToolCtx {
         })
     }
 
+    /// A dry-run worker (`VANE_DRY_RUN=1`): the store is open read-only and
+    /// every mutation is refused with `dry_run_no_mutation`.
+    pub fn dry_run(&self) -> bool {
+        self.store.is_read_only()
+    }
+
     /// The effective live flags. Each call checks the store's flags revision
     /// (one cached indexed read) and re-reads the flags only when it moved, so
     /// a change made by any process applies to the next call here.
@@ -184,6 +190,7 @@ impl ToolCtx {
             network: self.config.commands.network,
             workspace: self.ws.root.clone(),
             state_dir: self.ws.state_dir.clone(),
+            read_only_workspace: self.dry_run(),
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct Sandbox {
     pub network: bool,
     pub workspace: PathBuf,
     pub state_dir: PathBuf,
+    /// bind the workspace read-only too (dry-run workers)
+    pub read_only_workspace: bool,
 }
 
 /// Finds `bwrap` on PATH and checks that it can start (user namespaces may be
@@ -147,7 +149,12 @@ impl Sandbox {
             "/proc".into(),
             "--tmpfs".into(),
             "/tmp".into(),
-            "--bind".into(),
+            if self.read_only_workspace {
+                "--ro-bind"
+            } else {
+                "--bind"
+            }
+            .into(),
             s(&self.workspace),
             s(&self.workspace),
         ];

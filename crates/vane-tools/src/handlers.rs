@@ -82,6 +82,9 @@ async fn plan_next(ctx: Arc<ToolCtx>, i: PlanNextIn) -> R<PlanNextOut> {
         mode: Some(ctx.flags().scheduler_mode),
     };
     let mut claimed = None;
+    if i.claim.is_some() && ctx.dry_run() {
+        return Err(crate::registry::dry_run_refusal("plan_next with claim"));
+    }
     if let Some(c) = &i.claim {
         if c.agent.trim().is_empty() {
             return Err(VaneError::invalid_input("claim.agent must not be empty"));
@@ -696,6 +699,12 @@ async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
         }
         env.push((k, v));
     }
+    let sandbox = ctx.sandbox();
+    if ctx.dry_run() && sandbox.wrapper(&cwd).ok().flatten().is_none() {
+        return Err(crate::registry::dry_run_refusal(
+            "cmd_run without a read-only sandbox (bubblewrap)",
+        ));
+    }
     let limits = &ctx.config.limits;
     let timeout = i
         .timeout_s
@@ -707,7 +716,7 @@ async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
         &env,
         Duration::from_secs(timeout),
         limits.cmd_output_max_bytes,
-        &ctx.sandbox(),
+        &sandbox,
     )
     .await?;
     if out.timed_out {
@@ -1021,7 +1030,7 @@ pub fn registry() -> Registry {
     let mut tools = vec![
         tool("plan_next", "Next ready tasks", "Ready tasks (pending, every dependency done, not claimed) ordered by priority, then how many tasks each transitively unblocks, then roadmap order; explains why the most urgent waiting tasks are blocked. With `claim`, atomically marks the first ready task in_progress under a lease: two agents never get the same task; an expired lease returns it.",
             "Filters: epic, milestone, owner; `status` lists tasks in that status instead. Claims take a lease (ttl_s, default claim_ttl_s).",
-            WRITE, plan_next),
+            WRITE, plan_next).dry_run_aware(),
         tool("plan_update", "Update a task", "Change a task's status, notes, owner or priority. Transitions follow the state machine (pending → in_progress|blocked|cancelled; in_progress → review|done|blocked|pending|cancelled; blocked → pending|in_progress|cancelled; review → done|in_progress|blocked; done → in_progress; cancelled → pending). `done` needs a passing run of every `critic:` exit criterion since the task started.",
             "Errors: task_not_found, invalid_transition (details.allowed), version_conflict (with expected_version), exit_criteria_unmet (force + reason overrides, recorded).",
             Hints { idempotent: true, ..WRITE }, plan_update),
@@ -1037,10 +1046,10 @@ pub fn registry() -> Registry {
             Hints { destructive: true, ..WRITE }, fs_write),
         tool("cmd_run", "Run a command", "Run a shell command line in the workspace: checked against the deny policy (nested sh -c / eval / substitutions included), sandboxed with bubblewrap when available, in its own process group killed on timeout; stdout/stderr captured with a byte cap (head and tail kept, `truncated`), exit code and duration.",
             "Errors: command_denied (details.rule), timeout (details: output tails), path_outside_workspace (cwd), sandbox_unavailable. A non-zero exit code is a result, not an error.",
-            Hints { destructive: true, open_world: true, ..WRITE }, cmd_run),
+            Hints { destructive: true, open_world: true, ..WRITE }, cmd_run).dry_run_aware(),
         tool("critics_run", "Run critics", "Run the critics configured in vane.toml — by name, by the given paths, all, or (by default) those whose globs match the files changed in git — and record pass/fail/error/timeout with the output tail. A failing critic opens or updates the remediation task CRITIC-<name>.",
             "Errors: critic_not_found (details.configured). Results exported to .vane/critics/<name>.json.",
-            Hints { open_world: true, ..WRITE }, critics_run),
+            Hints { open_world: true, ..WRITE }, critics_run).dry_run_aware(),
         tool("artifact_record", "Record an artifact", "Record an artifact (kind, workspace path, metadata) and link it to a task; the file's sha256 and size are stored. Listed as resource vane://artifacts/{id}.",
             "Errors: path_outside_workspace, task_not_found.", WRITE, artifact_record),
         tool("decision_record", "Record a decision", "Record a decision (title, summary, impact) and link it to a task; decisions appear in the running context export.",

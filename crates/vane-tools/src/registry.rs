@@ -45,6 +45,8 @@ pub struct ToolDef {
     pub hints: Hints,
     /// listed and callable only with the ADMIN_TOOLS flag
     pub admin: bool,
+    /// the handler itself decides what it may do in dry-run mode
+    pub dry_run_aware: bool,
     pub input_schema: Arc<Map<String, Value>>,
     pub output_schema: Arc<Map<String, Value>>,
     input_validator: OnceLock<Option<jsonschema::Validator>>,
@@ -98,6 +100,7 @@ where
         notes,
         hints,
         admin: false,
+        dry_run_aware: false,
         input_schema: Arc::new(schema_of::<I>()),
         output_schema: Arc::new(schema_of::<O>()),
         input_validator: OnceLock::new(),
@@ -107,11 +110,25 @@ where
 }
 
 impl ToolDef {
+    /// Marks a mutating tool that handles dry-run mode itself.
+    pub fn dry_run_aware(mut self) -> ToolDef {
+        self.dry_run_aware = true;
+        self
+    }
+
     /// Marks an admin tool.
     pub fn admin(mut self) -> ToolDef {
         self.admin = true;
         self
     }
+}
+
+/// The error a dry-run worker returns for a mutation.
+pub fn dry_run_refusal(what: &str) -> VaneError {
+    VaneError::new(
+        ErrorCode::DryRunNoMutation,
+        format!("`{what}` would change state, and this worker is a dry run (VANE_DRY_RUN=1): nothing was changed"),
+    )
 }
 
 fn validator<'a>(
@@ -189,6 +206,9 @@ impl Registry {
                 ErrorCode::AdminDisabled,
                 format!("`{name}` is an admin tool; admin tools are off (set ADMIN_TOOLS=1 with `vane flags set ADMIN_TOOLS 1`)"),
             ));
+        }
+        if ctx.dry_run() && !def.hints.read_only && !def.dry_run_aware {
+            return Err(dry_run_refusal(name));
         }
         let args = args.unwrap_or_default();
         // Unknown fields first, with the allowed names: the clearest message.
@@ -298,6 +318,22 @@ fn budget(ctx: &Arc<ToolCtx>, tool: &str, v: Value) -> (Value, Option<Value>) {
     let full = v.to_string();
     if full.len() <= limit {
         return (v, None);
+    }
+    if ctx.dry_run() {
+        // a dry run keeps nothing, not even the full text of a long result
+        let mut cut = v;
+        if let Value::Object(m) = &mut cut {
+            for (_, val) in m.iter_mut() {
+                if let Value::String(s) = val {
+                    if s.len() > limit / 2 {
+                        let keep = floor_char(s, limit / 2);
+                        s.truncate(keep);
+                    }
+                }
+            }
+            m.insert("truncated_output".into(), json!({ "notice": "output exceeded the budget; a dry run does not keep the full text", "original_bytes": full.len() }));
+        }
+        return (cut, None);
     }
     let artifact = ctx.store.record_artifact(
         "tool_output",

@@ -298,7 +298,16 @@ fn open_as(
     role: &str,
     otel: vane_telemetry::otel::Otel,
 ) -> Result<Arc<ToolCtx>, VaneError> {
-    let ctx = ToolCtx::open(&workspace(cli), cli.state_dir.as_deref())?;
+    open_with(cli, role, otel, false)
+}
+
+fn open_with(
+    cli: &Cli,
+    role: &str,
+    otel: vane_telemetry::otel::Otel,
+    read_only: bool,
+) -> Result<Arc<ToolCtx>, VaneError> {
+    let ctx = ToolCtx::open_with(&workspace(cli), cli.state_dir.as_deref(), read_only)?;
     let t = vane_tools::ctx::open_telemetry(&ctx.config, &ctx.paths, role, otel);
     let ctx = ctx.with_telemetry(t);
     let _ = TELEMETRY.set(ctx.telemetry.clone());
@@ -333,11 +342,16 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
             emit(*json, &v, render::init);
         }
         Cmd::Serve(a) | Cmd::Worker(a) => {
-            let ctx = open_as(
+            // VANE_DRY_RUN=1: a canary that opens the store read-only and
+            // refuses every mutation
+            let dry_run = std::env::var("VANE_DRY_RUN")
+                .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+            let ctx = open_with(
                 &cli,
-                "server",
+                if dry_run { "dry-run" } else { "server" },
                 otel.take()
                     .unwrap_or_else(vane_telemetry::otel::Otel::disabled),
+                dry_run,
             )?;
             if let Some(addr) = a.metrics_addr {
                 let t = ctx.telemetry.clone();
