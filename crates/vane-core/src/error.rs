@@ -32,6 +32,8 @@ pub enum ErrorCode {
     SandboxUnavailable,
     AdminDisabled,
     DryRunNoMutation,
+    IdempotencyKeyReused,
+    IdempotencyKeyInProgress,
     Internal,
 }
 
@@ -61,6 +63,8 @@ impl ErrorCode {
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::AdminDisabled => "admin_disabled",
             ErrorCode::DryRunNoMutation => "dry_run_no_mutation",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyInProgress => "idempotency_key_in_progress",
             ErrorCode::Internal => "internal",
         }
     }

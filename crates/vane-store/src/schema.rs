@@ -117,6 +117,21 @@ CREATE TABLE settings_history (
 );
 INSERT INTO meta(key, value) VALUES ('rev_flags', 0);
 "#,
+    // 3: idempotency keys: a retried mutation returns the recorded result
+    r#"
+CREATE TABLE idempotency (
+  key TEXT PRIMARY KEY,
+  tool TEXT NOT NULL,
+  args_hash TEXT NOT NULL,
+  state TEXT NOT NULL,              -- pending | done
+  owner_pid INTEGER NOT NULL,
+  result TEXT,
+  is_error INTEGER NOT NULL DEFAULT 0,
+  created_at_ms INTEGER NOT NULL,
+  finished_at_ms INTEGER
+);
+CREATE INDEX idempotency_created ON idempotency(created_at_ms);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -55,6 +55,18 @@ fn json_err(e: serde_json::Error) -> VaneError {
     )
 }
 
+/// How long idempotency keys are kept.
+pub const IDEMPOTENCY_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// What to do with a call that carries an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Idempotency {
+    /// run it; the key is reserved for this process
+    Run,
+    /// return the recorded result instead of running again
+    Replay { result: Value, is_error: bool },
+}
+
 /// A task with its runtime state, as tools return it.
 #[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct TaskRecord {
@@ -1066,6 +1078,78 @@ impl Store {
     pub fn decisions(&self, limit: usize) -> Result<Vec<Decision>> {
         let conn = self.conn();
         decisions(&conn, limit)
+    }
+
+    // ----- idempotency -----
+
+    /// Starts a call under an idempotency key. Returns what to do: run it
+    /// (the key is now reserved by `pid`), replay a recorded result, or fail
+    /// because the key was used for different arguments or is being run by a
+    /// live process. A reservation whose owner died is taken over. Keys are
+    /// kept for 24 hours.
+    pub fn idempotency_begin(
+        &self,
+        key: &str,
+        tool: &str,
+        args_hash: &str,
+        pid: u32,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Idempotency> {
+        let now = now_ms();
+        self.write(&[], |tx| {
+            tx.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [now - IDEMPOTENCY_RETENTION_MS]).map_err(db_err)?;
+            let row: Option<(String, String, String, i64, Option<String>, bool)> = tx
+                .query_row(
+                    "SELECT tool, args_hash, state, owner_pid, result, is_error FROM idempotency WHERE key = ?1",
+                    [key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            match row {
+                None => {
+                    tx.execute(
+                        "INSERT INTO idempotency(key, tool, args_hash, state, owner_pid, created_at_ms) VALUES (?1,?2,?3,'pending',?4,?5)",
+                        params![key, tool, args_hash, pid, now],
+                    )
+                    .map_err(db_err)?;
+                    Ok(Idempotency::Run)
+                }
+                Some((t, h, _, _, _, _)) if t != tool || h != args_hash => Err(VaneError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    format!("idempotency key `{key}` was already used for a different call ({t}); use a new key"),
+                )
+                .with_details(json!({ "key": key, "tool": t }))),
+                Some((_, _, state, _, Some(result), is_error)) if state == "done" => {
+                    Ok(Idempotency::Replay { result: serde_json::from_str(&result).map_err(json_err)?, is_error })
+                }
+                Some((_, _, _, owner, _, _)) => {
+                    if owner as u32 != pid && alive(owner as u32) {
+                        return Err(VaneError::new(
+                            ErrorCode::IdempotencyKeyInProgress,
+                            format!("a call with idempotency key `{key}` is still running in process {owner}; retry shortly"),
+                        )
+                        .with_details(json!({ "key": key, "owner_pid": owner, "retryable": true })));
+                    }
+                    // the owner died mid-call: take the key over
+                    tx.execute("UPDATE idempotency SET owner_pid = ?2 WHERE key = ?1", params![key, pid]).map_err(db_err)?;
+                    Ok(Idempotency::Run)
+                }
+            }
+        })
+    }
+
+    /// Records the result of a call started with [`Store::idempotency_begin`].
+    pub fn idempotency_finish(&self, key: &str, result: &Value, is_error: bool) -> Result<()> {
+        let now = now_ms();
+        self.write(&[], |tx| {
+            tx.execute(
+                "UPDATE idempotency SET state='done', result=?2, is_error=?3, finished_at_ms=?4 WHERE key=?1",
+                params![key, result.to_string(), is_error, now],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
     }
 
     // ----- flags -----

@@ -63,6 +63,23 @@ impl Client {
         Ok(self.service.call_tool(p).await?)
     }
 
+    /// Calls a tool with `_meta` entries (e.g. an idempotency key).
+    pub async fn call_with_meta(
+        &self,
+        name: &str,
+        args: Value,
+        meta: Value,
+    ) -> Result<CallToolResult, ClientError> {
+        let mut p = CallToolRequestParams::new(name.to_string());
+        if let Value::Object(m) = args {
+            p = p.with_arguments(m);
+        }
+        if let Value::Object(m) = meta {
+            p.meta = Some(rmcp::model::RequestMetaObject(rmcp::model::MetaObject(m)));
+        }
+        Ok(self.service.call_tool(p).await?)
+    }
+
     /// Calls a tool and returns its structured content; an `isError` result
     /// becomes an error carrying the error object.
     pub async fn call_ok(&self, name: &str, args: Value) -> Result<Value, ClientError> {

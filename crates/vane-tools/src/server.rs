@@ -79,17 +79,81 @@ impl VaneServer {
     ) -> CallToolResult {
         let outcome = self.registry.call(&self.ctx, name, args).await;
         match outcome.result {
-            Ok(v) => {
-                let text = if self.ctx.flags().verbose_output {
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
+            Ok(v) => self.success(v),
+            Err(e) => error_result(&e),
+        }
+    }
+
+    fn success(&self, v: Value) -> CallToolResult {
+        let text = if self.ctx.flags().verbose_output {
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        } else {
+            serde_json::to_string(&v).unwrap_or_default()
+        };
+        let mut r = CallToolResult::structured(v);
+        r.content = vec![ContentBlock::text(text)];
+        r
+    }
+
+    /// A call with an optional idempotency key. For a mutating tool the key
+    /// is reserved in the store before the call and its result recorded
+    /// after; a repeat of the key returns the recorded result without running
+    /// the tool again, and the same key with other arguments is
+    /// `idempotency_key_reused`. Read-only tools (and dry runs) ignore keys.
+    pub async fn call_idempotent(
+        &self,
+        name: &str,
+        args: Option<serde_json::Map<String, Value>>,
+        key: Option<&str>,
+    ) -> CallToolResult {
+        let mutating = self.registry.get(name).is_some_and(|d| !d.hints.read_only);
+        let Some(key) = key.filter(|_| mutating && !self.ctx.dry_run()) else {
+            return self.call(name, args).await;
+        };
+        let body =
+            serde_json::to_vec(&json!({ "tool": name, "arguments": args })).unwrap_or_default();
+        let hash = vane_telemetry::event::content_hash(&body);
+        let alive =
+            |pid: u32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+        match self
+            .ctx
+            .store
+            .idempotency_begin(key, name, &hash, std::process::id(), &alive)
+        {
+            Err(e) => error_result(&e),
+            Ok(vane_store::Idempotency::Replay { result, is_error }) => {
+                let mut r = if is_error {
+                    let mut r = CallToolResult::structured_error(result.clone());
+                    let msg = result["error"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let code = result["error"]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    r.content = vec![ContentBlock::text(format!("error {code}: {msg}"))];
+                    r
                 } else {
-                    serde_json::to_string(&v).unwrap_or_default()
+                    self.success(result)
                 };
-                let mut r = CallToolResult::structured(v);
-                r.content = vec![ContentBlock::text(text)];
+                let mut meta = serde_json::Map::new();
+                meta.insert("vane/idempotent_replay".into(), json!(true));
+                r.meta = Some(rmcp::model::MetaObject(meta));
                 r
             }
-            Err(e) => error_result(&e),
+            Ok(vane_store::Idempotency::Run) => {
+                let r = self.call(name, args).await;
+                let recorded = r.structured_content.clone().unwrap_or(Value::Null);
+                if let Err(e) =
+                    self.ctx
+                        .store
+                        .idempotency_finish(key, &recorded, r.is_error == Some(true))
+                {
+                    tracing::warn!(error = %e, key, "could not record the idempotent result");
+                }
+                r
+            }
         }
     }
 
@@ -269,13 +333,26 @@ impl ServerHandler for VaneServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let t = self.ctx.telemetry.clone();
-        if !t.enabled {
-            return Ok(self.call(&request.name, request.arguments).await.into());
-        }
         let req_meta = request
             .meta
             .as_ref()
             .and_then(|m| serde_json::to_value(m).ok());
+        let ctx_meta = serde_json::to_value(&context.meta).ok();
+        let idem_key = [req_meta.as_ref(), ctx_meta.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|m| {
+                m.get("vane/idempotency_key")
+                    .or_else(|| m.get("idempotency_key"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+        if !t.enabled {
+            return Ok(self
+                .call_idempotent(&request.name, request.arguments, idem_key.as_deref())
+                .await
+                .into());
+        }
         let (request_id, traceparent, protocol) = request_facts(&context, req_meta.as_ref());
         let span = t.otel.start(
             "tools/call",
@@ -297,7 +374,9 @@ impl ServerHandler for VaneServer {
             .and_then(|a| a.get("task_id"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        let result = self.call(&request.name, request.arguments).await;
+        let result = self
+            .call_idempotent(&request.name, request.arguments, idem_key.as_deref())
+            .await;
         let elapsed = span.start.elapsed();
         let is_error = result.is_error == Some(true);
         let error = if is_error {

@@ -1,0 +1,217 @@
+//! Idempotency keys: a retried mutation (same key) returns the recorded
+//! result instead of running twice — across processes too — and a key reused
+//! for other arguments is refused.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use vane_tools::client::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vane");
+
+fn workspace() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let ws = d.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("r.yaml"), "tasks:\n  - id: T1\n    title: one\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--workspace",
+            ws.to_str().unwrap(),
+            "init",
+            "--roadmap",
+            "r.yaml",
+        ])
+        .current_dir(&ws)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    (d, ws)
+}
+
+async fn serve(ws: &Path) -> Client {
+    Client::spawn(
+        Path::new(BIN),
+        &["serve", "--workspace", ws.to_str().unwrap()],
+        &[],
+        true,
+    )
+    .await
+    .unwrap()
+}
+
+fn replayed(r: &rmcp::model::CallToolResult) -> bool {
+    r.meta
+        .as_ref()
+        .and_then(|m| m.0.get("vane/idempotent_replay"))
+        .is_some_and(|v| v == &json!(true))
+}
+
+#[tokio::test]
+async fn a_repeated_key_is_applied_once_even_across_processes() {
+    let (_d, ws) = workspace();
+    let a = serve(&ws).await;
+    let append = json!({ "path": "log.txt", "content": "one line\n", "mode": "append" });
+    let r1 = a
+        .call_with_meta(
+            "fs_write",
+            append.clone(),
+            json!({ "vane/idempotency_key": "k-1" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r1.is_error, Some(false));
+    assert!(!replayed(&r1));
+    let r2 = a
+        .call_with_meta(
+            "fs_write",
+            append.clone(),
+            json!({ "vane/idempotency_key": "k-1" }),
+        )
+        .await
+        .unwrap();
+    assert!(replayed(&r2));
+    assert_eq!(
+        r1.structured_content, r2.structured_content,
+        "the recorded result comes back"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("log.txt")).unwrap(),
+        "one line\n",
+        "applied once"
+    );
+
+    // another process (a retry after a worker crash lands on a new worker)
+    let b = serve(&ws).await;
+    let r3 = b
+        .call_with_meta(
+            "fs_write",
+            append.clone(),
+            json!({ "vane/idempotency_key": "k-1" }),
+        )
+        .await
+        .unwrap();
+    assert!(replayed(&r3));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("log.txt")).unwrap(),
+        "one line\n"
+    );
+
+    // the same key for different arguments is refused
+    let other = json!({ "path": "log.txt", "content": "other\n", "mode": "append" });
+    let r4 = b
+        .call_with_meta("fs_write", other, json!({ "vane/idempotency_key": "k-1" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        r4.structured_content.unwrap()["error"]["code"],
+        "idempotency_key_reused"
+    );
+
+    // error results are recorded and replayed too
+    let bad = json!({ "task_id": "T1", "status": "done" });
+    let e1 = a
+        .call_with_meta(
+            "plan_update",
+            bad.clone(),
+            json!({ "vane/idempotency_key": "k-2" }),
+        )
+        .await
+        .unwrap();
+    let e2 = b
+        .call_with_meta("plan_update", bad, json!({ "vane/idempotency_key": "k-2" }))
+        .await
+        .unwrap();
+    assert_eq!(e1.is_error, Some(true));
+    assert!(replayed(&e2) && e2.is_error == Some(true));
+    assert_eq!(
+        e2.structured_content.unwrap()["error"]["code"],
+        "invalid_transition"
+    );
+
+    // read-only tools ignore keys
+    let s1 = a
+        .call_with_meta(
+            "status",
+            json!({}),
+            json!({ "vane/idempotency_key": "k-3" }),
+        )
+        .await
+        .unwrap();
+    let s2 = a
+        .call_with_meta(
+            "status",
+            json!({}),
+            json!({ "vane/idempotency_key": "k-3" }),
+        )
+        .await
+        .unwrap();
+    assert!(!replayed(&s1) && !replayed(&s2));
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_reservation_left_by_a_dead_process_is_taken_over_and_a_live_one_waits() {
+    let (_d, ws) = workspace();
+    let c = serve(&ws).await;
+    // prime the schema, then forge reservations as a crashed and a live worker would leave them
+    c.call_ok("status", json!({})).await.unwrap();
+    let dead = {
+        let mut ch = std::process::Command::new("true").spawn().unwrap();
+        let pid = ch.id();
+        ch.wait().unwrap();
+        pid
+    };
+    let args = json!({ "section": "s", "content": "x" });
+    let hash = vane_telemetry::event::content_hash(
+        &serde_json::to_vec(&json!({ "tool": "context_write", "arguments": args })).unwrap(),
+    );
+    let db = rusqlite_path(&ws);
+    let conn = open_db(&db);
+    for (key, pid) in [("dead-owner", dead), ("live-owner", std::process::id())] {
+        conn.execute(
+            "INSERT INTO idempotency(key, tool, args_hash, state, owner_pid, created_at_ms) VALUES (?1, 'context_write', ?2, 'pending', ?3, ?4)",
+            (key, &hash, pid, chrono_now()),
+        )
+        .unwrap();
+    }
+    let r = c
+        .call_with_meta(
+            "context_write",
+            args.clone(),
+            json!({ "vane/idempotency_key": "dead-owner" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{:?}", r.structured_content);
+    let r = c
+        .call_with_meta(
+            "context_write",
+            args,
+            json!({ "vane/idempotency_key": "live-owner" }),
+        )
+        .await
+        .unwrap();
+    let err = r.structured_content.unwrap()["error"].clone();
+    assert_eq!(err["code"], "idempotency_key_in_progress");
+    assert_eq!(err["details"]["retryable"], true);
+    c.close().await;
+}
+
+fn rusqlite_path(ws: &Path) -> PathBuf {
+    ws.join(".vane/vane.db")
+}
+
+fn open_db(p: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(p).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    c
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
