@@ -7,27 +7,17 @@ use std::path::Path;
 use serde_json::{json, Value};
 use vane_tools::client::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vane");
+mod common;
 
-fn vane(ws: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(BIN)
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .current_dir(ws)
-        .output()
-        .unwrap()
-}
+use common::{vane, BIN};
 
 #[tokio::test]
 async fn dry_run_reads_but_never_mutates() {
-    let d = tempfile::tempdir().unwrap();
-    let ws = d.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    std::fs::write(ws.join("vane.toml"), "[critics.ok]\ncommand = \"true\"\n").unwrap();
-    std::fs::write(ws.join("a.txt"), "alpha\n").unwrap();
-    std::fs::write(ws.join("r.yaml"), "tasks:\n  - id: T1\n    title: one\n").unwrap();
-    assert!(vane(&ws, &["init", "--roadmap", "r.yaml"]).status.success());
+    let (_d, ws) = common::init_workspace(
+        "[critics.ok]\ncommand = \"true\"\n",
+        "tasks:\n  - id: T1\n    title: one\n",
+        &[("a.txt", "alpha\n")],
+    );
     // a live server holds the store open, as it would beside a canary
     let live = Client::spawn(
         Path::new(BIN),

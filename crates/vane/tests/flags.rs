@@ -7,29 +7,16 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use vane_tools::client::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vane");
+mod common;
+
+use common::{vane, BIN};
 
 fn workspace() -> (tempfile::TempDir, PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let ws = d.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    std::fs::write(
-        ws.join("r.yaml"),
+    common::init_workspace(
+        "",
         "tasks:\n  - id: BIG\n    title: big critical job\n    priority: critical\n    estimate_hours: 40\n  - id: SMALL\n    title: small medium job\n    priority: medium\n    estimate_hours: 1\n",
+        &[],
     )
-    .unwrap();
-    assert!(vane(&ws, &["init", "--roadmap", "r.yaml"]).status.success());
-    (d, ws)
-}
-
-fn vane(ws: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(BIN)
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .current_dir(ws)
-        .output()
-        .unwrap()
 }
 
 async fn first_ready(c: &Client) -> String {

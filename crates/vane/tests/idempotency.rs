@@ -7,37 +7,14 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use vane_tools::client::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vane");
+mod common;
 
 fn workspace() -> (tempfile::TempDir, PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let ws = d.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    std::fs::write(ws.join("r.yaml"), "tasks:\n  - id: T1\n    title: one\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "--workspace",
-            ws.to_str().unwrap(),
-            "init",
-            "--roadmap",
-            "r.yaml",
-        ])
-        .current_dir(&ws)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    (d, ws)
+    common::init_workspace("", "tasks:\n  - id: T1\n    title: one\n", &[])
 }
 
 async fn serve(ws: &Path) -> Client {
-    Client::spawn(
-        Path::new(BIN),
-        &["serve", "--workspace", ws.to_str().unwrap()],
-        &[],
-        true,
-    )
-    .await
-    .unwrap()
+    common::serve(ws, &[]).await
 }
 
 fn replayed(r: &rmcp::model::CallToolResult) -> bool {

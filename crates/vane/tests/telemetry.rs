@@ -8,38 +8,17 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use vane_tools::client::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vane");
+mod common;
+
+use common::{serve, BIN};
 
 fn workspace(extra_toml: &str) -> (tempfile::TempDir, PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let ws = d.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    std::fs::write(ws.join("vane.toml"), extra_toml).unwrap();
-    std::fs::write(ws.join("a.txt"), "alpha\n").unwrap();
-    std::fs::write(
-        ws.join("r.yaml"),
+    common::init_workspace(
+        extra_toml,
         "tasks:\n  - id: T1\n    title: one\n  - id: T2\n    title: two\n",
+        &[("a.txt", "alpha\n")],
     )
-    .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "--workspace",
-            ws.to_str().unwrap(),
-            "init",
-            "--roadmap",
-            "r.yaml",
-        ])
-        .current_dir(&ws)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (d, ws)
 }
 
 fn events(ws: &Path) -> Vec<Value> {
@@ -60,14 +39,6 @@ fn events(ws: &Path) -> Vec<Value> {
         }
     }
     out
-}
-
-async fn serve(ws: &Path, extra: &[&str]) -> Client {
-    let mut args = vec!["serve", "--workspace", ws.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    Client::spawn(Path::new(BIN), &args, &[], true)
-        .await
-        .unwrap()
 }
 
 /// Thousands of calls from three processes at once, with rotation racing
