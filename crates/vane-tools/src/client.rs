@@ -13,12 +13,20 @@ use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 
+/// A client handler that counts `notifications/tools/list_changed`.
 #[derive(Debug, Clone, Default)]
-pub struct PlainClient;
+pub struct PlainClient {
+    pub tool_list_changes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl rmcp::ClientHandler for PlainClient {
     fn get_info(&self) -> ClientConfig {
         ClientConfig::default()
+    }
+
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.tool_list_changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -27,6 +35,8 @@ pub type ClientError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Client {
     pub service: RunningService<RoleClient, PlainClient>,
     pub pid: Option<u32>,
+    /// how many `notifications/tools/list_changed` arrived
+    pub tool_list_changes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Client {
@@ -51,8 +61,14 @@ impl Client {
             })
             .spawn()?;
         let pid = transport.id();
-        let service = PlainClient.serve(transport).await?;
-        Ok(Client { service, pid })
+        let handler = PlainClient::default();
+        let tool_list_changes = handler.tool_list_changes.clone();
+        let service = handler.serve(transport).await?;
+        Ok(Client {
+            service,
+            pid,
+            tool_list_changes,
+        })
     }
 
     pub async fn call(&self, name: &str, args: Value) -> Result<CallToolResult, ClientError> {

@@ -661,12 +661,30 @@ pub async fn serve(ctx: Arc<ToolCtx>) -> Result<(), VaneError> {
         }
         previous(info);
     }));
+    let watched = ctx.clone();
     let server = VaneServer::new(ctx);
     let running = server
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")))?;
+    // Flags change the tool set (ADMIN_TOOLS): tell the client within 250 ms,
+    // even while it is idle.
+    let peer = running.peer().clone();
+    let watcher = tokio::spawn(async move {
+        let mut admin = watched.flags().admin_tools;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let now = watched.flags().admin_tools;
+            if now != admin {
+                admin = now;
+                if peer.notify_tool_list_changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
     let reason = running.waiting().await;
+    watcher.abort();
     t.emit(
         t.event("process")
             .with("event", "stop")

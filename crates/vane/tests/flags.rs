@@ -215,3 +215,33 @@ async fn admin_tools_output_mode_and_panic() {
         .contains("panic_disable_new: test"));
     c.close().await;
 }
+
+/// A flag that changes the tool set reaches an idle client as
+/// `notifications/tools/list_changed`, without any call from it.
+#[tokio::test]
+async fn admin_flag_sends_tools_list_changed_to_an_idle_client() {
+    let (_d, ws) = workspace();
+    let c = common::serve(&ws, &[]).await;
+    let changes = c.tool_list_changes.clone();
+    assert_eq!(changes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let t0 = std::time::Instant::now();
+    assert!(vane(&ws, &["flags", "set", "ADMIN_TOOLS", "1"])
+        .status
+        .success());
+    while changes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "no list_changed notification"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eprintln!("list_changed after {:?}", t0.elapsed());
+    assert!(tool_names(&c).await.contains(&"flags_list".to_string()));
+    // unrelated flags do not change the tool set
+    assert!(vane(&ws, &["flags", "set", "OUTPUT_MODE", "verbose"])
+        .status
+        .success());
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(changes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    c.close().await;
+}
