@@ -187,21 +187,8 @@ impl Writer {
                 }
             }
             let full = buf.len() >= 1024 * 1024;
-            let dropped = self.dropped.load(Ordering::Relaxed);
-            if dropped > self.reported {
-                let ev = Event::new("alert", &self.process)
-                    .with("alert", "telemetry_dropped")
-                    .with(
-                        "message",
-                        format!(
-                            "{} events dropped: the telemetry queue was full",
-                            dropped - self.reported
-                        ),
-                    )
-                    .with("value", dropped - self.reported)
-                    .with("threshold", self.cfg.queue_capacity as u64);
-                buf.extend_from_slice(&ev.to_line());
-                self.reported = dropped;
+            if let Some(alert) = self.drop_alert() {
+                buf.extend_from_slice(&alert);
             }
             if !buf.is_empty() {
                 if let Err(e) = self.append_lines(&buf) {
@@ -222,21 +209,28 @@ impl Writer {
             }
         }
         // drops counted after the last batch are still reported
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        if dropped > self.reported {
-            let ev = Event::new("alert", &self.process)
-                .with("alert", "telemetry_dropped")
-                .with(
-                    "message",
-                    format!(
-                        "{} events dropped: the telemetry queue was full",
-                        dropped - self.reported
-                    ),
-                )
-                .with("value", dropped - self.reported)
-                .with("threshold", self.cfg.queue_capacity as u64);
-            let _ = self.append(&ev.to_line());
+        if let Some(alert) = self.drop_alert() {
+            let _ = self.append(&alert);
         }
+    }
+
+    /// The `alert` line for drops not reported yet, if any.
+    fn drop_alert(&mut self) -> Option<Vec<u8>> {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped <= self.reported {
+            return None;
+        }
+        let n = dropped - self.reported;
+        self.reported = dropped;
+        let ev = Event::new("alert", &self.process)
+            .with("alert", "telemetry_dropped")
+            .with(
+                "message",
+                format!("{n} events dropped: the telemetry queue was full"),
+            )
+            .with("value", n)
+            .with("threshold", self.cfg.queue_capacity as u64);
+        Some(ev.to_line())
     }
 
     fn open(&mut self) -> std::io::Result<()> {
