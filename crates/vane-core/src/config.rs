@@ -16,6 +16,8 @@ pub struct Config {
     pub limits: Limits,
     pub commands: Commands,
     pub telemetry: Telemetry,
+    /// `[runtime]`: the front and its workers.
+    pub runtime: Runtime,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
 }
@@ -126,6 +128,143 @@ impl Default for Telemetry {
     }
 }
 
+/// `[runtime]`: how the front (`vane serve`) runs, watches and replaces its
+/// workers. Durations are milliseconds unless the name says otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Run a front with workers (`false`: `vane serve` is a single worker).
+    pub front: bool,
+    /// Timeout of an ordinary tool call; the client gets `timeout` and the
+    /// worker is told to cancel.
+    pub call_timeout_ms: u64,
+    /// Timeout of `cmd_run` and `critics_run` (they carry their own limits too).
+    pub long_call_timeout_ms: u64,
+    /// Per-tool overrides, e.g. `{ plan_next = 5000 }`.
+    pub tool_timeouts_ms: IndexMap<String, u64>,
+    /// A worker must finish the MCP handshake and its self-check within this.
+    pub ready_timeout_ms: u64,
+    /// Liveness: MCP `ping` every this often …
+    pub ping_interval_ms: u64,
+    /// … each answered within this …
+    pub ping_timeout_ms: u64,
+    /// … and this many failures in a row open the worker's circuit.
+    pub ping_failures_to_open: u32,
+    /// After a switch, the old worker's in-flight calls may run this long
+    /// before it is stopped (SIGTERM, then SIGKILL after `term_grace_ms`).
+    pub drain_timeout_ms: u64,
+    pub term_grace_ms: u64,
+    /// How long the previous worker stays as a hot standby after a switch.
+    pub standby_ttl_s: u64,
+    /// How many times one call is retried on another (or restarted) worker.
+    pub max_retries: u32,
+    pub shadow: Shadow,
+    pub rollback: Rollback,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            front: true,
+            call_timeout_ms: 30_000,
+            long_call_timeout_ms: 3_600_000,
+            tool_timeouts_ms: IndexMap::new(),
+            ready_timeout_ms: 10_000,
+            ping_interval_ms: 2_000,
+            ping_timeout_ms: 1_000,
+            ping_failures_to_open: 3,
+            drain_timeout_ms: 30_000,
+            term_grace_ms: 2_000,
+            standby_ttl_s: 1_800,
+            max_retries: 3,
+            shadow: Shadow::default(),
+            rollback: Rollback::default(),
+        }
+    }
+}
+
+/// `[runtime.shadow]`: read-only calls copied to a dry-run canary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shadow {
+    pub enabled: bool,
+    /// A canary answer slower than this counts as a shadow timeout.
+    pub timeout_ms: u64,
+    /// Shadow calls in flight at most; beyond this a call is not shadowed
+    /// (counted as skipped) so a slow canary never piles up work.
+    pub max_in_flight: usize,
+    /// Fields left out of the comparison, at any depth: exact names, or
+    /// `prefix*` / `*suffix`.
+    pub ignore_fields: Vec<String>,
+}
+
+impl Default for Shadow {
+    fn default() -> Self {
+        Shadow {
+            enabled: true,
+            timeout_ms: 5_000,
+            max_in_flight: 32,
+            ignore_fields: [
+                "recent_calls",
+                "*_at",
+                "*_at_ms",
+                "*_ms",
+                "*_us",
+                "generated",
+                "now",
+                "session_id",
+                "pid",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// `[runtime.rollback]`: when the front routes back to the standby after a
+/// switch, by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rollback {
+    pub enabled: bool,
+    /// How long after a switch the new worker is watched.
+    pub watch_s: u64,
+    /// Failed calls (transport, timeout, `internal`) over all calls …
+    pub error_budget: f64,
+    /// … in this sliding window …
+    pub error_window_s: u64,
+    /// … once at least this many calls were made.
+    pub min_calls: u64,
+    /// p95 latency of the new worker's calls (`cmd_run`/`critics_run` not
+    /// counted) above this …
+    pub p95_slo_ms: u64,
+    /// … over at least this many calls.
+    pub min_latency_samples: u64,
+    /// Resident memory above this times the old worker's …
+    pub rss_factor: f64,
+    /// … for this long.
+    pub rss_window_s: u64,
+    /// Set `DISABLE_NEW=1` when rolling back by itself.
+    pub set_disable_new: bool,
+}
+
+impl Default for Rollback {
+    fn default() -> Self {
+        Rollback {
+            enabled: true,
+            watch_s: 1_800,
+            error_budget: 0.05,
+            error_window_s: 120,
+            min_calls: 20,
+            p95_slo_ms: 2_000,
+            min_latency_samples: 20,
+            rss_factor: 1.5,
+            rss_window_s: 60,
+            set_disable_new: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CriticConfig {
@@ -189,6 +328,25 @@ impl Config {
         if self.telemetry.log_max_bytes < 4096 || self.telemetry.queue_capacity == 0 {
             return bad("telemetry: log_max_bytes must be >= 4096 and queue_capacity > 0".into());
         }
+        let r = &self.runtime;
+        if r.call_timeout_ms == 0
+            || r.long_call_timeout_ms == 0
+            || r.ready_timeout_ms == 0
+            || r.ping_interval_ms == 0
+            || r.ping_timeout_ms == 0
+            || r.ping_failures_to_open == 0
+            || r.tool_timeouts_ms.values().any(|t| *t == 0)
+        {
+            return bad("runtime: timeouts, intervals and ping_failures_to_open must be > 0".into());
+        }
+        let rb = &r.rollback;
+        if !(0.0..=1.0).contains(&rb.error_budget) || rb.rss_factor < 1.0 || rb.error_window_s == 0
+        {
+            return bad(
+                "runtime.rollback: need 0 <= error_budget <= 1, rss_factor >= 1, error_window_s > 0"
+                    .into(),
+            );
+        }
         for rule in &self.commands.deny {
             if rule.split_whitespace().next().is_none() {
                 return bad("commands.deny: empty rule".into());
@@ -227,6 +385,38 @@ service_name = "vane"
 log_max_bytes = 33554432         # rotate the operations log past 32 MiB
 log_retention = 5                # rotated files kept
 queue_capacity = 8192            # events buffered for the background writer; overflow is counted and reported
+
+[runtime]                        # `vane serve` is a front that keeps workers behind it
+front = true                     # false: `vane serve` is a single worker (no restarts, no switches)
+call_timeout_ms = 30000          # then the client gets `timeout` and the worker is told to cancel
+long_call_timeout_ms = 3600000   # cmd_run and critics_run (they have their own limits too)
+tool_timeouts_ms = {}            # per tool, e.g. { plan_next = 5000 }
+ready_timeout_ms = 10000         # handshake + self-check of a new worker
+ping_interval_ms = 2000          # liveness ping …
+ping_timeout_ms = 1000
+ping_failures_to_open = 3        # … failures in a row that open a worker's circuit
+drain_timeout_ms = 30000         # in-flight calls of a replaced worker may finish …
+term_grace_ms = 2000             # … then SIGTERM, then SIGKILL after this
+standby_ttl_s = 1800             # the previous worker stays a hot standby this long
+max_retries = 3                  # retries of one call after a crash or a worker fault
+
+[runtime.shadow]                 # read-only calls copied to a dry-run canary and compared
+enabled = true
+timeout_ms = 5000
+max_in_flight = 32
+ignore_fields = ["recent_calls", "*_at", "*_at_ms", "*_ms", "*_us", "generated", "now", "session_id", "pid"]
+
+[runtime.rollback]               # automatic rollback after a switch
+enabled = true
+watch_s = 1800                   # how long the new worker is watched
+error_budget = 0.05              # failed calls / calls …
+error_window_s = 120             # … over this window …
+min_calls = 20                   # … once this many calls were made
+p95_slo_ms = 2000                # p95 latency (cmd_run/critics_run excluded) …
+min_latency_samples = 20
+rss_factor = 1.5                 # resident memory above 1.5x the old worker's …
+rss_window_s = 60                # … for this long
+set_disable_new = true           # an automatic rollback also sets DISABLE_NEW=1
 
 # Critics gate `done`: a task whose exit criteria name `critic: NAME` can only be
 # completed after NAME passed since the task started. Exit code 0 = pass.

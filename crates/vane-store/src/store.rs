@@ -1139,6 +1139,16 @@ impl Store {
         })
     }
 
+    /// Frees a key reserved by [`Store::idempotency_begin`] whose call
+    /// faulted (`internal`): nothing was applied, so a retry runs afresh.
+    pub fn idempotency_release(&self, key: &str) -> Result<()> {
+        self.write(&[], |tx| {
+            tx.execute("DELETE FROM idempotency WHERE key = ?1 AND state = 'pending'", [key])
+                .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
     /// Records the result of a call started with [`Store::idempotency_begin`].
     pub fn idempotency_finish(&self, key: &str, result: &Value, is_error: bool) -> Result<()> {
         let now = now_ms();

@@ -14,6 +14,8 @@ pub mod confine;
 pub mod critics;
 pub mod ctx;
 pub mod exec;
+#[cfg(feature = "failpoints")]
+pub mod faults;
 pub mod handlers;
 pub mod policy;
 pub mod registry;
@@ -22,3 +24,10 @@ pub mod server;
 pub use ctx::ToolCtx;
 pub use registry::Registry;
 pub use server::VaneServer;
+
+/// Arms the fault-injection points from `FAILPOINTS` (test builds only; a
+/// no-op otherwise).
+pub fn failpoints_setup() {
+    #[cfg(feature = "failpoints")]
+    faults::setup();
+}

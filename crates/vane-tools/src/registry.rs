@@ -139,6 +139,14 @@ fn validator<'a>(
         .as_ref()
 }
 
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The outcome of one call: structured content or a typed error.
 #[derive(Debug, Clone)]
 pub struct CallOutcome {
@@ -269,11 +277,14 @@ impl Registry {
         let ctx2 = ctx.clone();
         // A spawned task turns a panic into a JoinError instead of unwinding
         // through the server.
-        let out = tokio::spawn(async move { handler(ctx2, args).await })
-            .await
-            .map_err(|e| {
-                VaneError::internal(format!("tool `{name}` failed unexpectedly: {e}"))
-            })??;
+        let task = tokio::spawn(async move { handler(ctx2, args).await });
+        // If this call is dropped (the client cancelled it, or the front's
+        // timeout did), the handler is aborted with it: a command it runs is
+        // killed (kill_on_drop) instead of running on unobserved.
+        let _abort = AbortOnDrop(task.abort_handle());
+        let out = task.await.map_err(|e| {
+            VaneError::internal(format!("tool `{name}` failed unexpectedly: {e}"))
+        })??;
         if let Some(v) = validator(&def.output_validator, &def.output_schema) {
             if let Some(err) = v.iter_errors(&out).next() {
                 return Err(VaneError::internal(format!(

@@ -108,13 +108,23 @@ impl VaneServer {
     ) -> CallToolResult {
         let mutating = self.registry.get(name).is_some_and(|d| !d.hints.read_only);
         let Some(key) = key.filter(|_| mutating && !self.ctx.dry_run()) else {
-            return self.call(name, args).await;
+            #[cfg(feature = "failpoints")]
+            if let Some(r) = crate::faults::before_call(name).await {
+                return r;
+            }
+            #[allow(unused_mut)]
+            let mut r = self.call(name, args).await;
+            #[cfg(feature = "failpoints")]
+            crate::faults::after_call(&mut r);
+            return r;
         };
         let body =
             serde_json::to_vec(&json!({ "tool": name, "arguments": args })).unwrap_or_default();
         let hash = vane_telemetry::event::content_hash(&body);
-        let alive =
-            |pid: u32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+        let alive = |pid: u32| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+                && !is_zombie(pid)
+        };
         match self
             .ctx
             .store
@@ -143,7 +153,23 @@ impl VaneServer {
                 r
             }
             Ok(vane_store::Idempotency::Run) => {
+                #[cfg(feature = "failpoints")]
+                if let Some(r) = crate::faults::before_call(name).await {
+                    let _ = self.ctx.store.idempotency_release(key);
+                    return r;
+                }
                 let r = self.call(name, args).await;
+                let internal = r.is_error == Some(true)
+                    && r.structured_content.as_ref().and_then(|v| v["error"]["code"].as_str())
+                        == Some("internal");
+                if internal {
+                    // a fault, not an answer: the store rolled the call back,
+                    // so the key is freed and a retry runs it afresh
+                    if let Err(e) = self.ctx.store.idempotency_release(key) {
+                        tracing::warn!(error = %e, key, "could not release the idempotency key");
+                    }
+                    return r;
+                }
                 let recorded = r.structured_content.clone().unwrap_or(Value::Null);
                 if let Err(e) =
                     self.ctx
@@ -216,6 +242,31 @@ impl VaneServer {
                 ))
             }
         }
+    }
+}
+
+/// A process that died but was not reaped yet still answers `kill(pid, 0)`.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z" || st == "X"))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs a call until it finishes or the client cancels it
+/// (`notifications/cancelled`); a cancelled call is dropped, which aborts its
+/// handler, and answers `timeout`-free `internal` "cancelled" (the client
+/// has stopped listening anyway).
+async fn cancellable(
+    call: impl std::future::Future<Output = CallToolResult>,
+    context: &RequestContext<RoleServer>,
+) -> CallToolResult {
+    tokio::select! {
+        r = call => r,
+        _ = context.ct.cancelled() => error_result(&VaneError::internal("cancelled by the client")),
     }
 }
 
@@ -349,10 +400,8 @@ impl ServerHandler for VaneServer {
                     .map(str::to_string)
             });
         if !t.enabled {
-            return Ok(self
-                .call_idempotent(&request.name, request.arguments, idem_key.as_deref())
-                .await
-                .into());
+            let call = self.call_idempotent(&request.name, request.arguments, idem_key.as_deref());
+            return Ok(cancellable(call, &context).await.into());
         }
         let (request_id, traceparent, protocol) = request_facts(&context, req_meta.as_ref());
         let span = t.otel.start(
@@ -375,9 +424,11 @@ impl ServerHandler for VaneServer {
             .and_then(|a| a.get("task_id"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        let result = self
-            .call_idempotent(&request.name, request.arguments, idem_key.as_deref())
-            .await;
+        let result = cancellable(
+            self.call_idempotent(&request.name, request.arguments, idem_key.as_deref()),
+            &context,
+        )
+        .await;
         let elapsed = span.start.elapsed();
         let is_error = result.is_error == Some(true);
         let error = if is_error {

@@ -36,8 +36,24 @@ enum Cmd {
     },
     /// Serve MCP over stdio (what `claude mcp add` and Codex run)
     Serve(ServeArgs),
-    /// Serve MCP over stdio as a worker (the same server; a front drives it)
+    /// Serve MCP over stdio as a worker (the tool server itself; a front drives it)
     Worker(ServeArgs),
+    /// The running fronts' workers: role, version, pid, memory, calls, circuit, shadow results
+    Workers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a running front's traffic: promote the canary, or roll back to the standby
+    Route {
+        #[arg(value_parser = ["promote", "rollback"])]
+        action: String,
+        /// Only the front with this pid (default: every front of the workspace)
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Start or stop a dry-run canary in a running front
+    #[command(subcommand)]
+    Canary(CanaryCmd),
     /// The operations log: summary and live tail
     #[command(subcommand)]
     Telemetry(TelemetryCmd),
@@ -94,6 +110,22 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum CanaryCmd {
+    /// Start `BINARY worker` with VANE_DRY_RUN=1 and shadow read-only calls to it
+    Start {
+        #[arg(long)]
+        binary: PathBuf,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Stop the canary
+    Stop {
+        #[arg(long)]
+        pid: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -346,9 +378,23 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
             // refuses every mutation
             let dry_run = std::env::var("VANE_DRY_RUN")
                 .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+            let config = load_config(&workspace(&cli))?;
+            let as_front = matches!(cli.cmd, Cmd::Serve(_))
+                && config.runtime.front
+                && !dry_run
+                && std::env::var("VANE_NO_FRONT").map_or(true, |v| v.is_empty() || v == "0");
+            let role = if as_front {
+                "front"
+            } else if dry_run {
+                "dry-run"
+            } else if std::env::var_os("VANE_WORKER_ID").is_some() {
+                "worker"
+            } else {
+                "server"
+            };
             let ctx = open_with(
                 &cli,
-                if dry_run { "dry-run" } else { "server" },
+                role,
                 otel.take()
                     .unwrap_or_else(vane_telemetry::otel::Otel::disabled),
                 dry_run,
@@ -367,7 +413,35 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                         })?;
                 tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
             }
-            serve(ctx).await?;
+            if as_front {
+                let binary = std::env::current_exe().map_err(|e| {
+                    VaneError::new(ErrorCode::IoError, format!("cannot find the vane executable: {e}"))
+                })?;
+                vane_front::run(ctx, binary, cli.state_dir.clone()).await?;
+            } else {
+                serve(ctx).await?;
+            }
+        }
+        Cmd::Workers { json } => {
+            let v = control(&cli, None, json!({ "op": "workers" })).await?;
+            emit(*json, &v, render::workers);
+        }
+        Cmd::Route { action, pid } => {
+            let v = control(&cli, *pid, json!({ "op": action })).await?;
+            emit(false, &v, render::control_result);
+        }
+        Cmd::Canary(c) => {
+            let (pid, req) = match c {
+                CanaryCmd::Start { binary, pid } => {
+                    let bin = binary.canonicalize().map_err(|e| {
+                        VaneError::invalid_input(format!("canary binary {}: {e}", binary.display()))
+                    })?;
+                    (*pid, json!({ "op": "canary_start", "binary": bin }))
+                }
+                CanaryCmd::Stop { pid } => (*pid, json!({ "op": "canary_stop" })),
+            };
+            let v = control(&cli, pid, req).await?;
+            emit(false, &v, render::control_result);
         }
         Cmd::Flags(f) => {
             let ctx = open(&cli)?;
@@ -630,6 +704,43 @@ fn paths_of(cli: &Cli) -> Result<vane_store::StatePaths, VaneError> {
     })?;
     let config = load_config(&root)?;
     Ok(state_paths(&root, cli.state_dir.as_deref(), &config))
+}
+
+/// Sends a control request to the workspace's running fronts (or the one
+/// with `pid`); the answer is `{"fronts": [{pid, result | error}]}`, or an
+/// error when no front runs or every front refused.
+async fn control(cli: &Cli, pid: Option<u32>, req: Value) -> Result<Value, VaneError> {
+    let paths = paths_of(cli)?;
+    let fronts: Vec<(u32, PathBuf)> = vane_front::control::fronts(&paths.state_dir)
+        .await
+        .into_iter()
+        .filter(|(p, _)| pid.is_none_or(|want| want == *p))
+        .collect();
+    if fronts.is_empty() {
+        return Err(VaneError::new(
+            ErrorCode::NotFound,
+            match pid {
+                Some(p) => format!("no running front with pid {p} for this workspace"),
+                None => "no running front for this workspace (start one with `vane serve`)".into(),
+            },
+        ));
+    }
+    let timeout = std::time::Duration::from_secs(60);
+    let mut out = Vec::new();
+    let mut last_err = None;
+    for (p, sock) in &fronts {
+        match vane_front::control::request(sock, &req, timeout).await {
+            Ok(v) => out.push(json!({ "pid": p, "result": v })),
+            Err(e) => {
+                out.push(json!({ "pid": p, "error": e.to_json()["error"].clone() }));
+                last_err = Some(e);
+            }
+        }
+    }
+    match last_err {
+        Some(e) if out.iter().all(|o| o.get("error").is_some()) => Err(e),
+        _ => Ok(json!({ "fronts": out })),
+    }
 }
 
 fn strip_nulls(v: &mut Value) {

@@ -12,5 +12,6 @@ mod render;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    vane_tools::failpoints_setup();
     cli::main()
 }

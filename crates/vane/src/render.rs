@@ -451,3 +451,88 @@ pub fn flags(v: &Value) -> String {
     }
     o
 }
+
+/// `vane workers`: one block per front.
+pub fn workers(v: &Value) -> String {
+    let mut o = String::new();
+    for f in v["fronts"].as_array().into_iter().flatten() {
+        let Some(h) = f.get("result") else {
+            let _ = writeln!(o, "front {}: error {}", s(&f["pid"]), s(&f["error"]["message"]));
+            continue;
+        };
+        let fr = &h["front"];
+        let _ = writeln!(
+            o,
+            "front pid {}  version {}  up {:.0} s  rss {:.1} MiB  restarts {}  DISABLE_NEW {}",
+            s(&fr["pid"]),
+            s(&fr["version"]),
+            fr["uptime_s"].as_f64().unwrap_or(0.0),
+            fr["rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            s(&fr["restarts"]),
+            s(&fr["disable_new"]),
+        );
+        let _ = writeln!(
+            o,
+            "  {:<4} {:<9} {:>7} {:>8} {:>9} {:>7} {:>7} {:>6} {:<7} {}",
+            "id", "role", "pid", "up (s)", "rss MiB", "calls", "errors", "fails", "circuit", "binary / note"
+        );
+        for w in h["workers"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  {:<4} {:<9} {:>7} {:>8.0} {:>9.1} {:>7} {:>7} {:>6} {:<7} {}{}",
+                s(&w["id"]),
+                s(&w["role"]),
+                s(&w["pid"]),
+                w["uptime_s"].as_f64().unwrap_or(0.0),
+                w["rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+                s(&w["calls"]),
+                s(&w["errors"]),
+                s(&w["failures"]),
+                s(&w["circuit"]),
+                cut(&s(&w["binary"]), 50),
+                match (&w["note"], &w["exit"]) {
+                    (Value::String(n), _) => format!("  ({n})"),
+                    (_, Value::String(e)) => format!("  ({e})"),
+                    _ => String::new(),
+                }
+            );
+            if let Some(sh) = w["shadow"].as_object() {
+                let _ = writeln!(
+                    o,
+                    "       shadow: compared {} matched {} differed {} errors {} timeouts {} skipped {}",
+                    s(&sh["compared"]), s(&sh["matched"]), s(&sh["differed"]),
+                    s(&sh["errors"]), s(&sh["timeouts"]), s(&sh["skipped"])
+                );
+            }
+        }
+        if let Some(w) = h["watch"].as_object() {
+            let _ = writeln!(
+                o,
+                "  watching worker {} for another {} s: {}",
+                s(&w["worker"]),
+                s(&w["remaining_s"]),
+                w.get("window").map(|x| x.to_string()).unwrap_or_default()
+            );
+        }
+        for d in h["decisions"].as_array().into_iter().flatten().rev().take(5) {
+            let _ = writeln!(o, "  {} {} {}", s(&d["at"]), s(&d["action"]), cut(&d.to_string(), 160));
+        }
+    }
+    o
+}
+
+/// `vane route …` / `vane canary …`
+pub fn control_result(v: &Value) -> String {
+    let mut o = String::new();
+    for f in v["fronts"].as_array().into_iter().flatten() {
+        match f.get("result") {
+            Some(r) => {
+                let _ = writeln!(o, "front {}: ok {}", s(&f["pid"]), r);
+            }
+            None => {
+                let _ = writeln!(o, "front {}: error {}", s(&f["pid"]), s(&f["error"]["message"]));
+            }
+        }
+    }
+    o
+}

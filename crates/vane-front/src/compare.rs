@@ -1,0 +1,150 @@
+//! Comparing the active worker's answer with the canary's: structured content
+//! and `isError`, after dropping volatile fields (timestamps, durations,
+//! per-process counters) named by `[runtime.shadow] ignore_fields`.
+
+use serde_json::Value;
+
+/// Field-name patterns: `name`, `prefix*`, `*suffix`.
+#[derive(Debug, Clone)]
+pub struct Ignore(Vec<String>);
+
+impl Ignore {
+    pub fn new(patterns: &[String]) -> Ignore {
+        Ignore(patterns.to_vec())
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        self.0.iter().any(|p| {
+            if let Some(suffix) = p.strip_prefix('*') {
+                key.ends_with(suffix)
+            } else if let Some(prefix) = p.strip_suffix('*') {
+                key.starts_with(prefix)
+            } else {
+                key == p
+            }
+        })
+    }
+
+    /// A copy without the ignored fields, at any depth.
+    pub fn normalise(&self, v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| !self.matches(k))
+                    .map(|(k, v)| (k.clone(), self.normalise(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.normalise(x)).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// The first place two values differ, as a JSON pointer, with both sides.
+pub fn first_difference(a: &Value, b: &Value) -> Option<(String, Value, Value)> {
+    fn walk(a: &Value, b: &Value, at: &mut String) -> Option<(String, Value, Value)> {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for (k, va) in x {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    let r = match y.get(k) {
+                        Some(vb) => walk(va, vb, at),
+                        None => Some((at.clone(), va.clone(), Value::Null)),
+                    };
+                    if r.is_some() {
+                        return r;
+                    }
+                    at.truncate(len);
+                }
+                for (k, vb) in y {
+                    if !x.contains_key(k) {
+                        return Some((format!("{at}/{k}"), Value::Null, vb.clone()));
+                    }
+                }
+                None
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    if let Some(r) = walk(va, vb, at) {
+                        return Some(r);
+                    }
+                    at.truncate(len);
+                }
+                if x.len() != y.len() {
+                    return Some((
+                        format!("{at}/length"),
+                        Value::from(x.len()),
+                        Value::from(y.len()),
+                    ));
+                }
+                None
+            }
+            _ if a == b => None,
+            _ => Some((at.clone(), a.clone(), b.clone())),
+        }
+    }
+    walk(a, b, &mut String::new())
+}
+
+fn clip(v: Value) -> Value {
+    let s = v.to_string();
+    if s.len() > 200 {
+        let mut end = 200;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Value::String(format!("{}…", &s[..end]))
+    } else {
+        v
+    }
+}
+
+/// Compares two answers (structured content + `isError`); `None` when equal
+/// after normalising, otherwise `{path, active, canary}` (values clipped).
+pub fn compare(
+    ignore: &Ignore,
+    active: (&Option<Value>, bool),
+    canary: (&Option<Value>, bool),
+) -> Option<Value> {
+    if active.1 != canary.1 {
+        return Some(serde_json::json!({
+            "path": "isError", "active": active.1, "canary": canary.1,
+        }));
+    }
+    let a = ignore.normalise(active.0.as_ref().unwrap_or(&Value::Null));
+    let b = ignore.normalise(canary.0.as_ref().unwrap_or(&Value::Null));
+    first_difference(&a, &b).map(|(path, x, y)| {
+        serde_json::json!({ "path": if path.is_empty() { "/".to_string() } else { path }, "active": clip(x), "canary": clip(y) })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn volatile_fields_are_ignored_and_real_differences_found() {
+        let ig = Ignore::new(&["*_at".into(), "recent_calls".into(), "took_ms".into()]);
+        let a = Some(json!({"tasks": [{"id": "A", "updated_at": "1"}], "recent_calls": {"n": 3}, "took_ms": 4}));
+        let b = Some(json!({"tasks": [{"id": "A", "updated_at": "2"}], "recent_calls": {"n": 9}, "took_ms": 7}));
+        assert_eq!(compare(&ig, (&a, false), (&b, false)), None);
+        let c = Some(json!({"tasks": [{"id": "B", "updated_at": "2"}]}));
+        let d = compare(&ig, (&a, false), (&c, false)).unwrap();
+        assert_eq!(d["path"], "/tasks/0/id");
+        assert_eq!(d["active"], "A");
+        assert_eq!(d["canary"], "B");
+        assert_eq!(compare(&ig, (&a, false), (&a, true)).unwrap()["path"], "isError");
+        let e = Some(json!({"tasks": [{"id": "A"}, {"id": "C"}]}));
+        assert_eq!(
+            compare(&ig, (&a, false), (&e, false)).unwrap()["path"],
+            "/tasks/length"
+        );
+        let f = Some(json!({"tasks": [{"id": "A"}], "extra": 1}));
+        assert_eq!(compare(&ig, (&a, false), (&f, false)).unwrap()["path"], "/extra");
+    }
+}

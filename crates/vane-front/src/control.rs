@@ -1,0 +1,137 @@
+//! The control socket: `STATE_DIR/run/front-PID.sock` (directory 0700,
+//! socket 0600). One JSON request per line, one JSON answer per line:
+//! `{"op": "workers"}`, `{"op": "promote"}`, `{"op": "rollback"}`,
+//! `{"op": "canary_start", "binary": PATH}`, `{"op": "canary_stop"}`.
+//! Answers are `{"ok": true, "result": …}` or `{"ok": false, "error": {code, message}}`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use vane_core::{ErrorCode, VaneError};
+
+use crate::front::Front;
+
+pub fn run_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("run")
+}
+
+/// Binds the socket and answers requests until the process ends.
+pub fn serve(front: Arc<Front>, state_dir: &Path) -> Result<PathBuf, VaneError> {
+    let dir = run_dir(state_dir);
+    let io = |e: std::io::Error| VaneError::new(ErrorCode::IoError, format!("control socket in {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    let path = dir.join(format!("front-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(io)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let f = front.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let answer = match handle(&f, &line).await {
+                        Ok(v) => json!({ "ok": true, "result": v }),
+                        Err(e) => json!({ "ok": false, "error": e.to_json()["error"].clone() }),
+                    };
+                    let mut out = answer.to_string();
+                    out.push('\n');
+                    if w.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(path)
+}
+
+async fn handle(front: &Arc<Front>, line: &str) -> Result<Value, VaneError> {
+    let req: Value = serde_json::from_str(line)
+        .map_err(|e| VaneError::invalid_input(format!("control request is not JSON: {e}")))?;
+    let actor = "control-socket";
+    match req["op"].as_str() {
+        Some("workers") => Ok(front.health()),
+        Some("promote") => front.promote(actor).await,
+        Some("rollback") => front.rollback(None, actor).await,
+        Some("canary_start") => {
+            let bin = req["binary"]
+                .as_str()
+                .ok_or_else(|| VaneError::invalid_input("canary_start needs `binary`"))?;
+            front.canary_start(Path::new(bin)).await
+        }
+        Some("canary_stop") => front.canary_stop().await,
+        other => Err(VaneError::invalid_input(format!(
+            "unknown control op {other:?}; allowed: workers, promote, rollback, canary_start, canary_stop"
+        ))),
+    }
+}
+
+/// The live fronts of a state directory (stale sockets are removed).
+pub async fn fronts(state_dir: &Path) -> Vec<(u32, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(run_dir(state_dir)) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Some(pid) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("front-"))
+            .and_then(|n| n.strip_suffix(".sock"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if UnixStream::connect(&p).await.is_ok() {
+            out.push((pid, p));
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Sends one request to a front and returns its result.
+pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Value, VaneError> {
+    let io = |e: std::io::Error| VaneError::new(ErrorCode::IoError, format!("control socket {}: {e}", socket.display()));
+    let go = async {
+        let stream = UnixStream::connect(socket).await.map_err(io)?;
+        let (r, mut w) = stream.into_split();
+        let mut line = req.to_string();
+        line.push('\n');
+        w.write_all(line.as_bytes()).await.map_err(io)?;
+        let mut lines = BufReader::new(r).lines();
+        let answer = lines
+            .next_line()
+            .await
+            .map_err(io)?
+            .ok_or_else(|| VaneError::new(ErrorCode::IoError, "the front closed the control socket"))?;
+        let v: Value = serde_json::from_str(&answer)
+            .map_err(|e| VaneError::internal(format!("bad control answer: {e}")))?;
+        if v["ok"] == json!(true) {
+            Ok(v["result"].clone())
+        } else {
+            let code = v["error"]["code"].as_str().unwrap_or("internal");
+            let msg = v["error"]["message"].as_str().unwrap_or("failed").to_string();
+            let code = match code {
+                "invalid_input" => ErrorCode::InvalidInput,
+                "io_error" => ErrorCode::IoError,
+                _ => ErrorCode::Internal,
+            };
+            Err(VaneError::new(code, msg).with_details(v["error"]["details"].clone()))
+        }
+    };
+    tokio::time::timeout(timeout, go).await.map_err(|_| {
+        VaneError::new(ErrorCode::Timeout, format!("the front did not answer within {} s", timeout.as_secs()))
+    })?
+}

@@ -1,0 +1,57 @@
+//! vane's runtime: a stable front process that owns the client's MCP
+//! connection and routes to `vane worker` children — blue/green switches with
+//! a hot standby, a dry-run canary that shadows read-only calls, crash
+//! restarts with safe retries, automatic rollback — and the control socket
+//! the CLI drives it through.
+#![forbid(unsafe_code)]
+
+pub mod compare;
+pub mod control;
+pub mod front;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+use vane_core::VaneError;
+use vane_tools::ToolCtx;
+
+pub use front::{Front, FrontServer};
+
+/// Runs a front over stdio until the client closes it: starts the first
+/// worker (`binary worker --workspace …`), the supervisor and the control
+/// socket, then answers the client. Workers are drained and stopped on exit.
+pub async fn run(
+    ctx: Arc<ToolCtx>,
+    binary: PathBuf,
+    state_dir: Option<PathBuf>,
+) -> Result<(), VaneError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let front = Front::new(ctx.clone(), binary.clone(), state_dir, tx);
+    let t = ctx.telemetry.clone();
+    t.emit(t.event("process").with("event", "start").with(
+        "detail",
+        format!("front for {} over stdio", ctx.ws.root.display()),
+    ));
+    tokio::spawn(front.clone().supervise(rx));
+    tokio::spawn(front.clone().ensure_active(binary));
+    let socket = control::serve(front.clone(), &ctx.paths.state_dir)?;
+    *front.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.clone());
+    let running = FrontServer(front.clone())
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")));
+    let reason = match running {
+        Ok(running) => format!("{:?}", running.waiting().await),
+        Err(e) => e.message,
+    };
+    front.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    t.emit(
+        t.event("process")
+            .with("event", "stop")
+            .with("detail", reason),
+    );
+    Ok(())
+}
