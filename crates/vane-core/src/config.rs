@@ -337,7 +337,9 @@ impl Config {
             || r.ping_failures_to_open == 0
             || r.tool_timeouts_ms.values().any(|t| *t == 0)
         {
-            return bad("runtime: timeouts, intervals and ping_failures_to_open must be > 0".into());
+            return bad(
+                "runtime: timeouts, intervals and ping_failures_to_open must be > 0".into(),
+            );
         }
         let rb = &r.rollback;
         if !(0.0..=1.0).contains(&rb.error_budget) || rb.rss_factor < 1.0 || rb.error_window_s == 0

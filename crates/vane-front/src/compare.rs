@@ -130,21 +130,31 @@ mod tests {
     #[test]
     fn volatile_fields_are_ignored_and_real_differences_found() {
         let ig = Ignore::new(&["*_at".into(), "recent_calls".into(), "took_ms".into()]);
-        let a = Some(json!({"tasks": [{"id": "A", "updated_at": "1"}], "recent_calls": {"n": 3}, "took_ms": 4}));
-        let b = Some(json!({"tasks": [{"id": "A", "updated_at": "2"}], "recent_calls": {"n": 9}, "took_ms": 7}));
+        let a = Some(
+            json!({"tasks": [{"id": "A", "updated_at": "1"}], "recent_calls": {"n": 3}, "took_ms": 4}),
+        );
+        let b = Some(
+            json!({"tasks": [{"id": "A", "updated_at": "2"}], "recent_calls": {"n": 9}, "took_ms": 7}),
+        );
         assert_eq!(compare(&ig, (&a, false), (&b, false)), None);
         let c = Some(json!({"tasks": [{"id": "B", "updated_at": "2"}]}));
         let d = compare(&ig, (&a, false), (&c, false)).unwrap();
         assert_eq!(d["path"], "/tasks/0/id");
         assert_eq!(d["active"], "A");
         assert_eq!(d["canary"], "B");
-        assert_eq!(compare(&ig, (&a, false), (&a, true)).unwrap()["path"], "isError");
+        assert_eq!(
+            compare(&ig, (&a, false), (&a, true)).unwrap()["path"],
+            "isError"
+        );
         let e = Some(json!({"tasks": [{"id": "A"}, {"id": "C"}]}));
         assert_eq!(
             compare(&ig, (&a, false), (&e, false)).unwrap()["path"],
             "/tasks/length"
         );
         let f = Some(json!({"tasks": [{"id": "A"}], "extra": 1}));
-        assert_eq!(compare(&ig, (&a, false), (&f, false)).unwrap()["path"], "/extra");
+        assert_eq!(
+            compare(&ig, (&a, false), (&f, false)).unwrap()["path"],
+            "/extra"
+        );
     }
 }

@@ -23,7 +23,12 @@ pub fn run_dir(state_dir: &Path) -> PathBuf {
 /// Binds the socket and answers requests until the process ends.
 pub fn serve(front: Arc<Front>, state_dir: &Path) -> Result<PathBuf, VaneError> {
     let dir = run_dir(state_dir);
-    let io = |e: std::io::Error| VaneError::new(ErrorCode::IoError, format!("control socket in {}: {e}", dir.display()));
+    let io = |e: std::io::Error| {
+        VaneError::new(
+            ErrorCode::IoError,
+            format!("control socket in {}: {e}", dir.display()),
+        )
+    };
     std::fs::create_dir_all(&dir).map_err(io)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     let path = dir.join(format!("front-{}.sock", std::process::id()));
@@ -103,7 +108,12 @@ pub async fn fronts(state_dir: &Path) -> Vec<(u32, PathBuf)> {
 
 /// Sends one request to a front and returns its result.
 pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Value, VaneError> {
-    let io = |e: std::io::Error| VaneError::new(ErrorCode::IoError, format!("control socket {}: {e}", socket.display()));
+    let io = |e: std::io::Error| {
+        VaneError::new(
+            ErrorCode::IoError,
+            format!("control socket {}: {e}", socket.display()),
+        )
+    };
     let go = async {
         let stream = UnixStream::connect(socket).await.map_err(io)?;
         let (r, mut w) = stream.into_split();
@@ -111,18 +121,19 @@ pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Va
         line.push('\n');
         w.write_all(line.as_bytes()).await.map_err(io)?;
         let mut lines = BufReader::new(r).lines();
-        let answer = lines
-            .next_line()
-            .await
-            .map_err(io)?
-            .ok_or_else(|| VaneError::new(ErrorCode::IoError, "the front closed the control socket"))?;
+        let answer = lines.next_line().await.map_err(io)?.ok_or_else(|| {
+            VaneError::new(ErrorCode::IoError, "the front closed the control socket")
+        })?;
         let v: Value = serde_json::from_str(&answer)
             .map_err(|e| VaneError::internal(format!("bad control answer: {e}")))?;
         if v["ok"] == json!(true) {
             Ok(v["result"].clone())
         } else {
             let code = v["error"]["code"].as_str().unwrap_or("internal");
-            let msg = v["error"]["message"].as_str().unwrap_or("failed").to_string();
+            let msg = v["error"]["message"]
+                .as_str()
+                .unwrap_or("failed")
+                .to_string();
             let code = match code {
                 "invalid_input" => ErrorCode::InvalidInput,
                 "io_error" => ErrorCode::IoError,
@@ -132,6 +143,9 @@ pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Va
         }
     };
     tokio::time::timeout(timeout, go).await.map_err(|_| {
-        VaneError::new(ErrorCode::Timeout, format!("the front did not answer within {} s", timeout.as_secs()))
+        VaneError::new(
+            ErrorCode::Timeout,
+            format!("the front did not answer within {} s", timeout.as_secs()),
+        )
     })?
 }

@@ -339,12 +339,15 @@ impl Front {
                     None => {
                         return error_result(&err(
                             ErrorCode::Timeout,
-                            format!("`{name}`: no worker was available within {} ms", timeout.as_millis()),
+                            format!(
+                                "`{name}`: no worker was available within {} ms",
+                                timeout.as_millis()
+                            ),
                         ))
                     }
                 },
             };
-            let read_only = w.tools().is_read_only(&name);
+            let read_only = w.tools().is_read_only(&name, params.arguments.as_ref());
             if !read_only && !keyed {
                 let meta = params.meta.get_or_insert_with(Default::default);
                 meta.0
@@ -457,7 +460,8 @@ impl Front {
                         }
                         Some(d) => {
                             s.differed.fetch_add(1, Ordering::Relaxed);
-                            let entry = json!({ "at": now_rfc3339(), "tool": tool, "difference": d });
+                            let entry =
+                                json!({ "at": now_rfc3339(), "tool": tool, "difference": d });
                             {
                                 let mut q = s.last_diffs.lock().unwrap_or_else(|e| e.into_inner());
                                 if q.len() >= 20 {
@@ -582,14 +586,22 @@ impl Front {
             changed
         };
         if changed {
-            let peer = self.client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let peer = self
+                .client
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             if let Some(p) = peer {
                 let _ = p.notify_tool_list_changed().await;
             }
         }
     }
 
-    async fn front_tool(self: &Arc<Self>, name: &str, args: Option<Map<String, Value>>) -> CallToolResult {
+    async fn front_tool(
+        self: &Arc<Self>,
+        name: &str,
+        args: Option<Map<String, Value>>,
+    ) -> CallToolResult {
         if !self.admin() {
             return error_result(&err(
                 ErrorCode::AdminDisabled,
@@ -600,7 +612,9 @@ impl Front {
         let r = match name {
             "worker_health" => {
                 if let Some(k) = args.keys().next() {
-                    Err(VaneError::invalid_input(format!("worker_health: unknown field `{k}`; allowed: none")))
+                    Err(VaneError::invalid_input(format!(
+                        "worker_health: unknown field `{k}`; allowed: none"
+                    )))
                 } else {
                     Ok(self.health())
                 }
@@ -608,11 +622,15 @@ impl Front {
             _ => {
                 let extra: Vec<&String> = args.keys().filter(|k| *k != "action").collect();
                 match (args.get("action").and_then(Value::as_str), extra.first()) {
-                    (_, Some(k)) => Err(VaneError::invalid_input(format!("route_switch: unknown field `{k}`; allowed: action"))),
+                    (_, Some(k)) => Err(VaneError::invalid_input(format!(
+                        "route_switch: unknown field `{k}`; allowed: action"
+                    ))),
                     (Some("promote"), None) => self.promote("admin-tool").await,
                     (Some("rollback"), None) => self.rollback(None, "admin-tool").await,
-                    _ => Err(VaneError::invalid_input("route_switch: `action` must be `promote` or `rollback`")
-                        .with_details(json!({ "allowed": ["promote", "rollback"] }))),
+                    _ => Err(VaneError::invalid_input(
+                        "route_switch: `action` must be `promote` or `rollback`",
+                    )
+                    .with_details(json!({ "allowed": ["promote", "rollback"] }))),
                 }
             }
         };
@@ -738,7 +756,9 @@ impl Front {
                 .and_then(|f| f.note());
             return Err(VaneError::invalid_input(match last {
                 Some(n) => format!("no canary to promote (the last one failed: {n})"),
-                None => "no canary to promote; start one with `vane canary start --binary PATH`".into(),
+                None => {
+                    "no canary to promote; start one with `vane canary start --binary PATH`".into()
+                }
             }));
         };
         if !canary.healthy() {
@@ -752,10 +772,12 @@ impl Front {
             ..canary.spec.clone()
         };
         let t0 = Instant::now();
-        let w = self
-            .spawn_worker(spec)
-            .await
-            .map_err(|e| err(ErrorCode::Internal, format!("promote: the new worker did not start: {e}")))?;
+        let w = self.spawn_worker(spec).await.map_err(|e| {
+            err(
+                ErrorCode::Internal,
+                format!("promote: the new worker did not start: {e}"),
+            )
+        })?;
         let switch_start = Instant::now();
         let (old, old_standby, old_canary) = {
             let mut r = self.routes();
@@ -763,7 +785,10 @@ impl Front {
             let old_standby = r.standby.take().map(|s| s.0);
             if let Some(o) = &old {
                 o.set_role(Role::Standby);
-                r.standby = Some((o.clone(), Instant::now() + Duration::from_secs(self.cfg.standby_ttl_s)));
+                r.standby = Some((
+                    o.clone(),
+                    Instant::now() + Duration::from_secs(self.cfg.standby_ttl_s),
+                ));
             }
             r.watch = Some(WatchState {
                 worker: w.id,
@@ -792,11 +817,17 @@ impl Front {
     /// Routes back to the standby. `auto`: the front's own decision — the
     /// worker rolled back from is kept (Failed) for inspection and
     /// DISABLE_NEW is set; by hand, the two workers simply trade places.
-    pub async fn rollback(self: &Arc<Self>, auto: Option<Reason>, actor: &str) -> Result<Value, VaneError> {
+    pub async fn rollback(
+        self: &Arc<Self>,
+        auto: Option<Reason>,
+        actor: &str,
+    ) -> Result<Value, VaneError> {
         let (from, to) = {
             let mut r = self.routes();
             let Some((sb, _)) = r.standby.take() else {
-                return Err(VaneError::invalid_input("no standby worker to roll back to"));
+                return Err(VaneError::invalid_input(
+                    "no standby worker to roll back to",
+                ));
             };
             if !sb.healthy() {
                 return Err(VaneError::invalid_input(format!(
@@ -809,11 +840,17 @@ impl Front {
             if let Some(cur) = &cur {
                 if let Some(reason) = &auto {
                     cur.set_role(Role::Failed);
-                    cur.set_note(format!("rolled back: {} = {} (limit {}) {}", reason.metric, reason.value, reason.threshold, reason.detail));
+                    cur.set_note(format!(
+                        "rolled back: {} = {} (limit {}) {}",
+                        reason.metric, reason.value, reason.threshold, reason.detail
+                    ));
                     r.failed.push(cur.clone());
                 } else {
                     cur.set_role(Role::Standby);
-                    r.standby = Some((cur.clone(), Instant::now() + Duration::from_secs(self.cfg.standby_ttl_s)));
+                    r.standby = Some((
+                        cur.clone(),
+                        Instant::now() + Duration::from_secs(self.cfg.standby_ttl_s),
+                    ));
                 }
             }
             sb.set_role(Role::Active);
@@ -843,9 +880,16 @@ impl Front {
             v["threshold"] = reason.threshold.clone();
             v["reason"] = json!(reason.detail);
             if self.cfg.rollback.set_disable_new {
-                match vane_tools::handlers::set_flag(&self.ctx, "DISABLE_NEW", Some("1"), "front:auto-rollback") {
+                match vane_tools::handlers::set_flag(
+                    &self.ctx,
+                    "DISABLE_NEW",
+                    Some("1"),
+                    "front:auto-rollback",
+                ) {
                     Ok(_) => v["disable_new"] = json!(true),
-                    Err(e) => tracing::error!(target: "vane::front", "could not set DISABLE_NEW: {}", e.message),
+                    Err(e) => {
+                        tracing::error!(target: "vane::front", "could not set DISABLE_NEW: {}", e.message)
+                    }
                 }
             }
         }
@@ -857,15 +901,18 @@ impl Front {
     /// Starts a dry-run canary from `binary` (replacing any canary).
     pub async fn canary_start(self: &Arc<Self>, binary: &Path) -> Result<Value, VaneError> {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(binary)
-            .map_err(|e| VaneError::invalid_input(format!("canary binary {}: {e}", binary.display())))?;
+        let meta = std::fs::metadata(binary).map_err(|e| {
+            VaneError::invalid_input(format!("canary binary {}: {e}", binary.display()))
+        })?;
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             return Err(VaneError::invalid_input(format!(
                 "canary binary {} is not an executable file",
                 binary.display()
             )));
         }
-        let binary = binary.canonicalize().unwrap_or_else(|_| binary.to_path_buf());
+        let binary = binary
+            .canonicalize()
+            .unwrap_or_else(|_| binary.to_path_buf());
         if let Some(old) = self.routes().canary.take() {
             self.retire(old);
         }
@@ -889,7 +936,10 @@ impl Front {
                     "canary_failed",
                     json!({ "binary": binary.display().to_string(), "metric": "ready", "reason": e }),
                 );
-                Err(err(ErrorCode::Internal, format!("the canary did not become ready: {e}")))
+                Err(err(
+                    ErrorCode::Internal,
+                    format!("the canary did not become ready: {e}"),
+                ))
             }
         }
     }
@@ -935,7 +985,11 @@ impl Front {
 
     async fn on_event(self: &Arc<Self>, ev: WorkerEvent) {
         match ev {
-            WorkerEvent::Exited { id, status, crashed } => {
+            WorkerEvent::Exited {
+                id,
+                status,
+                crashed,
+            } => {
                 let w = self.find(id);
                 let role = w.as_ref().map(|w| w.role());
                 if crashed || role == Some(Role::Active) {
@@ -949,15 +1003,27 @@ impl Front {
                             .with("detail", status.clone()),
                     );
                 }
-                self.emit("worker_exit", json!({ "worker": id, "status": status, "role": role }));
+                self.emit(
+                    "worker_exit",
+                    json!({ "worker": id, "status": status, "role": role }),
+                );
                 match role {
                     Some(Role::Active) => {
                         let w = w.expect("found");
                         w.mark_broken();
                         let watched = self.routes().watch.as_ref().is_some_and(|x| x.worker == id);
-                        let standby_ok = self.routes().standby.as_ref().is_some_and(|s| s.0.healthy());
+                        let standby_ok = self
+                            .routes()
+                            .standby
+                            .as_ref()
+                            .is_some_and(|s| s.0.healthy());
                         if watched && standby_ok && self.cfg.rollback.enabled {
-                            let reason = Reason { metric: "exit", value: json!(status), threshold: json!("no exit"), detail: "the new worker died".into() };
+                            let reason = Reason {
+                                metric: "exit",
+                                value: json!(status),
+                                threshold: json!("no exit"),
+                                detail: "the new worker died".into(),
+                            };
                             let _ = self.rollback(Some(reason), "front").await;
                         } else {
                             self.restarts.fetch_add(1, Ordering::Relaxed);
@@ -986,18 +1052,31 @@ impl Front {
                     }
                     _ => {
                         // failed or retiring: forget it once it is gone
-                        self.routes().failed.retain(|f| f.id != id || f.exited().is_none());
+                        self.routes()
+                            .failed
+                            .retain(|f| f.id != id || f.exited().is_none());
                     }
                 }
             }
             WorkerEvent::CircuitOpen { id, failures } => {
                 let Some(w) = self.find(id) else { return };
-                self.emit("circuit_open", json!({ "worker": id, "ping_failures": failures, "role": w.role() }));
+                self.emit(
+                    "circuit_open",
+                    json!({ "worker": id, "ping_failures": failures, "role": w.role() }),
+                );
                 match w.role() {
                     Role::Active => {
                         let watched = self.routes().watch.as_ref().is_some_and(|x| x.worker == id);
                         if watched && self.cfg.rollback.enabled {
-                            let reason = Reason { metric: "circuit", value: json!("open"), threshold: json!(format!("{} failed pings", self.cfg.ping_failures_to_open)), detail: "the new worker stopped answering pings".into() };
+                            let reason = Reason {
+                                metric: "circuit",
+                                value: json!("open"),
+                                threshold: json!(format!(
+                                    "{} failed pings",
+                                    self.cfg.ping_failures_to_open
+                                )),
+                                detail: "the new worker stopped answering pings".into(),
+                            };
                             if self.rollback(Some(reason), "front").await.is_ok() {
                                 return;
                             }
@@ -1023,7 +1102,11 @@ impl Front {
             WorkerEvent::ResourcesChanged { id } => {
                 let active = self.active_tx.borrow().clone();
                 if active.is_some_and(|w| w.id == id) {
-                    let peer = self.client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let peer = self
+                        .client
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
                     if let Some(p) = peer {
                         let _ = p.notify_resource_list_changed().await;
                     }
@@ -1056,7 +1139,10 @@ impl Front {
                     let id = watch.worker;
                     r.watch = None;
                     drop(r);
-                    self.decide("watch_passed", json!({ "worker": id, "watched_s": rb.watch_s }));
+                    self.decide(
+                        "watch_passed",
+                        json!({ "worker": id, "watched_s": rb.watch_s }),
+                    );
                     return;
                 } else if rb.enabled {
                     let ws = a.stats.window(Duration::from_secs(rb.error_window_s));
@@ -1064,16 +1150,39 @@ impl Front {
                     a.stats.rss_bytes.store(rss, Ordering::Relaxed);
                     let limit = (watch.baseline_rss as f64 * rb.rss_factor) as u64;
                     if ws.calls >= rb.min_calls && ws.error_rate > rb.error_budget {
-                        reason = Some(Reason { metric: "error_rate", value: json!(ws.error_rate), threshold: json!(rb.error_budget),
-                            detail: format!("{} of {} calls failed in the last {} s", ws.failures, ws.calls, rb.error_window_s) });
-                    } else if ws.latency_samples >= rb.min_latency_samples && ws.p95_ms > rb.p95_slo_ms as f64 {
-                        reason = Some(Reason { metric: "p95_ms", value: json!(ws.p95_ms), threshold: json!(rb.p95_slo_ms),
-                            detail: format!("p95 over {} calls in the last {} s", ws.latency_samples, rb.error_window_s) });
+                        reason = Some(Reason {
+                            metric: "error_rate",
+                            value: json!(ws.error_rate),
+                            threshold: json!(rb.error_budget),
+                            detail: format!(
+                                "{} of {} calls failed in the last {} s",
+                                ws.failures, ws.calls, rb.error_window_s
+                            ),
+                        });
+                    } else if ws.latency_samples >= rb.min_latency_samples
+                        && ws.p95_ms > rb.p95_slo_ms as f64
+                    {
+                        reason = Some(Reason {
+                            metric: "p95_ms",
+                            value: json!(ws.p95_ms),
+                            threshold: json!(rb.p95_slo_ms),
+                            detail: format!(
+                                "p95 over {} calls in the last {} s",
+                                ws.latency_samples, rb.error_window_s
+                            ),
+                        });
                     } else if watch.baseline_rss > 0 && rss > limit {
                         let since = *watch.rss_over_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= Duration::from_secs(rb.rss_window_s) {
-                            reason = Some(Reason { metric: "rss_bytes", value: json!(rss), threshold: json!(limit),
-                                detail: format!("above {}x the old worker's {} bytes for {} s", rb.rss_factor, watch.baseline_rss, rb.rss_window_s) });
+                            reason = Some(Reason {
+                                metric: "rss_bytes",
+                                value: json!(rss),
+                                threshold: json!(limit),
+                                detail: format!(
+                                    "above {}x the old worker's {} bytes for {} s",
+                                    rb.rss_factor, watch.baseline_rss, rb.rss_window_s
+                                ),
+                            });
                         }
                     } else {
                         watch.rss_over_since = None;
@@ -1101,7 +1210,10 @@ impl Front {
             v
         };
         self.active_tx.send_replace(None);
-        let (drain, grace) = (ms(self.cfg.drain_timeout_ms.min(5_000)), ms(self.cfg.term_grace_ms));
+        let (drain, grace) = (
+            ms(self.cfg.drain_timeout_ms.min(5_000)),
+            ms(self.cfg.term_grace_ms),
+        );
         let mut set = tokio::task::JoinSet::new();
         for w in all {
             set.spawn(async move { w.retire(drain, grace).await });
@@ -1114,7 +1226,10 @@ impl Front {
 #[derive(Clone)]
 pub struct FrontServer(pub Arc<Front>);
 
-fn meta_from_context(params: &mut CallToolRequestParams, ctx_meta: &rmcp::model::RequestMetaObject) {
+fn meta_from_context(
+    params: &mut CallToolRequestParams,
+    ctx_meta: &rmcp::model::RequestMetaObject,
+) {
     let Ok(Value::Object(m)) = serde_json::to_value(ctx_meta) else {
         return;
     };
@@ -1170,7 +1285,10 @@ impl ServerHandler for FrontServer {
             )
             .await?;
         let ServerResult::ListToolsResult(list) = r else {
-            return Err(McpError::internal_error("unexpected answer to tools/list", None));
+            return Err(McpError::internal_error(
+                "unexpected answer to tools/list",
+                None,
+            ));
         };
         let mut tools = self.0.visible_tools(&list.tools);
         tools.dedup_by(|a, b| a.name == b.name);
@@ -1186,6 +1304,20 @@ impl ServerHandler for FrontServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         meta_from_context(&mut request, &context.meta);
+        // the worker logs and traces the client's request, not ours
+        let id = match serde_json::to_value(&context.id) {
+            Ok(Value::String(s)) => s,
+            Ok(v) => v.to_string(),
+            Err(_) => String::new(),
+        };
+        let protocol = context
+            .peer
+            .peer_info()
+            .and_then(|p| serde_json::to_value(&p.protocol_version).ok());
+        request.meta.get_or_insert_with(Default::default).0.insert(
+            "vane/client".into(),
+            json!({ "request_id": id, "protocol_version": protocol, "session_id": self.0.ctx.telemetry.session_id }),
+        );
         if FRONT_TOOLS.contains(&request.name.as_ref()) {
             let name = request.name.to_string();
             return Ok(self.0.front_tool(&name, request.arguments).await.into());
@@ -1196,8 +1328,12 @@ impl ServerHandler for FrontServer {
         let name = request.name.to_string();
         let r = self.0.forward_call(request, context.ct.clone()).await;
         let code = error_code(&r).map(str::to_string);
-        t.metrics
-            .call_finished(&name, r.is_error != Some(true), code.as_deref(), t0.elapsed());
+        t.metrics.call_finished(
+            &name,
+            r.is_error != Some(true),
+            code.as_deref(),
+            t0.elapsed(),
+        );
         Ok(r.into())
     }
 
@@ -1221,7 +1357,10 @@ impl ServerHandler for FrontServer {
             .await?
         {
             ServerResult::ListResourcesResult(r) => Ok(r),
-            _ => Err(McpError::internal_error("unexpected answer to resources/list", None)),
+            _ => Err(McpError::internal_error(
+                "unexpected answer to resources/list",
+                None,
+            )),
         }
     }
 
@@ -1260,15 +1399,16 @@ impl ServerHandler for FrontServer {
         match self
             .0
             .forward(
-                || {
-                    ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request.clone()))
-                },
+                || ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request.clone())),
                 &context.ct,
             )
             .await?
         {
             ServerResult::ReadResourceResult(r) => Ok(r.into()),
-            _ => Err(McpError::internal_error("unexpected answer to resources/read", None)),
+            _ => Err(McpError::internal_error(
+                "unexpected answer to resources/read",
+                None,
+            )),
         }
     }
 }

@@ -46,10 +46,21 @@ pub enum Role {
 /// Something a worker tells the front's supervisor.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    Exited { id: u64, status: String, crashed: bool },
-    ToolsChanged { id: u64 },
-    ResourcesChanged { id: u64 },
-    CircuitOpen { id: u64, failures: u32 },
+    Exited {
+        id: u64,
+        status: String,
+        crashed: bool,
+    },
+    ToolsChanged {
+        id: u64,
+    },
+    ResourcesChanged {
+        id: u64,
+    },
+    CircuitOpen {
+        id: u64,
+        failures: u32,
+    },
 }
 
 /// The rmcp client handler of one worker connection: relays list changes.
@@ -72,7 +83,9 @@ impl rmcp::ClientHandler for WorkerClient {
     }
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        let _ = self.events.send(WorkerEvent::ResourcesChanged { id: self.id });
+        let _ = self
+            .events
+            .send(WorkerEvent::ResourcesChanged { id: self.id });
     }
 }
 
@@ -92,6 +105,8 @@ pub enum CallError {
 pub struct ToolSet {
     pub tools: Vec<Tool>,
     read_only: HashSet<String>,
+    /// tools that mutate only when an argument is present (`plan_next` + `claim`)
+    mutates_when: Vec<(String, String)>,
 }
 
 impl ToolSet {
@@ -106,12 +121,33 @@ impl ToolSet {
             })
             .map(|t| t.name.to_string())
             .collect();
-        ToolSet { tools, read_only }
+        let mutates_when = tools
+            .iter()
+            .filter_map(|t| {
+                let f = t.meta.as_ref()?.0.get("vane/mutates_when")?.as_str()?;
+                Some((t.name.to_string(), f.to_string()))
+            })
+            .collect();
+        ToolSet {
+            tools,
+            read_only,
+            mutates_when,
+        }
     }
 
-    /// Unknown tools count as mutating: a key on them costs nothing.
-    pub fn is_read_only(&self, name: &str) -> bool {
-        self.read_only.contains(name)
+    /// Does this call only read? Unknown tools count as mutating: a key on
+    /// them costs nothing.
+    pub fn is_read_only(
+        &self,
+        name: &str,
+        args: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> bool {
+        if self.read_only.contains(name) {
+            return true;
+        }
+        self.mutates_when.iter().any(|(tool, field)| {
+            tool == name && !args.is_some_and(|a| a.get(field).is_some_and(|v| !v.is_null()))
+        })
     }
 
     pub fn fingerprint(&self) -> Vec<String> {
@@ -194,10 +230,7 @@ impl Stats {
     pub fn window(&self, window: Duration) -> WindowStats {
         let now = Instant::now();
         let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        while s
-            .front()
-            .is_some_and(|x| now.duration_since(x.at) > window)
-        {
+        while s.front().is_some_and(|x| now.duration_since(x.at) > window) {
             s.pop_front();
         }
         let calls = s.len() as u64;
@@ -322,7 +355,8 @@ impl Worker {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", spec.binary.display()))?;
         let pid = child.id().unwrap_or(0);
-        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
             let _ = child.start_kill();
             return Err("the worker's stdio could not be captured".into());
@@ -374,8 +408,14 @@ impl Worker {
             if !tools.iter().any(|t| t.name == "status") {
                 return Err("self-check: the worker lists no `status` tool".to_string());
             }
+            let mut probe = CallToolRequestParams::new("status");
+            let mut meta = serde_json::Map::new();
+            meta.insert("vane/self_check".into(), serde_json::Value::Bool(true));
+            probe.meta = Some(rmcp::model::RequestMetaObject(rmcp::model::MetaObject(
+                meta,
+            )));
             let st = service
-                .call_tool(CallToolRequestParams::new("status"))
+                .call_tool(probe)
                 .await
                 .map_err(|e| format!("self-check status call failed: {e}"))?;
             if st.is_error == Some(true) {
@@ -386,21 +426,21 @@ impl Worker {
             }
             Ok((service, version, tools))
         };
-        let (service, version, tools) = match tokio::time::timeout(timing.ready_timeout, ready).await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                kill();
-                return Err(e);
-            }
-            Err(_) => {
-                kill();
-                return Err(format!(
-                    "not ready within {} ms",
-                    timing.ready_timeout.as_millis()
-                ));
-            }
-        };
+        let (service, version, tools) =
+            match tokio::time::timeout(timing.ready_timeout, ready).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    kill();
+                    return Err(e);
+                }
+                Err(_) => {
+                    kill();
+                    return Err(format!(
+                        "not ready within {} ms",
+                        timing.ready_timeout.as_millis()
+                    ));
+                }
+            };
         let w = Arc::new(Worker {
             id,
             pid,
@@ -526,7 +566,9 @@ impl Worker {
             )
             .await?;
         let ServerResult::ListToolsResult(list) = r else {
-            return Err(CallError::Protocol("unexpected answer to tools/list".into()));
+            return Err(CallError::Protocol(
+                "unexpected answer to tools/list".into(),
+            ));
         };
         let set = Arc::new(ToolSet::new(list.tools));
         *self.tools.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
@@ -594,7 +636,9 @@ impl Worker {
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         match r? {
             ServerResult::CallToolResult(r) => Ok(r),
-            _ => Err(CallError::Protocol("unexpected answer to tools/call".into())),
+            _ => Err(CallError::Protocol(
+                "unexpected answer to tools/call".into(),
+            )),
         }
     }
 

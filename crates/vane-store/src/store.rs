@@ -444,6 +444,20 @@ impl Store {
         Ok(())
     }
 
+    /// One `BEGIN IMMEDIATE` transaction that is not a change of the
+    /// roadmap/context (bookkeeping such as idempotency records): the store
+    /// revision, and so the exports, stay as they are.
+    fn write_bookkeeping<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.guard_writable()?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db_err)?;
+        Ok(out)
+    }
+
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and bumps the revision of
     /// the given exports, then refreshes those exports.
     fn write<T>(
@@ -1096,7 +1110,7 @@ impl Store {
         alive: &dyn Fn(u32) -> bool,
     ) -> Result<Idempotency> {
         let now = now_ms();
-        self.write(&[], |tx| {
+        self.write_bookkeeping(|tx| {
             tx.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [now - IDEMPOTENCY_RETENTION_MS]).map_err(db_err)?;
             let row: Option<(String, String, String, i64, Option<String>, bool)> = tx
                 .query_row(
@@ -1142,9 +1156,12 @@ impl Store {
     /// Frees a key reserved by [`Store::idempotency_begin`] whose call
     /// faulted (`internal`): nothing was applied, so a retry runs afresh.
     pub fn idempotency_release(&self, key: &str) -> Result<()> {
-        self.write(&[], |tx| {
-            tx.execute("DELETE FROM idempotency WHERE key = ?1 AND state = 'pending'", [key])
-                .map_err(db_err)?;
+        self.write_bookkeeping(|tx| {
+            tx.execute(
+                "DELETE FROM idempotency WHERE key = ?1 AND state = 'pending'",
+                [key],
+            )
+            .map_err(db_err)?;
             Ok(())
         })
     }
@@ -1152,7 +1169,7 @@ impl Store {
     /// Records the result of a call started with [`Store::idempotency_begin`].
     pub fn idempotency_finish(&self, key: &str, result: &Value, is_error: bool) -> Result<()> {
         let now = now_ms();
-        self.write(&[], |tx| {
+        self.write_bookkeeping(|tx| {
             tx.execute(
                 "UPDATE idempotency SET state='done', result=?2, is_error=?3, finished_at_ms=?4 WHERE key=?1",
                 params![key, result.to_string(), is_error, now],

@@ -1030,7 +1030,7 @@ pub fn registry() -> Registry {
     let mut tools = vec![
         tool("plan_next", "Next ready tasks", "Ready tasks (pending, every dependency done, not claimed) ordered by priority, then how many tasks each transitively unblocks, then roadmap order; explains why the most urgent waiting tasks are blocked. With `claim`, atomically marks the first ready task in_progress under a lease: two agents never get the same task; an expired lease returns it.",
             "Filters: epic, milestone, owner; `status` lists tasks in that status instead. Claims take a lease (ttl_s, default claim_ttl_s).",
-            WRITE, plan_next).dry_run_aware(),
+            WRITE, plan_next).dry_run_aware().mutates_when("claim"),
         tool("plan_update", "Update a task", "Change a task's status, notes, owner or priority. Transitions follow the state machine (pending → in_progress|blocked|cancelled; in_progress → review|done|blocked|pending|cancelled; blocked → pending|in_progress|cancelled; review → done|in_progress|blocked; done → in_progress; cancelled → pending). `done` needs a passing run of every `critic:` exit criterion since the task started.",
             "Errors: task_not_found, invalid_transition (details.allowed), version_conflict (with expected_version), exit_criteria_unmet (force + reason overrides, recorded).",
             Hints { idempotent: true, ..WRITE }, plan_update),

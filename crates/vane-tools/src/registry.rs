@@ -47,6 +47,8 @@ pub struct ToolDef {
     pub admin: bool,
     /// the handler itself decides what it may do in dry-run mode
     pub dry_run_aware: bool,
+    /// mutating only when this argument is present (see [`ToolDef::mutates_when`])
+    pub mutates_when: Option<&'static str>,
     pub input_schema: Arc<Map<String, Value>>,
     pub output_schema: Arc<Map<String, Value>>,
     input_validator: OnceLock<Option<jsonschema::Validator>>,
@@ -101,6 +103,7 @@ where
         hints,
         admin: false,
         dry_run_aware: false,
+        mutates_when: None,
         input_schema: Arc::new(schema_of::<I>()),
         output_schema: Arc::new(schema_of::<O>()),
         input_validator: OnceLock::new(),
@@ -114,6 +117,26 @@ impl ToolDef {
     pub fn dry_run_aware(mut self) -> ToolDef {
         self.dry_run_aware = true;
         self
+    }
+
+    /// A tool annotated as mutating that only changes state when `field` is
+    /// in its arguments (`plan_next` with `claim`); without it the call is a
+    /// read: no idempotency record, and a front may shadow it to a canary.
+    /// Published as `_meta["vane/mutates_when"]` on the tool.
+    pub fn mutates_when(mut self, field: &'static str) -> ToolDef {
+        self.mutates_when = Some(field);
+        self
+    }
+
+    /// Does this call change state?
+    pub fn mutates(&self, args: Option<&Map<String, Value>>) -> bool {
+        if self.hints.read_only {
+            return false;
+        }
+        match self.mutates_when {
+            Some(f) => args.is_some_and(|a| a.get(f).is_some_and(|v| !v.is_null())),
+            None => true,
+        }
     }
 
     /// Marks an admin tool.

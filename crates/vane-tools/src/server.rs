@@ -44,10 +44,18 @@ fn to_tool(def: &ToolDef) -> Tool {
     } else {
         format!("{} {}", def.description, def.notes)
     };
-    Tool::new(def.name, description, def.input_schema.clone())
+    let t = Tool::new(def.name, description, def.input_schema.clone())
         .with_title(def.title)
         .with_raw_output_schema(def.output_schema.clone())
-        .with_annotations(ann)
+        .with_annotations(ann);
+    match def.mutates_when {
+        Some(f) => {
+            let mut m = serde_json::Map::new();
+            m.insert("vane/mutates_when".into(), json!(f));
+            t.with_meta(rmcp::model::MetaObject(m))
+        }
+        None => t,
+    }
 }
 
 /// An `isError` result carrying `{"error": {code, message, details}}`.
@@ -106,7 +114,10 @@ impl VaneServer {
         args: Option<serde_json::Map<String, Value>>,
         key: Option<&str>,
     ) -> CallToolResult {
-        let mutating = self.registry.get(name).is_some_and(|d| !d.hints.read_only);
+        let mutating = self
+            .registry
+            .get(name)
+            .is_some_and(|d| d.mutates(args.as_ref()));
         let Some(key) = key.filter(|_| mutating && !self.ctx.dry_run()) else {
             #[cfg(feature = "failpoints")]
             if let Some(r) = crate::faults::before_call(name).await {
@@ -160,7 +171,9 @@ impl VaneServer {
                 }
                 let r = self.call(name, args).await;
                 let internal = r.is_error == Some(true)
-                    && r.structured_content.as_ref().and_then(|v| v["error"]["code"].as_str())
+                    && r.structured_content
+                        .as_ref()
+                        .and_then(|v| v["error"]["code"].as_str())
                         == Some("internal");
                 if internal {
                     // a fault, not an answer: the store rolled the call back,
@@ -250,8 +263,11 @@ fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z" || st == "X"))
+            s.rsplit_once(')').and_then(|(_, rest)| {
+                rest.split_whitespace()
+                    .next()
+                    .map(|st| st == "Z" || st == "X")
+            })
         })
         .unwrap_or(false)
 }
@@ -294,7 +310,24 @@ fn request_facts(
         .peer_info()
         .and_then(|p| serde_json::to_value(&p.protocol_version).ok())
         .and_then(|v| v.as_str().map(str::to_string));
+    // Behind a front, the facts of the client's own request (its id,
+    // protocol version, session) arrive in `_meta["vane/client"]`.
+    if let Some(c) = forwarded(&meta, request_meta) {
+        let id = c["request_id"].as_str().map(str::to_string).unwrap_or(id);
+        let protocol = c["protocol_version"]
+            .as_str()
+            .map(str::to_string)
+            .or(protocol);
+        return (id, traceparent, protocol);
+    }
     (id, traceparent, protocol)
+}
+
+fn forwarded<'a>(meta: &'a Option<Value>, request_meta: Option<&'a Value>) -> Option<&'a Value> {
+    [meta.as_ref(), request_meta]
+        .into_iter()
+        .flatten()
+        .find_map(|m| m.get("vane/client"))
 }
 
 impl VaneServer {
@@ -399,17 +432,26 @@ impl ServerHandler for VaneServer {
                     .and_then(Value::as_str)
                     .map(str::to_string)
             });
-        if !t.enabled {
+        // a front's readiness probe is not traffic: no log, metrics or span
+        let self_check = [req_meta.as_ref(), ctx_meta.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|m| m.get("vane/self_check").is_some());
+        if !t.enabled || self_check {
             let call = self.call_idempotent(&request.name, request.arguments, idem_key.as_deref());
             return Ok(cancellable(call, &context).await.into());
         }
         let (request_id, traceparent, protocol) = request_facts(&context, req_meta.as_ref());
+        let session_id = forwarded(&ctx_meta, req_meta.as_ref())
+            .and_then(|c| c["session_id"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| t.session_id.clone());
         let span = t.otel.start(
             "tools/call",
             Some(&request.name),
             traceparent.as_deref(),
             &request_id,
-            &t.session_id,
+            &session_id,
             protocol.as_deref(),
         );
         t.metrics.call_started();
@@ -454,7 +496,7 @@ impl ServerHandler for VaneServer {
             error_code: code.clone(),
             duration_us: elapsed.as_micros() as u64,
             request_id,
-            session_id: t.session_id.clone(),
+            session_id,
             task_id: task_id.or_else(|| {
                 result
                     .structured_content

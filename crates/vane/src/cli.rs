@@ -415,7 +415,10 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
             }
             if as_front {
                 let binary = std::env::current_exe().map_err(|e| {
-                    VaneError::new(ErrorCode::IoError, format!("cannot find the vane executable: {e}"))
+                    VaneError::new(
+                        ErrorCode::IoError,
+                        format!("cannot find the vane executable: {e}"),
+                    )
                 })?;
                 vane_front::run(ctx, binary, cli.state_dir.clone()).await?;
             } else {

@@ -457,7 +457,12 @@ pub fn workers(v: &Value) -> String {
     let mut o = String::new();
     for f in v["fronts"].as_array().into_iter().flatten() {
         let Some(h) = f.get("result") else {
-            let _ = writeln!(o, "front {}: error {}", s(&f["pid"]), s(&f["error"]["message"]));
+            let _ = writeln!(
+                o,
+                "front {}: error {}",
+                s(&f["pid"]),
+                s(&f["error"]["message"])
+            );
             continue;
         };
         let fr = &h["front"];
@@ -474,7 +479,16 @@ pub fn workers(v: &Value) -> String {
         let _ = writeln!(
             o,
             "  {:<4} {:<9} {:>7} {:>8} {:>9} {:>7} {:>7} {:>6} {:<7} {}",
-            "id", "role", "pid", "up (s)", "rss MiB", "calls", "errors", "fails", "circuit", "binary / note"
+            "id",
+            "role",
+            "pid",
+            "up (s)",
+            "rss MiB",
+            "calls",
+            "errors",
+            "fails",
+            "circuit",
+            "binary / note"
         );
         for w in h["workers"].as_array().into_iter().flatten() {
             let _ = writeln!(
@@ -514,8 +528,20 @@ pub fn workers(v: &Value) -> String {
                 w.get("window").map(|x| x.to_string()).unwrap_or_default()
             );
         }
-        for d in h["decisions"].as_array().into_iter().flatten().rev().take(5) {
-            let _ = writeln!(o, "  {} {} {}", s(&d["at"]), s(&d["action"]), cut(&d.to_string(), 160));
+        for d in h["decisions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .rev()
+            .take(5)
+        {
+            let _ = writeln!(
+                o,
+                "  {} {} {}",
+                s(&d["at"]),
+                s(&d["action"]),
+                cut(&d.to_string(), 160)
+            );
         }
     }
     o
@@ -530,7 +556,12 @@ pub fn control_result(v: &Value) -> String {
                 let _ = writeln!(o, "front {}: ok {}", s(&f["pid"]), r);
             }
             None => {
-                let _ = writeln!(o, "front {}: error {}", s(&f["pid"]), s(&f["error"]["message"]));
+                let _ = writeln!(
+                    o,
+                    "front {}: error {}",
+                    s(&f["pid"]),
+                    s(&f["error"]["message"])
+                );
             }
         }
     }

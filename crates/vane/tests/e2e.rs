@@ -822,6 +822,8 @@ fn raw_stdio_is_protocol_only_and_exits_on_eof() {
         assert_eq!(v["jsonrpc"], "2.0");
         seen.push(v);
     }
+    // requests are answered concurrently: order the answers by id
+    seen.sort_by_key(|v| v["id"].as_i64());
     assert_eq!(seen[0]["result"]["protocolVersion"], "2024-11-05");
     assert!(seen[1]["result"]["tools"].as_array().unwrap().len() >= 12);
     assert_eq!(seen[2]["result"]["isError"], false);

@@ -222,6 +222,8 @@ async fn admin_tools_output_mode_and_panic() {
 async fn admin_flag_sends_tools_list_changed_to_an_idle_client() {
     let (_d, ws) = workspace();
     let c = common::serve(&ws, &[]).await;
+    // the client has seen the tool list (and the front's worker is up)
+    tool_names(&c).await;
     let changes = c.tool_list_changes.clone();
     assert_eq!(changes.load(std::sync::atomic::Ordering::SeqCst), 0);
     let t0 = std::time::Instant::now();

@@ -131,7 +131,8 @@ async fn a_repeated_key_is_applied_once_even_across_processes() {
 #[tokio::test]
 async fn a_reservation_left_by_a_dead_process_is_taken_over_and_a_live_one_waits() {
     let (_d, ws) = workspace();
-    let c = serve(&ws).await;
+    // the worker itself (a front would wait for the live owner until its timeout)
+    let c = common::worker(&ws).await;
     // prime the schema, then forge reservations as a crashed and a live worker would leave them
     c.call_ok("status", json!({})).await.unwrap();
     let dead = {

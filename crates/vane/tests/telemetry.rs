@@ -125,11 +125,16 @@ async fn every_call_from_several_processes_is_logged_exactly_once() {
         .leak()
         .iter()
         .collect();
-    assert_eq!(
-        processes.iter().filter(|e| e["event"] == "start").count(),
-        3
-    );
-    assert_eq!(processes.iter().filter(|e| e["event"] == "stop").count(), 3);
+    // three fronts, each with its worker
+    for role in ["front", "worker"] {
+        let of = |ev: &str| {
+            processes
+                .iter()
+                .filter(|e| e["event"] == ev && e["process"]["role"] == role)
+                .count()
+        };
+        assert_eq!((of("start"), of("stop")), (3, 3), "{role}");
+    }
 
     // the summary agrees with the log
     let out = std::process::Command::new(BIN)

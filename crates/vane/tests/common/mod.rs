@@ -54,3 +54,16 @@ pub async fn serve(ws: &Path, extra: &[&str]) -> Client {
         .await
         .unwrap()
 }
+
+/// A `vane worker` talked to directly (no front in between).
+#[allow(dead_code)]
+pub async fn worker(ws: &Path) -> Client {
+    Client::spawn(
+        Path::new(BIN),
+        &["worker", "--workspace", ws.to_str().unwrap()],
+        &[],
+        true,
+    )
+    .await
+    .unwrap()
+}
