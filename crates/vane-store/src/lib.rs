@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod exports;
+pub mod journal;
 mod paths;
 mod schema;
 mod store;

@@ -132,6 +132,11 @@ CREATE TABLE idempotency (
 );
 CREATE INDEX idempotency_created ON idempotency(created_at_ms);
 "#,
+    // 4: the journal of a keyed call: what each of its store writes returned,
+    // committed in the same transaction as the write itself
+    r#"
+ALTER TABLE idempotency ADD COLUMN journal TEXT;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

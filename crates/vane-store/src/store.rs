@@ -11,7 +11,7 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use vane_core::model::{ExitCriterion, Group, GroupKind, Priority, Roadmap, Status, Task};
 use vane_core::planner::{PlanGraph, PlanItem, PlanQuery};
@@ -65,10 +65,14 @@ pub enum Idempotency {
     Run,
     /// return the recorded result instead of running again
     Replay { result: Value, is_error: bool },
+    /// the owner died after some of the call's writes committed: run the
+    /// call again with these journaled write results replayed
+    /// (see [`crate::journal`])
+    Resume { journal: Vec<Value> },
 }
 
 /// A task with its runtime state, as tools return it.
-#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct TaskRecord {
     pub id: String,
     pub title: String,
@@ -105,7 +109,7 @@ pub struct TaskUpdate {
     pub actor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct UpdateOutcome {
     pub task: TaskRecord,
     pub previous_status: Status,
@@ -113,7 +117,7 @@ pub struct UpdateOutcome {
     pub forced: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ImportSummary {
     pub created: usize,
     pub updated: usize,
@@ -122,7 +126,7 @@ pub struct ImportSummary {
     pub kept_not_in_file: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ContextSection {
     pub name: String,
     pub content: String,
@@ -130,7 +134,7 @@ pub struct ContextSection {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Checkpoint {
     pub id: i64,
     pub created_at: String,
@@ -140,7 +144,7 @@ pub struct Checkpoint {
 }
 
 /// Outcome of one critic run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CriticStatus {
     Pass,
@@ -168,7 +172,7 @@ impl CriticStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct CriticRun {
     pub id: i64,
     pub name: String,
@@ -200,7 +204,7 @@ pub struct NewCriticRun {
     pub trigger: Value,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Artifact {
     pub id: i64,
     pub uri: String,
@@ -214,7 +218,7 @@ pub struct Artifact {
     pub content_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Decision {
     pub id: i64,
     pub title: String,
@@ -460,12 +464,22 @@ impl Store {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and bumps the revision of
     /// the given exports, then refreshes those exports.
-    fn write<T>(
+    fn write<T: Serialize + serde::de::DeserializeOwned>(
         &self,
         kinds: &[ExportKind],
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
         self.guard_writable()?;
+        // a resumed keyed call: this write already committed before its
+        // process died; hand back what it returned, apply nothing
+        let journal = crate::journal::current();
+        if let Some(j) = &journal {
+            let mut st = j.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = st.replay.pop_front() {
+                st.recorded.push(v.clone());
+                return serde_json::from_value(v).map_err(json_err);
+            }
+        }
         let out = {
             let mut conn = self.conn();
             let tx = conn
@@ -473,6 +487,16 @@ impl Store {
                 .map_err(db_err)?;
             let out = f(&tx)?;
             bump(&tx, kinds)?;
+            if let Some(j) = &journal {
+                let mut st = j.lock().unwrap_or_else(|e| e.into_inner());
+                st.recorded
+                    .push(serde_json::to_value(&out).map_err(json_err)?);
+                tx.execute(
+                    "UPDATE idempotency SET journal = ?2 WHERE key = ?1",
+                    params![st.key, Value::Array(st.recorded.clone()).to_string()],
+                )
+                .map_err(db_err)?;
+            }
             tx.commit().map_err(db_err)?;
             out
         };
@@ -1112,11 +1136,11 @@ impl Store {
         let now = now_ms();
         self.write_bookkeeping(|tx| {
             tx.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [now - IDEMPOTENCY_RETENTION_MS]).map_err(db_err)?;
-            let row: Option<(String, String, String, i64, Option<String>, bool)> = tx
+            let row: Option<(String, String, String, i64, Option<String>, bool, Option<String>)> = tx
                 .query_row(
-                    "SELECT tool, args_hash, state, owner_pid, result, is_error FROM idempotency WHERE key = ?1",
+                    "SELECT tool, args_hash, state, owner_pid, result, is_error, journal FROM idempotency WHERE key = ?1",
                     [key],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
                 )
                 .optional()
                 .map_err(db_err)?;
@@ -1129,15 +1153,15 @@ impl Store {
                     .map_err(db_err)?;
                     Ok(Idempotency::Run)
                 }
-                Some((t, h, _, _, _, _)) if t != tool || h != args_hash => Err(VaneError::new(
+                Some((t, h, _, _, _, _, _)) if t != tool || h != args_hash => Err(VaneError::new(
                     ErrorCode::IdempotencyKeyReused,
                     format!("idempotency key `{key}` was already used for a different call ({t}); use a new key"),
                 )
                 .with_details(json!({ "key": key, "tool": t }))),
-                Some((_, _, state, _, Some(result), is_error)) if state == "done" => {
+                Some((_, _, state, _, Some(result), is_error, _)) if state == "done" => {
                     Ok(Idempotency::Replay { result: serde_json::from_str(&result).map_err(json_err)?, is_error })
                 }
-                Some((_, _, _, owner, _, _)) => {
+                Some((_, _, _, owner, _, _, journal)) => {
                     if owner as u32 != pid && alive(owner as u32) {
                         return Err(VaneError::new(
                             ErrorCode::IdempotencyKeyInProgress,
@@ -1147,7 +1171,15 @@ impl Store {
                     }
                     // the owner died mid-call: take the key over
                     tx.execute("UPDATE idempotency SET owner_pid = ?2 WHERE key = ?1", params![key, pid]).map_err(db_err)?;
-                    Ok(Idempotency::Run)
+                    let journal: Vec<Value> = match journal {
+                        Some(j) => serde_json::from_str(&j).map_err(json_err)?,
+                        None => Vec::new(),
+                    };
+                    if journal.is_empty() {
+                        Ok(Idempotency::Run)
+                    } else {
+                        Ok(Idempotency::Resume { journal })
+                    }
                 }
             }
         })
@@ -1155,14 +1187,17 @@ impl Store {
 
     /// Frees a key reserved by [`Store::idempotency_begin`] whose call
     /// faulted (`internal`): nothing was applied, so a retry runs afresh.
-    pub fn idempotency_release(&self, key: &str) -> Result<()> {
+    /// Returns false (and keeps the key) when some of the call's writes had
+    /// already committed: then its result must be recorded instead.
+    pub fn idempotency_release(&self, key: &str) -> Result<bool> {
         self.write_bookkeeping(|tx| {
-            tx.execute(
-                "DELETE FROM idempotency WHERE key = ?1 AND state = 'pending'",
-                [key],
-            )
-            .map_err(db_err)?;
-            Ok(())
+            let n = tx
+                .execute(
+                    "DELETE FROM idempotency WHERE key = ?1 AND state = 'pending' AND journal IS NULL",
+                    [key],
+                )
+                .map_err(db_err)?;
+            Ok(n > 0)
         })
     }
 

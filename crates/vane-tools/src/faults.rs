@@ -10,6 +10,7 @@
 //! | `worker_delay` | wait ARG ms (default 100) before running the call          |
 //! | `worker_leak`  | allocate and never free ARG MiB (default 4)                |
 //! | `worker_diff`  | add `injected_difference: true` to a successful answer     |
+//! | `worker_crash_before_finish` | abort after a keyed call's writes committed, before its result is recorded |
 
 use rmcp::model::CallToolResult;
 use serde_json::Value;
@@ -49,5 +50,14 @@ pub fn after_call(r: &mut CallToolResult) {
         if let Some(Value::Object(m)) = r.structured_content.as_mut() {
             m.insert("injected_difference".into(), Value::Bool(true));
         }
+    }
+}
+
+/// The narrowest crash window of a keyed call: its writes committed, its
+/// result not yet recorded.
+pub fn before_finish(tool: &str) {
+    if fail::eval("worker_crash_before_finish", |_| ()).is_some() {
+        eprintln!("failpoint worker_crash_before_finish: aborting after `{tool}` committed");
+        std::process::abort();
     }
 }

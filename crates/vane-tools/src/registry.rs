@@ -300,7 +300,11 @@ impl Registry {
         let ctx2 = ctx.clone();
         // A spawned task turns a panic into a JoinError instead of unwinding
         // through the server.
-        let task = tokio::spawn(async move { handler(ctx2, args).await });
+        // a keyed call's journal follows the handler into its task
+        let journal = vane_store::journal::current();
+        let task = tokio::spawn(vane_store::journal::scope(journal, async move {
+            handler(ctx2, args).await
+        }));
         // If this call is dropped (the client cancelled it, or the front's
         // timeout did), the handler is aborted with it: a command it runs is
         // killed (kill_on_drop) instead of running on unobserved.

@@ -163,26 +163,30 @@ impl VaneServer {
                 r.meta = Some(rmcp::model::MetaObject(meta));
                 r
             }
-            Ok(vane_store::Idempotency::Run) => {
+            Ok(run @ (vane_store::Idempotency::Run | vane_store::Idempotency::Resume { .. })) => {
                 #[cfg(feature = "failpoints")]
                 if let Some(r) = crate::faults::before_call(name).await {
                     let _ = self.ctx.store.idempotency_release(key);
                     return r;
                 }
-                let r = self.call(name, args).await;
+                let replay = match run {
+                    vane_store::Idempotency::Resume { journal } => journal,
+                    _ => Vec::new(),
+                };
+                let journal = vane_store::journal::new(key, replay);
+                let r = vane_store::journal::scope(Some(journal), self.call(name, args)).await;
                 let internal = r.is_error == Some(true)
                     && r.structured_content
                         .as_ref()
                         .and_then(|v| v["error"]["code"].as_str())
                         == Some("internal");
-                if internal {
-                    // a fault, not an answer: the store rolled the call back,
-                    // so the key is freed and a retry runs it afresh
-                    if let Err(e) = self.ctx.store.idempotency_release(key) {
-                        tracing::warn!(error = %e, key, "could not release the idempotency key");
-                    }
+                // A fault, not an answer: when none of the call's writes
+                // committed, the key is freed and a retry runs it afresh.
+                if internal && self.ctx.store.idempotency_release(key).unwrap_or(false) {
                     return r;
                 }
+                #[cfg(feature = "failpoints")]
+                crate::faults::before_finish(name);
                 let recorded = r.structured_content.clone().unwrap_or(Value::Null);
                 if let Err(e) =
                     self.ctx

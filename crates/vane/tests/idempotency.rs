@@ -193,3 +193,76 @@ fn chrono_now() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// The narrowest window: a keyed call's write committed and the worker died
+/// before recording the result. The retry in another worker replays the
+/// write from the journal (committed with it): same answer, applied once.
+#[tokio::test]
+async fn a_crash_between_commit_and_record_replays_from_the_journal() {
+    let (_d, ws) = workspace();
+    let args = json!({ "title": "use the journal", "summary": "exactly once" });
+    let meta = json!({ "vane/idempotency_key": "journal-1" });
+    let crashing = Client::spawn(
+        Path::new(common::BIN),
+        &["worker", "--workspace", ws.to_str().unwrap()],
+        &[("FAILPOINTS", "worker_crash_before_finish=return")],
+        true,
+    )
+    .await
+    .unwrap();
+    let pid = crashing.pid.unwrap();
+    assert!(
+        crashing
+            .call_with_meta("decision_record", args.clone(), meta.clone())
+            .await
+            .is_err(),
+        "the worker died mid-call"
+    );
+    // wait until it is gone (reaped by tokio's child handling)
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let conn = open_db(&rusqlite_path(&ws));
+    let count = |c: &rusqlite::Connection| -> i64 {
+        c.query_row(
+            "SELECT count(*) FROM decisions WHERE title = 'use the journal'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(count(&conn), 1, "the write committed before the crash");
+    let journal: Option<String> = conn
+        .query_row(
+            "SELECT journal FROM idempotency WHERE key = 'journal-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(journal.unwrap().contains("use the journal"));
+
+    let w = common::worker(&ws).await;
+    let r = w
+        .call_with_meta("decision_record", args.clone(), meta.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{:?}", r.structured_content);
+    let first = r.structured_content.unwrap();
+    assert_eq!(first["title"], "use the journal");
+    assert_eq!(count(&conn), 1, "not applied twice");
+    // and from now on it is an ordinary recorded replay
+    let again = w
+        .call_with_meta("decision_record", args, meta)
+        .await
+        .unwrap();
+    assert!(replayed(&again));
+    assert_eq!(again.structured_content.unwrap()["id"], first["id"]);
+    w.close().await;
+}
