@@ -206,6 +206,7 @@ impl Default for Shadow {
             max_in_flight: 32,
             ignore_fields: [
                 "recent_calls",
+                "uptime_s",
                 "*_at",
                 "*_at_ms",
                 "*_ms",
@@ -406,7 +407,7 @@ max_retries = 3                  # retries of one call after a crash or a worker
 enabled = true
 timeout_ms = 5000
 max_in_flight = 32
-ignore_fields = ["recent_calls", "*_at", "*_at_ms", "*_ms", "*_us", "generated", "now", "session_id", "pid"]
+ignore_fields = ["recent_calls", "uptime_s", "*_at", "*_at_ms", "*_ms", "*_us", "generated", "now", "session_id", "pid"]
 
 [runtime.rollback]               # automatic rollback after a switch
 enabled = true

@@ -292,16 +292,19 @@ impl Front {
         }
     }
 
-    /// A healthy standby to retry on when `w` (the active) faulted.
+    /// Another healthy worker to retry on after `w` faulted: the active one
+    /// if traffic moved away from `w` meanwhile, else the standby.
     fn fallback(&self, w: &Worker) -> Option<Arc<Worker>> {
         let r = self.routes();
-        if r.active.as_ref().map(|a| a.id) != Some(w.id) {
-            return None;
+        match &r.active {
+            Some(a) if a.id != w.id => Some(a.clone()).filter(|a| a.healthy()),
+            Some(_) => r
+                .standby
+                .as_ref()
+                .map(|s| s.0.clone())
+                .filter(|s| s.healthy()),
+            None => None,
         }
-        r.standby
-            .as_ref()
-            .map(|s| s.0.clone())
-            .filter(|s| s.healthy())
     }
 
     fn new_key(&self) -> String {

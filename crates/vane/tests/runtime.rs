@@ -68,7 +68,10 @@ fn active_pid(ws: &Path) -> Option<u64> {
 }
 
 fn decisions(ws: &Path) -> Vec<Value> {
-    health(ws)["decisions"].as_array().cloned().unwrap_or_default()
+    health(ws)["decisions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn ctl(ws: &Path, args: &[&str]) -> std::process::Output {
@@ -295,20 +298,35 @@ async fn switching_back_and_forth_between_two_workers_fails_no_call() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no standby"));
 
     let out = ctl(&ws, &["canary", "start", "--binary", BIN]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let out = ctl(&ws, &["route", "promote"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let second = active_pid(&ws).unwrap();
     assert_ne!(first, second);
     let h = health(&ws);
     assert_eq!(with_role(&h, "standby")[0]["pid"], first, "{h}");
-    assert!(with_role(&h, "canary").is_empty(), "the canary was replaced");
+    assert!(
+        with_role(&h, "canary").is_empty(),
+        "the canary was replaced"
+    );
     let mut expect = first;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let out = ctl(&ws, &["route", "rollback"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(active_pid(&ws), Some(expect));
         expect = if expect == first { second } else { first };
     }
@@ -316,7 +334,10 @@ async fn switching_back_and_forth_between_two_workers_fails_no_call() {
     let t = stop_load(load).await;
     assert_clean(&ws, &t);
     let h = health(&ws);
-    assert_eq!(h["front"]["disable_new"], false, "manual switches do not trip the kill switch");
+    assert_eq!(
+        h["front"]["disable_new"], false,
+        "manual switches do not trip the kill switch"
+    );
     let d = decisions(&ws);
     assert_eq!(d.iter().filter(|d| d["action"] == "rollback").count(), 4);
     assert!(d.iter().all(|d| d["automatic"] != true));
@@ -329,9 +350,15 @@ async fn a_canary_that_crashes_is_marked_failed_and_cannot_be_promoted() {
     let c = front(&ws).await;
     let load = start_load(&c, 3, 1);
     let out = ctl(&ws, &["canary", "start", "--binary", bin.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for("the canary to fail", Duration::from_secs(10), || {
-        decisions(&ws).iter().any(|d| d["action"] == "canary_failed")
+        decisions(&ws)
+            .iter()
+            .any(|d| d["action"] == "canary_failed")
     })
     .await;
     let out = ctl(&ws, &["route", "promote"]);
@@ -343,7 +370,10 @@ async fn a_canary_that_crashes_is_marked_failed_and_cannot_be_promoted() {
     let h = health(&ws);
     let failed = with_role(&h, "failed");
     assert_eq!(failed.len(), 1, "{h}");
-    assert!(failed[0]["note"].as_str().unwrap().contains("SIGABRT"), "{h}");
+    assert!(
+        failed[0]["note"].as_str().unwrap().contains("SIGABRT"),
+        "{h}"
+    );
     let d = decisions(&ws);
     let why = d.iter().find(|d| d["action"] == "canary_failed").unwrap();
     assert_eq!(why["metric"], "exit");
@@ -355,7 +385,9 @@ async fn shadowing_compares_canary_answers_and_records_differences() {
     let (d, ws) = workspace("");
     let c = front(&ws).await;
     // a faithful canary: every shadowed answer matches
-    assert!(ctl(&ws, &["canary", "start", "--binary", BIN]).status.success());
+    assert!(ctl(&ws, &["canary", "start", "--binary", BIN])
+        .status
+        .success());
     let load = start_load(&c, 3, 0);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let t = stop_load(load).await;
@@ -370,7 +402,11 @@ async fn shadowing_compares_canary_answers_and_records_differences() {
     // a canary that answers differently: differences recorded with where
     let bin = faulty(d.path(), "differ", "worker_diff=return", "canary");
     let out = ctl(&ws, &["canary", "start", "--binary", bin.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let load = start_load(&c, 3, 1);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let t = stop_load(load).await;
@@ -396,9 +432,11 @@ async fn a_slow_worker_is_shadowed_without_slowing_clients_and_rolled_back_on_p9
     let bin = faulty(d.path(), "slow", "worker_delay=return(250)", "always");
     let c = front(&ws).await;
     let baseline = active_pid(&ws).unwrap();
-    assert!(ctl(&ws, &["canary", "start", "--binary", bin.to_str().unwrap()])
-        .status
-        .success());
+    assert!(
+        ctl(&ws, &["canary", "start", "--binary", bin.to_str().unwrap()])
+            .status
+            .success()
+    );
     // shadowing a slow canary costs the client nothing
     let load = start_load(&c, 3, 0);
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -419,7 +457,11 @@ async fn a_slow_worker_is_shadowed_without_slowing_clients_and_rolled_back_on_p9
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = stop_load(load).await;
     assert_clean(&ws, &t);
-    assert_eq!(active_pid(&ws), Some(baseline), "routed back to the standby");
+    assert_eq!(
+        active_pid(&ws),
+        Some(baseline),
+        "routed back to the standby"
+    );
     let d = decisions(&ws);
     let rb = d.iter().find(|d| d["action"] == "rollback").unwrap();
     assert_eq!(rb["metric"], "p95_ms", "{rb}");
@@ -442,16 +484,22 @@ async fn a_slow_worker_is_shadowed_without_slowing_clients_and_rolled_back_on_p9
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_errors_after_promotion_is_rolled_back_and_no_call_fails() {
     let (d, ws) = workspace("");
-    let bin = faulty(d.path(), "erring", "worker_error=30%return", "live");
+    let bin = faulty(d.path(), "erring", "worker_error=1*off->30%return", "live");
     let c = front(&ws).await;
     let baseline = active_pid(&ws).unwrap();
-    assert!(ctl(&ws, &["canary", "start", "--binary", bin.to_str().unwrap()])
-        .status
-        .success());
+    assert!(
+        ctl(&ws, &["canary", "start", "--binary", bin.to_str().unwrap()])
+            .status
+            .success()
+    );
     let load = start_load(&c, 3, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let out = ctl(&ws, &["route", "promote"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for("the automatic rollback", Duration::from_secs(20), || {
         decisions(&ws)
             .iter()
@@ -480,9 +528,11 @@ async fn a_worker_whose_memory_grows_is_rolled_back() {
     let (d, ws) = workspace("rss_window_s = 1\n");
     let bin = faulty(d.path(), "leaky", "worker_leak=return(3)", "live");
     let c = front(&ws).await;
-    assert!(ctl(&ws, &["canary", "start", "--binary", bin.to_str().unwrap()])
-        .status
-        .success());
+    assert!(
+        ctl(&ws, &["canary", "start", "--binary", bin.to_str().unwrap()])
+            .status
+            .success()
+    );
     let load = start_load(&c, 3, 1);
     assert!(ctl(&ws, &["route", "promote"]).status.success());
     wait_for("the automatic rollback", Duration::from_secs(30), || {
@@ -538,7 +588,10 @@ async fn a_call_past_its_timeout_gets_timeout_and_the_worker_cancels_it() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
     // the worker was told to cancel: the command never got to write
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(!ws.join("late.txt").exists(), "the command was not cancelled");
+    assert!(
+        !ws.join("late.txt").exists(),
+        "the command was not cancelled"
+    );
     // and the worker is fine
     c.call_ok("status", json!({})).await.unwrap();
 }
@@ -551,7 +604,10 @@ async fn a_canary_that_never_becomes_ready_is_killed_and_reported() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&mute, std::fs::Permissions::from_mode(0o755)).unwrap();
     let _c = front(&ws).await;
-    let out = ctl(&ws, &["canary", "start", "--binary", mute.to_str().unwrap()]);
+    let out = ctl(
+        &ws,
+        &["canary", "start", "--binary", mute.to_str().unwrap()],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not ready within 500 ms"), "{err}");
@@ -569,19 +625,50 @@ async fn admin_tools_and_the_control_socket() {
     // the socket is private to the user
     use std::os::unix::fs::PermissionsExt;
     let run = ws.join(".vane/run");
-    assert_eq!(std::fs::metadata(&run).unwrap().permissions().mode() & 0o777, 0o700);
-    let sock = std::fs::read_dir(&run).unwrap().next().unwrap().unwrap().path();
-    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&run).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let sock = std::fs::read_dir(&run)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // admin tools are off by default
-    let names: Vec<String> = c.tools().await.unwrap().iter().map(|t| t.name.to_string()).collect();
+    let names: Vec<String> = c
+        .tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
     assert!(!names.contains(&"worker_health".to_string()));
     assert_eq!(
         c.call_err("worker_health", json!({})).await.unwrap()["code"],
         "admin_disabled"
     );
-    assert!(vane(&ws, &["flags", "set", "ADMIN_TOOLS", "1"]).status.success());
-    let names: Vec<String> = c.tools().await.unwrap().iter().map(|t| t.name.to_string()).collect();
-    for t in ["worker_health", "route_switch", "flags_list", "flags_set", "panic_disable_new"] {
+    assert!(vane(&ws, &["flags", "set", "ADMIN_TOOLS", "1"])
+        .status
+        .success());
+    let names: Vec<String> = c
+        .tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    for t in [
+        "worker_health",
+        "route_switch",
+        "flags_list",
+        "flags_set",
+        "panic_disable_new",
+    ] {
         assert!(names.contains(&t.to_string()), "{t} in {names:?}");
     }
     let h = c.call_ok("worker_health", json!({})).await.unwrap();
