@@ -146,7 +146,7 @@ impl ToolSet {
             return true;
         }
         self.mutates_when.iter().any(|(tool, field)| {
-            tool == name && !args.is_some_and(|a| a.get(field).is_some_and(|v| !v.is_null()))
+            tool == name && args.is_none_or(|a| a.get(field).is_none_or(|v| v.is_null()))
         })
     }
 
@@ -484,15 +484,14 @@ impl Worker {
             }
             w.stats.rss_bytes.store(rss_of(w.pid), Ordering::Relaxed);
             let t0 = Instant::now();
-            let ok = matches!(
-                w.request(
+            let ok = w
+                .request(
                     ClientRequest::PingRequest(PingRequest::default()),
                     timing.ping_timeout,
-                    None
+                    None,
                 )
-                .await,
-                Ok(_)
-            );
+                .await
+                .is_ok();
             if ok {
                 w.stats
                     .last_ping_us

@@ -58,6 +58,17 @@ fn json_err(e: serde_json::Error) -> VaneError {
 /// How long idempotency keys are kept.
 pub const IDEMPOTENCY_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
+/// tool, args hash, state, owner pid, result, is_error, journal
+type IdempotencyRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    bool,
+    Option<String>,
+);
+
 /// What to do with a call that carries an idempotency key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Idempotency {
@@ -1136,7 +1147,7 @@ impl Store {
         let now = now_ms();
         self.write_bookkeeping(|tx| {
             tx.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [now - IDEMPOTENCY_RETENTION_MS]).map_err(db_err)?;
-            let row: Option<(String, String, String, i64, Option<String>, bool, Option<String>)> = tx
+            let row: Option<IdempotencyRow> = tx
                 .query_row(
                     "SELECT tool, args_hash, state, owner_pid, result, is_error, journal FROM idempotency WHERE key = ?1",
                     [key],

@@ -478,17 +478,8 @@ pub fn workers(v: &Value) -> String {
         );
         let _ = writeln!(
             o,
-            "  {:<4} {:<9} {:>7} {:>8} {:>9} {:>7} {:>7} {:>6} {:<7} {}",
-            "id",
-            "role",
-            "pid",
-            "up (s)",
-            "rss MiB",
-            "calls",
-            "errors",
-            "fails",
-            "circuit",
-            "binary / note"
+            "  {:<4} {:<9} {:>7} {:>8} {:>9} {:>7} {:>7} {:>6} {:<7} binary / note",
+            "id", "role", "pid", "up (s)", "rss MiB", "calls", "errors", "fails", "circuit",
         );
         for w in h["workers"].as_array().into_iter().flatten() {
             let _ = writeln!(
