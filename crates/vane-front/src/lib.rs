@@ -39,7 +39,7 @@ pub async fn run(
     let socket = control::serve(front.clone(), &ctx.paths.state_dir)?;
     *front.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.clone());
     let running = FrontServer(front.clone())
-        .serve(rmcp::transport::stdio())
+        .serve(vane_tools::stdio::transport())
         .await
         .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")));
     let reason = match running {

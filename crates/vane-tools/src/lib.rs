@@ -20,6 +20,7 @@ pub mod handlers;
 pub mod policy;
 pub mod registry;
 pub mod server;
+pub mod stdio;
 
 pub use ctx::ToolCtx;
 pub use registry::Registry;

@@ -778,7 +778,7 @@ pub async fn serve(ctx: Arc<ToolCtx>) -> Result<(), VaneError> {
     let watched = ctx.clone();
     let server = VaneServer::new(ctx);
     let running = server
-        .serve(rmcp::transport::stdio())
+        .serve(vane_tools::stdio::transport())
         .await
         .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")))?;
     // Flags change the tool set (ADMIN_TOOLS): tell the client within 250 ms,

@@ -1,0 +1,231 @@
+//! Benchmarks of the runtime: what the front adds per call, calls during
+//! switches, the time from a worker's death to serving again, memory of
+//! front and worker. Run: `cargo bench -p vane --bench runtime`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vane_tools::client::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vane");
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn pct(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+fn vane(ws: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--workspace")
+        .arg(ws)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn health(ws: &Path) -> Value {
+    let out = vane(ws, &["workers", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["fronts"][0]["result"].clone()
+}
+
+fn worker_with_role(ws: &Path, role: &str) -> Option<Value> {
+    health(ws)["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["role"] == role && w["alive"] == true)
+        .cloned()
+}
+
+fn rss_mib(pid: u64) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+async fn timed(c: &Client, tool: &str, args: &Value) -> f64 {
+    let t = Instant::now();
+    let r = c.call(tool, args.clone()).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "{tool}: {:?}", r.structured_content);
+    t.elapsed().as_secs_f64() * 1e6
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let d = tempfile::tempdir().unwrap();
+    let ws = d.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("file.txt"), "line\n".repeat(200)).unwrap();
+    std::fs::write(
+        ws.join("vane.toml"),
+        "[runtime]\nping_interval_ms = 2000\n",
+    )
+    .unwrap();
+    let small = "tasks:\n".to_string()
+        + &(0..50)
+            .map(|i| format!("  - id: S{i}\n    title: t{i}\n"))
+            .collect::<String>();
+    std::fs::write(ws.join("small.yaml"), small).unwrap();
+    let roadmap = ws.join("small.yaml");
+    assert!(vane(&ws, &["init", "--roadmap", roadmap.to_str().unwrap()])
+        .status
+        .success());
+    println!(
+        "vane runtime benchmarks (release build, {} cores)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let wsa = ws.to_str().unwrap();
+    let direct = Client::spawn(Path::new(BIN), &["worker", "--workspace", wsa], &[], true)
+        .await
+        .unwrap();
+    let front = Client::spawn(Path::new(BIN), &["serve", "--workspace", wsa], &[], true)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    front.call_ok("status", json!({})).await.unwrap();
+    println!(
+        "front: first tool call answered {:.1} ms after initialize (the worker boots behind it)",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+
+    // 0. the floor: one bare MCP round trip (ping, answered by the process
+    // itself) — what any extra process hop costs on this machine
+    let ping = |c: &Client| {
+        let peer = c.service.peer().clone();
+        async move {
+            let t = Instant::now();
+            peer.send_request(rmcp::model::ClientRequest::PingRequest(Default::default()))
+                .await
+                .unwrap();
+            t.elapsed().as_secs_f64() * 1e6
+        }
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..3000 {
+        a.push(ping(&direct).await);
+        b.push(ping(&front).await);
+    }
+    println!(
+        "bare MCP ping round trip: worker {:.0} µs, front {:.0} µs (the cost of one process hop here)",
+        median(a),
+        median(b)
+    );
+
+    // 1. the front's added latency: alternate direct and fronted calls
+    for (tool, args) in [
+        ("status", json!({})),
+        ("plan_next", json!({})),
+        ("fs_read", json!({ "path": "file.txt" })),
+    ] {
+        for _ in 0..200 {
+            timed(&direct, tool, &args).await;
+            timed(&front, tool, &args).await;
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..3000 {
+            a.push(timed(&direct, tool, &args).await);
+            b.push(timed(&front, tool, &args).await);
+        }
+        let (ma, mb) = (median(a), median(b));
+        println!(
+            "{tool:<10} direct {ma:.0} µs, through the front {mb:.0} µs: front adds {:.0} µs median (target ≤ 50 µs)",
+            mb - ma
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let h = health(&ws);
+    let fpid = h["front"]["pid"].as_u64().unwrap();
+    let wpid = worker_with_role(&ws, "active").unwrap()["pid"].as_u64().unwrap();
+    println!(
+        "memory after 18,000 calls: front {:.1} MiB, its worker {:.1} MiB, a worker alone {:.1} MiB",
+        rss_mib(fpid),
+        rss_mib(wpid),
+        rss_mib(direct.pid.unwrap() as u64)
+    );
+    direct.close().await;
+
+    // 2. death → serving again: kill -9 the active worker, then call at once
+    let mut recover = Vec::new();
+    for _ in 0..20 {
+        let pid = worker_with_role(&ws, "active").unwrap()["pid"].as_u64().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        recover.push(timed(&front, "status", &json!({})).await / 1000.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "kill -9 of the active worker → next call answered: median {:.1} ms, p95 {:.1} ms, max {:.1} ms (target ≤ 200 ms)",
+        median(recover.clone()),
+        pct(recover.clone(), 0.95),
+        pct(recover, 1.0)
+    );
+
+    // 3. switches: a canary, promote, then route back and forth while a
+    // client calls continuously
+    assert!(vane(&ws, &["canary", "start", "--binary", BIN]).status.success());
+    let out = vane(&ws, &["route", "promote"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(
+        &Command::new(BIN)
+            .args(["--workspace", wsa, "workers", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let promote = v["fronts"][0]["result"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|d| d["action"] == "promote")
+        .cloned()
+        .unwrap();
+    println!(
+        "promote: new worker started and ready in {:.1} ms, traffic moved in {} µs",
+        promote["start_us"].as_f64().unwrap() / 1000.0,
+        promote["switch_us"]
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let wsb = ws.clone();
+    let switcher = std::thread::spawn(move || {
+        let mut n = 0;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(vane(&wsb, &["route", "rollback"]).status.success());
+            n += 1;
+        }
+        n
+    });
+    let mut during = Vec::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        during.push(timed(&front, "status", &json!({})).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let switches = switcher.join().unwrap();
+    println!(
+        "{} calls during {switches} switches in 5 s: median {:.0} µs, p99 {:.0} µs, max {:.1} ms, 0 failed",
+        during.len(),
+        median(during.clone()),
+        pct(during.clone(), 0.99),
+        pct(during, 1.0) / 1000.0
+    );
+    front.close().await;
+}
