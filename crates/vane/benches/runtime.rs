@@ -68,11 +68,7 @@ async fn main() {
     let ws = d.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("file.txt"), "line\n".repeat(200)).unwrap();
-    std::fs::write(
-        ws.join("vane.toml"),
-        "[runtime]\nping_interval_ms = 2000\n",
-    )
-    .unwrap();
+    std::fs::write(ws.join("vane.toml"), "[runtime]\nping_interval_ms = 2000\n").unwrap();
     let small = "tasks:\n".to_string()
         + &(0..50)
             .map(|i| format!("  - id: S{i}\n    title: t{i}\n"))
@@ -84,7 +80,9 @@ async fn main() {
         .success());
     println!(
         "vane runtime benchmarks (release build, {} cores)",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
     let wsa = ws.to_str().unwrap();
     let direct = Client::spawn(Path::new(BIN), &["worker", "--workspace", wsa], &[], true)
@@ -147,7 +145,9 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let h = health(&ws);
     let fpid = h["front"]["pid"].as_u64().unwrap();
-    let wpid = worker_with_role(&ws, "active").unwrap()["pid"].as_u64().unwrap();
+    let wpid = worker_with_role(&ws, "active").unwrap()["pid"]
+        .as_u64()
+        .unwrap();
     println!(
         "memory after 18,000 calls: front {:.1} MiB, its worker {:.1} MiB, a worker alone {:.1} MiB",
         rss_mib(fpid),
@@ -159,7 +159,9 @@ async fn main() {
     // 2. death → serving again: kill -9 the active worker, then call at once
     let mut recover = Vec::new();
     for _ in 0..20 {
-        let pid = worker_with_role(&ws, "active").unwrap()["pid"].as_u64().unwrap();
+        let pid = worker_with_role(&ws, "active").unwrap()["pid"]
+            .as_u64()
+            .unwrap();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -177,7 +179,9 @@ async fn main() {
 
     // 3. switches: a canary, promote, then route back and forth while a
     // client calls continuously
-    assert!(vane(&ws, &["canary", "start", "--binary", BIN]).status.success());
+    assert!(vane(&ws, &["canary", "start", "--binary", BIN])
+        .status
+        .success());
     let out = vane(&ws, &["route", "promote"]);
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(
