@@ -1081,6 +1081,10 @@ impl Front {
                                 detail: "the new worker stopped answering pings".into(),
                             };
                             if self.rollback(Some(reason), "front").await.is_ok() {
+                                // unresponsive: its in-flight calls (and the
+                                // idempotency keys they hold) are only freed by
+                                // its death; the record of why stays
+                                w.kill();
                                 return;
                             }
                         }

@@ -694,3 +694,39 @@ async fn admin_tools_and_the_control_socket() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("active") && text.contains("closed"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_that_stops_answering_pings_is_rolled_back() {
+    let (_d, ws) = workspace("");
+    let c = front(&ws).await;
+    let baseline = active_pid(&ws).unwrap();
+    assert!(ctl(&ws, &["canary", "start", "--binary", BIN])
+        .status
+        .success());
+    assert!(ctl(&ws, &["route", "promote"]).status.success());
+    let fresh = active_pid(&ws).unwrap();
+    assert_ne!(fresh, baseline);
+    let load = start_load(&c, 3, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(fresh as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    wait_for("the rollback", Duration::from_secs(10), || {
+        active_pid(&ws) == Some(baseline)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = stop_load(load).await;
+    // let the frozen worker go before checking the store
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(fresh as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    assert_clean(&ws, &t);
+    let d = decisions(&ws);
+    let rb = d.iter().find(|d| d["action"] == "rollback").unwrap();
+    assert_eq!(rb["metric"], "circuit", "{rb}");
+    assert_eq!(rb["automatic"], true);
+}
