@@ -1053,8 +1053,9 @@ impl Front {
                             r.standby = None;
                         }
                     }
+                    // a failed worker stays listed, exit status included, until replaced
+                    Some(Role::Failed) => {}
                     _ => {
-                        // failed or retiring: forget it once it is gone
                         self.routes()
                             .failed
                             .retain(|f| f.id != id || f.exited().is_none());
