@@ -1044,6 +1044,14 @@ impl Front {
                                 r.canary = None;
                             }
                             r.failed.push(w.clone());
+                            // dead canaries: the last few stay listed
+                            let dead = r.failed.iter().filter(|f| f.exited().is_some()).count();
+                            if dead > 3 {
+                                if let Some(i) = r.failed.iter().position(|f| f.exited().is_some())
+                                {
+                                    r.failed.remove(i);
+                                }
+                            }
                         }
                         self.decide("canary_failed", json!({ "worker": id, "metric": "exit", "value": status, "threshold": "no exit" }));
                     }
