@@ -121,6 +121,19 @@ async fn main() {
         median(b)
     );
 
+    let fpid = health(&ws)["front"]["pid"].as_u64().unwrap();
+    let cpu_s = |pid: u64| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|x| x.1)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (t(11) + t(12)) / 100.0
+    };
+
     // 1. the front's added latency: alternate direct and fronted calls
     for (tool, args) in [
         ("status", json!({})),
@@ -132,19 +145,19 @@ async fn main() {
             timed(&front, tool, &args).await;
         }
         let (mut a, mut b) = (Vec::new(), Vec::new());
+        let cpu0 = cpu_s(fpid);
         for _ in 0..3000 {
             a.push(timed(&direct, tool, &args).await);
             b.push(timed(&front, tool, &args).await);
         }
+        let cpu = (cpu_s(fpid) - cpu0) / 3000.0 * 1e6;
         let (ma, mb) = (median(a), median(b));
         println!(
-            "{tool:<10} direct {ma:.0} µs, through the front {mb:.0} µs: front adds {:.0} µs median (target ≤ 50 µs)",
+            "{tool:<10} direct {ma:.0} µs, through the front {mb:.0} µs: front adds {:.0} µs median (target ≤ 50 µs); front CPU {cpu:.0} µs per call",
             mb - ma
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let h = health(&ws);
-    let fpid = h["front"]["pid"].as_u64().unwrap();
     let wpid = worker_with_role(&ws, "active").unwrap()["pid"]
         .as_u64()
         .unwrap();
