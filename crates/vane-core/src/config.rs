@@ -18,6 +18,8 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// `[runtime]`: the front and its workers.
     pub runtime: Runtime,
+    /// `[upgrade]`: preflight and the upgrade pipeline.
+    pub upgrade: Upgrade,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
 }
@@ -179,6 +181,39 @@ impl Default for Runtime {
             max_retries: 3,
             shadow: Shadow::default(),
             rollback: Rollback::default(),
+        }
+    }
+}
+
+/// `[upgrade]`: what `vane preflight` checks and how `vane upgrade` proves a
+/// new version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upgrade {
+    /// Free space the state directory's volume must have.
+    pub min_free_mb: u64,
+    /// Environment variables that must be set and non-empty (values never printed).
+    pub required_secrets: Vec<String>,
+    /// Shadow window (seconds) and the samples it must collect; fewer means hold.
+    pub shadow_s: u64,
+    pub min_shadow_samples: u64,
+    /// Observation window after promotion (seconds).
+    pub observe_s: u64,
+    /// Build and test commands of the build and unit gates (`--git` / `--patch`).
+    pub build_command: String,
+    pub test_command: String,
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Upgrade {
+            min_free_mb: 500,
+            required_secrets: Vec::new(),
+            shadow_s: 60,
+            min_shadow_samples: 50,
+            observe_s: 600,
+            build_command: "cargo build --release".into(),
+            test_command: "cargo test --workspace".into(),
         }
     }
 }
@@ -420,6 +455,15 @@ min_latency_samples = 20
 rss_factor = 1.5                 # resident memory above 1.5x the old worker's …
 rss_window_s = 60                # … for this long
 set_disable_new = true           # an automatic rollback also sets DISABLE_NEW=1
+
+[upgrade]                        # vane preflight / vane upgrade
+min_free_mb = 500                # free space needed on the state directory's volume
+required_secrets = []            # environment variables that must be set (values never printed)
+shadow_s = 60                    # shadow window before promotion …
+min_shadow_samples = 50          # … and the compared answers it needs (fewer: hold, never promote)
+observe_s = 600                  # observation window after promotion
+build_command = "cargo build --release"
+test_command = "cargo test --workspace"
 
 # Critics gate `done`: a task whose exit criteria name `critic: NAME` can only be
 # completed after NAME passed since the task started. Exit code 0 = pass.

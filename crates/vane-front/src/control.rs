@@ -1,7 +1,9 @@
 //! The control socket: `STATE_DIR/run/front-PID.sock` (directory 0700,
 //! socket 0600). One JSON request per line, one JSON answer per line:
 //! `{"op": "workers"}`, `{"op": "promote"}`, `{"op": "rollback"}`,
-//! `{"op": "canary_start", "binary": PATH}`, `{"op": "canary_stop"}`.
+//! `{"op": "canary_start", "binary": PATH}`, `{"op": "canary_stop"}`,
+//! `{"op": "probe", "tool": NAME, "arguments": {…}}` (a read-only call on the
+//! active worker and the canary, compared).
 //! Answers are `{"ok": true, "result": …}` or `{"ok": false, "error": {code, message}}`.
 
 use std::os::unix::fs::PermissionsExt;
@@ -73,8 +75,22 @@ async fn handle(front: &Arc<Front>, line: &str) -> Result<Value, VaneError> {
             front.canary_start(Path::new(bin)).await
         }
         Some("canary_stop") => front.canary_stop().await,
+        Some("call") => {
+            let tool = req["tool"]
+                .as_str()
+                .ok_or_else(|| VaneError::invalid_input("call needs `tool`"))?;
+            let args = req.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            front.call_active(tool, args).await
+        }
+        Some("probe") => {
+            let tool = req["tool"]
+                .as_str()
+                .ok_or_else(|| VaneError::invalid_input("probe needs `tool`"))?;
+            let args = req.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            front.probe(tool, args).await
+        }
         other => Err(VaneError::invalid_input(format!(
-            "unknown control op {other:?}; allowed: workers, promote, rollback, canary_start, canary_stop"
+            "unknown control op {other:?}; allowed: workers, promote, rollback, canary_start, canary_stop, probe, call"
         ))),
     }
 }

@@ -947,6 +947,118 @@ impl Front {
         }
     }
 
+    /// Calls one read-only tool on the active worker and on the canary and
+    /// compares the answers (normalised as in shadowing). The answers count
+    /// as shadow samples of the canary. Used by self-checks and by upgrade
+    /// probes when clients are idle.
+    pub async fn probe(self: &Arc<Self>, tool: &str, args: Value) -> Result<Value, VaneError> {
+        let (active, canary) = {
+            let r = self.routes();
+            (r.active.clone(), r.canary.clone())
+        };
+        let active = active
+            .filter(|a| a.healthy())
+            .ok_or_else(|| err(ErrorCode::Internal, "no healthy active worker"))?;
+        let canary = canary
+            .filter(|c| c.healthy())
+            .ok_or_else(|| VaneError::invalid_input("no healthy canary to probe"))?;
+        let Value::Object(args) = args else {
+            return Err(VaneError::invalid_input(
+                "probe arguments must be an object",
+            ));
+        };
+        if !active.tools().is_read_only(tool, Some(&args)) {
+            return Err(VaneError::invalid_input(format!(
+                "probe: `{tool}` with these arguments is not read-only"
+            )));
+        }
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
+        let timeout = ms(self.cfg.shadow.timeout_ms);
+        let (a, c) = tokio::join!(
+            active.call_tool(params.clone(), timeout, None),
+            canary.call_tool(params, timeout, None)
+        );
+        let a = a.map_err(|e| {
+            err(
+                ErrorCode::Internal,
+                format!("probe `{tool}` on the active worker: {e:?}"),
+            )
+        })?;
+        let s = &canary.stats.shadow;
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(err(
+                    ErrorCode::Internal,
+                    format!("probe `{tool}` on the canary: {e:?}"),
+                ));
+            }
+        };
+        s.compared.fetch_add(1, Ordering::Relaxed);
+        let diff = compare(
+            &self.ignore,
+            (&a.structured_content, a.is_error == Some(true)),
+            (&c.structured_content, c.is_error == Some(true)),
+        );
+        match &diff {
+            None => {
+                s.matched.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(d) => {
+                s.differed.fetch_add(1, Ordering::Relaxed);
+                let entry =
+                    json!({ "at": now_rfc3339(), "tool": tool, "difference": d, "probe": true });
+                let mut q = s.last_diffs.lock().unwrap_or_else(|e| e.into_inner());
+                if q.len() >= 20 {
+                    q.pop_front();
+                }
+                q.push_back(entry);
+            }
+        }
+        Ok(json!({
+            "tool": tool,
+            "active": { "worker": active.id, "is_error": a.is_error == Some(true) },
+            "canary": { "worker": canary.id, "is_error": c.is_error == Some(true) },
+            "same": diff.is_none(),
+            "difference": diff,
+        }))
+    }
+
+    /// One read-only call on the active worker (upgrade checks); the
+    /// structured answer.
+    pub async fn call_active(
+        self: &Arc<Self>,
+        tool: &str,
+        args: Value,
+    ) -> Result<Value, VaneError> {
+        let active = self
+            .routes()
+            .active
+            .clone()
+            .filter(|a| a.healthy())
+            .ok_or_else(|| err(ErrorCode::Internal, "no healthy active worker"))?;
+        let Value::Object(args) = args else {
+            return Err(VaneError::invalid_input("call arguments must be an object"));
+        };
+        if !active.tools().is_read_only(tool, Some(&args)) {
+            return Err(VaneError::invalid_input(format!(
+                "call: `{tool}` with these arguments is not read-only"
+            )));
+        }
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
+        let r = active
+            .call_tool(params, ms(self.cfg.call_timeout_ms), None)
+            .await
+            .map_err(|e| {
+                err(
+                    ErrorCode::Internal,
+                    format!("`{tool}` on the active worker: {e:?}"),
+                )
+            })?;
+        Ok(json!({ "is_error": r.is_error == Some(true), "result": r.structured_content }))
+    }
+
     pub async fn canary_stop(self: &Arc<Self>) -> Result<Value, VaneError> {
         let Some(c) = self.routes().canary.take() else {
             return Err(VaneError::invalid_input("no canary is running"));

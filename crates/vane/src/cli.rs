@@ -54,6 +54,13 @@ enum Cmd {
     /// Start or stop a dry-run canary in a running front
     #[command(subcommand)]
     Canary(CanaryCmd),
+    /// Check that an upgrade may start: git clean, toolchain, disk, store, sandbox, secrets, front, lock
+    Preflight {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upgrade the running front to a new vane build (or: upgrade status | abort)
+    Upgrade(UpgradeCli),
     /// The operations log: summary and live tail
     #[command(subcommand)]
     Telemetry(TelemetryCmd),
@@ -110,6 +117,41 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct UpgradeCli {
+    #[command(subcommand)]
+    cmd: Option<UpgradeSub>,
+    /// The new vane executable
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Shadow window (e.g. 60s, 2m; default [upgrade] shadow_s)
+    #[arg(long)]
+    shadow: Option<String>,
+    /// Observation window after promotion (e.g. 10m; default [upgrade] observe_s)
+    #[arg(long)]
+    observe: Option<String>,
+    /// Shadow samples needed to promote (default [upgrade] min_shadow_samples)
+    #[arg(long)]
+    min_samples: Option<u64>,
+    /// Flag to flip after promotion, KEY=VALUE (repeatable, applied in order)
+    #[arg(long = "flip")]
+    flips: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum UpgradeSub {
+    /// The newest upgrade's progress or report
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running upgrade to stop (it rolls back if it already promoted)
+    Abort,
 }
 
 #[derive(Subcommand)]
@@ -423,6 +465,72 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                 vane_front::run(ctx, binary, cli.state_dir.clone()).await?;
             } else {
                 serve(ctx).await?;
+            }
+        }
+        Cmd::Preflight { json } => {
+            let root = workspace(&cli);
+            let config = load_config(&root)?;
+            let paths = paths_of(&cli)?;
+            let root = root.canonicalize().unwrap_or(root);
+            let (v, ok) = crate::upgrade::run_preflight(&root, &paths, &config).await;
+            emit(*json, &v, render::preflight);
+            if !ok {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Cmd::Upgrade(u) => {
+            let paths = paths_of(&cli)?;
+            match &u.cmd {
+                Some(UpgradeSub::Status { json }) => {
+                    let v = crate::upgrade::status(&paths)?;
+                    emit(*json, &v, render::upgrade_report);
+                }
+                Some(UpgradeSub::Abort) => {
+                    let v = crate::upgrade::abort(&paths)?;
+                    emit(false, &v, |v| format!("{v}\n"));
+                }
+                None => {
+                    let Some(binary) = &u.binary else {
+                        return Err(VaneError::invalid_input(
+                            "vane upgrade needs --binary PATH (or: vane upgrade status | abort)",
+                        ));
+                    };
+                    let root = workspace(&cli);
+                    let config = load_config(&root)?;
+                    let root = root.canonicalize().unwrap_or(root);
+                    let dur = |v: &Option<String>,
+                               default_s: u64|
+                     -> Result<std::time::Duration, VaneError> {
+                        match v {
+                            Some(s) => vane_telemetry::summary::parse_since(s)
+                                .map_err(VaneError::invalid_input),
+                            None => Ok(std::time::Duration::from_secs(default_s)),
+                        }
+                    };
+                    let mut flips = Vec::new();
+                    for f in &u.flips {
+                        let (k, v) = f.split_once('=').ok_or_else(|| {
+                            VaneError::invalid_input(format!("--flip {f}: use KEY=VALUE"))
+                        })?;
+                        vane_core::flags::validate(k, v)?;
+                        flips.push((k.to_string(), v.to_string()));
+                    }
+                    let args = crate::upgrade::UpgradeArgs {
+                        binary: binary.clone(),
+                        shadow: dur(&u.shadow, config.upgrade.shadow_s)?,
+                        observe: dur(&u.observe, config.upgrade.observe_s)?,
+                        min_samples: u.min_samples.unwrap_or(config.upgrade.min_shadow_samples),
+                        flips,
+                    };
+                    let ctx = open(&cli)?;
+                    let (v, stable) =
+                        crate::upgrade::run_upgrade(&root, &paths, &config, &ctx, args, u.json)
+                            .await?;
+                    emit(u.json, &v, render::upgrade_report);
+                    if !stable {
+                        return Ok(ExitCode::from(3));
+                    }
+                }
             }
         }
         Cmd::Workers { json } => {

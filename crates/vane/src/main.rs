@@ -8,6 +8,7 @@
 mod cli;
 mod demo;
 mod render;
+mod upgrade;
 
 use std::process::ExitCode;
 

@@ -558,3 +558,77 @@ pub fn control_result(v: &Value) -> String {
     }
     o
 }
+
+/// `vane preflight`
+pub fn preflight(v: &Value) -> String {
+    let mut o = String::new();
+    for c in v["checks"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "{} {:<16} {:>8.1} ms  {}",
+            if c["ok"] == true { "ok  " } else { "FAIL" },
+            s(&c["name"]),
+            c["duration_ms"].as_f64().unwrap_or(0.0),
+            s(&c["detail"])
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{} (written to {}/preflight.json)",
+        if v["ok"] == true {
+            "preflight passed"
+        } else {
+            "preflight FAILED"
+        },
+        s(&v["dir"])
+    );
+    o
+}
+
+/// `vane upgrade` / `vane upgrade status`
+pub fn upgrade_report(v: &Value) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "upgrade {}: {} — {}",
+        s(&v["id"]),
+        s(&v["decision"]),
+        s(&v["reason"])
+    );
+    let _ = writeln!(
+        o,
+        "  from {} ({})",
+        s(&v["old"]["binary"]),
+        s(&v["old"]["version"])
+    );
+    let _ = writeln!(
+        o,
+        "  to   {} ({})",
+        s(&v["new"]["binary"]),
+        s(&v["new"]["version"])
+    );
+    for g in ["build", "unit", "canary_ready", "selfchecks"] {
+        let gv = &v["gates"][g];
+        let _ = writeln!(
+            o,
+            "  gate {:<13} {:<8} {}",
+            g,
+            s(&gv["status"]),
+            cut(&s(&gv["detail"]), 100)
+        );
+    }
+    if !v["shadow"].is_null() {
+        let _ = writeln!(
+            o,
+            "  shadow: {} samples ({} probes), {} differences",
+            s(&v["shadow"]["samples"]),
+            s(&v["shadow"]["probes"]),
+            s(&v["shadow"]["differed"])
+        );
+    }
+    if !v["rollback"].is_null() {
+        let _ = writeln!(o, "  rollback: {}", cut(&v["rollback"].to_string(), 200));
+    }
+    let _ = writeln!(o, "  report: {}/report.json", s(&v["dir"]));
+    o
+}

@@ -116,6 +116,7 @@ struct Tally {
 
 struct Load {
     stop: Arc<AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<Tally>>,
 }
 
@@ -123,10 +124,12 @@ struct Load {
 /// recording uniquely titled decisions; every call must succeed.
 fn start_load(c: &Arc<Client>, readers: usize, writers: usize) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for r in 0..readers + writers {
         let c = c.clone();
         let stop = stop.clone();
+        let done = done.clone();
         let writer = r >= readers;
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
@@ -150,6 +153,7 @@ fn start_load(c: &Arc<Client>, readers: usize, writers: usize) -> Load {
                 let res = c.call(tool, args.clone()).await;
                 t.latencies_us.push(t0.elapsed().as_micros() as u64);
                 t.calls += 1;
+                done.fetch_add(1, Ordering::Relaxed);
                 match res {
                     Ok(r) if r.is_error != Some(true) => {
                         if writer {
@@ -168,10 +172,15 @@ fn start_load(c: &Arc<Client>, readers: usize, writers: usize) -> Load {
             t
         }));
     }
-    Load { stop, tasks }
+    Load { stop, done, tasks }
 }
 
 async fn stop_load(l: Load) -> Tally {
+    // a slow machine still gets a meaningful load (at least 100 calls)
+    let t0 = Instant::now();
+    while l.done.load(Ordering::Relaxed) < 100 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     l.stop.store(true, Ordering::Relaxed);
     let mut all = Tally::default();
     for t in l.tasks {

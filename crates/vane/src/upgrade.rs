@@ -1,0 +1,873 @@
+//! `vane preflight` and `vane upgrade`: prove a new version safe on the
+//! running front — canary, self-checks, shadow, promote, flag flips,
+//! observation — or refuse it and say why. Every run writes
+//! `STATE_DIR/upgrades/<timestamp>/preflight.json`, `progress.json` and
+//! `report.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vane_core::config::Config;
+use vane_core::{ErrorCode, VaneError};
+use vane_store::StatePaths;
+
+/// One preflight check.
+fn check(name: &str, f: impl FnOnce() -> Result<String, String>) -> Value {
+    let t0 = Instant::now();
+    let (ok, detail) = match f() {
+        Ok(d) => (true, d),
+        Err(d) => (false, d),
+    };
+    json!({ "name": name, "ok": ok, "detail": detail, "duration_ms": t0.elapsed().as_secs_f64() * 1000.0 })
+}
+
+fn now_stamp() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    // a zombie is dead too
+    !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// `.vane/upgrade.lock`, taken with create-exclusive, holding pid, host and
+/// start time; released (removed) on drop when still ours.
+pub struct UpgradeLock {
+    path: PathBuf,
+    pub recovered_from: Option<Value>,
+}
+
+impl UpgradeLock {
+    pub fn take(state_dir: &Path) -> Result<UpgradeLock, String> {
+        let path = state_dir.join("upgrade.lock");
+        let me = json!({ "pid": std::process::id(), "host": hostname(), "started_at": chrono::Utc::now().to_rfc3339() });
+        let mut recovered = None;
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    f.write_all(me.to_string().as_bytes())
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    return Ok(UpgradeLock {
+                        path,
+                        recovered_from: recovered,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let held: Value = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or(Value::Null);
+                    let pid = held["pid"].as_u64().unwrap_or(0) as u32;
+                    let same_host = held["host"].as_str().is_none_or(|h| h == hostname());
+                    if pid > 0 && (!same_host || pid_alive(pid)) {
+                        return Err(format!(
+                            "another upgrade is in progress: pid {pid} on {} since {}",
+                            held["host"].as_str().unwrap_or("?"),
+                            held["started_at"].as_str().unwrap_or("?")
+                        ));
+                    }
+                    // stale: its owner is gone
+                    let _ = std::fs::remove_file(&path);
+                    recovered = Some(held);
+                }
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        Err("could not take the upgrade lock".into())
+    }
+}
+
+impl UpgradeLock {
+    /// Records the run's directory in the lock (for `vane upgrade abort|status`).
+    pub fn set_dir(&self, dir: &Path) {
+        if let Ok(t) = std::fs::read_to_string(&self.path) {
+            if let Ok(mut v) = serde_json::from_str::<Value>(&t) {
+                v["dir"] = json!(dir.display().to_string());
+                let _ = std::fs::write(&self.path, v.to_string());
+            }
+        }
+    }
+}
+
+fn locked_run(paths: &StatePaths) -> Option<PathBuf> {
+    let t = std::fs::read_to_string(paths.state_dir.join("upgrade.lock")).ok()?;
+    let v: Value = serde_json::from_str(&t).ok()?;
+    let pid = v["pid"].as_u64()? as u32;
+    if !pid_alive(pid) {
+        return None;
+    }
+    v["dir"].as_str().map(PathBuf::from)
+}
+
+impl Drop for UpgradeLock {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|v| v["pid"] == std::process::id());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn git_clean(ws: &Path, state_dir: &Path) -> Result<String, String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(ws)
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "not a git working tree: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let state_rel = state_dir
+        .strip_prefix(ws)
+        .ok()
+        .map(|p| format!("{}/", p.display()));
+    let dirty: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.get(3..).unwrap_or("").trim_matches('"').to_string())
+        .filter(|p| {
+            state_rel
+                .as_ref()
+                .is_none_or(|s| !p.starts_with(s.as_str()))
+        })
+        .collect();
+    if dirty.is_empty() {
+        Ok("clean (the state directory excluded)".into())
+    } else {
+        Err(format!(
+            "{} changed or untracked path(s): {}",
+            dirty.len(),
+            dirty.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+fn toolchain(ws: &Path) -> Result<String, String> {
+    let pin = ["rust-toolchain.toml", "rust-toolchain"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(ws.join(f)).ok())
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| {
+                    let l = l.trim();
+                    l.strip_prefix("channel")
+                        .map(|r| {
+                            r.trim_start_matches([' ', '='])
+                                .trim()
+                                .trim_matches('"')
+                                .to_string()
+                        })
+                        .or_else(|| {
+                            (!l.is_empty() && !l.starts_with('[') && !l.contains('='))
+                                .then(|| l.to_string())
+                        })
+                })
+                .map(|c| ("rust-toolchain", c))
+        })
+        .or_else(|| {
+            let t = std::fs::read_to_string(ws.join("Cargo.toml")).ok()?;
+            let v: toml::Value = toml::from_str(&t).ok()?;
+            let rv = v
+                .get("package")
+                .and_then(|p| p.get("rust-version"))
+                .or_else(|| v.get("workspace")?.get("package")?.get("rust-version"))?;
+            Some(("rust-version", rv.as_str()?.to_string()))
+        });
+    let Some((kind, want)) = pin else {
+        return Ok("the project pins no toolchain".into());
+    };
+    let out = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{kind} {want} is pinned but rustc cannot run: {e}"))?;
+    let have = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    let parse = |s: &str| -> Vec<u64> { s.split('.').filter_map(|x| x.parse().ok()).collect() };
+    let ok = match kind {
+        // rust-version is a minimum
+        "rust-version" => parse(&have) >= parse(&want),
+        _ => {
+            want == have
+                || want == "stable"
+                || (parse(&want).len() == 2 && have.starts_with(&format!("{want}.")))
+        }
+    };
+    if ok {
+        Ok(format!("rustc {have} satisfies {kind} {want}"))
+    } else {
+        Err(format!("rustc {have} does not satisfy {kind} {want}"))
+    }
+}
+
+fn disk(state_dir: &Path, min_mb: u64) -> Result<String, String> {
+    let st = nix::sys::statvfs::statvfs(state_dir).map_err(|e| format!("statvfs: {e}"))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64 / (1024 * 1024);
+    if free >= min_mb {
+        Ok(format!("{free} MB free (need {min_mb})"))
+    } else {
+        Err(format!(
+            "only {free} MB free on the state volume (need {min_mb})"
+        ))
+    }
+}
+
+/// Runs every preflight check; with `lock`, the upgrade lock is taken and
+/// returned (held by the caller for the whole upgrade).
+pub async fn preflight(
+    ws: &Path,
+    paths: &StatePaths,
+    config: &Config,
+) -> (Vec<Value>, Option<UpgradeLock>) {
+    let mut checks = Vec::new();
+    checks.push(check("git_clean", || git_clean(ws, &paths.state_dir)));
+    checks.push(check("toolchain", || toolchain(ws)));
+    checks.push(check("disk_free", || {
+        disk(&paths.state_dir, config.upgrade.min_free_mb)
+    }));
+    checks.push(check("store", || {
+        let s = vane_store::Store::open(paths).map_err(|e| e.message)?;
+        s.health_check().map_err(|e| e.message)?;
+        Ok("BEGIN; ROLLBACK; and quick_check ok".into())
+    }));
+    checks.push(check("sandbox", || {
+        let needed = config.commands.sandbox == vane_core::config::SandboxMode::Bwrap;
+        match (needed, vane_tools::exec::detect_bwrap()) {
+            (_, Some(p)) => Ok(format!("bubblewrap at {}", p.display())),
+            (false, None) => {
+                Ok("bubblewrap not installed; not required by the configuration".into())
+            }
+            (true, None) => {
+                Err("[commands] sandbox = \"bwrap\" but bubblewrap is not installed".into())
+            }
+        }
+    }));
+    checks.push(check("secrets", || {
+        let missing: Vec<&String> = config
+            .upgrade
+            .required_secrets
+            .iter()
+            .filter(|n| std::env::var(n).map_or(true, |v| v.trim().is_empty()))
+            .collect();
+        if missing.is_empty() {
+            Ok(format!(
+                "{} required secret(s) set",
+                config.upgrade.required_secrets.len()
+            ))
+        } else {
+            Err(format!(
+                "not set or empty: {}",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }));
+    let t0 = Instant::now();
+    let fronts = vane_front::control::fronts(&paths.state_dir).await;
+    let front = match fronts.first() {
+        None => Err("no running front (vane serve) for this workspace".to_string()),
+        Some((pid, sock)) => {
+            vane_front::control::request(sock, &json!({"op": "workers"}), Duration::from_secs(10))
+                .await
+                .map(|_| format!("front pid {pid} answers on {}", sock.display()))
+                .map_err(|e| e.message)
+        }
+    };
+    checks.push(json!({ "name": "front_reachable", "ok": front.is_ok(), "detail": front.clone().unwrap_or_else(|e| e), "duration_ms": t0.elapsed().as_secs_f64() * 1000.0 }));
+    let t0 = Instant::now();
+    let lock = UpgradeLock::take(&paths.state_dir);
+    let detail = match &lock {
+        Ok(l) => match &l.recovered_from {
+            Some(old) => format!("taken; recovered a stale lock left by pid {}", old["pid"]),
+            None => "taken".into(),
+        },
+        Err(e) => e.clone(),
+    };
+    checks.push(json!({ "name": "upgrade_lock", "ok": lock.is_ok(), "detail": detail, "duration_ms": t0.elapsed().as_secs_f64() * 1000.0 }));
+    (checks, lock.ok())
+}
+
+pub fn upgrades_dir(paths: &StatePaths) -> PathBuf {
+    paths.state_dir.join("upgrades")
+}
+
+fn write_json(path: &Path, v: &Value) {
+    if let Some(p) = path.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    let _ = vane_store::write_atomic(
+        path,
+        serde_json::to_string_pretty(v)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+}
+
+/// `vane preflight`: checks, then releases the lock.
+pub async fn run_preflight(ws: &Path, paths: &StatePaths, config: &Config) -> (Value, bool) {
+    let (checks, lock) = preflight(ws, paths, config).await;
+    drop(lock);
+    let ok = checks.iter().all(|c| c["ok"] == true);
+    let dir = upgrades_dir(paths).join(now_stamp());
+    let v = json!({
+        "ok": ok,
+        "checks": checks,
+        "gates": gates_not_run("preflight only"),
+        "dir": dir.display().to_string(),
+    });
+    write_json(&dir.join("preflight.json"), &v);
+    (v, ok)
+}
+
+fn gates_not_run(why: &str) -> Value {
+    json!({
+        "build": { "status": "not_run", "detail": why },
+        "unit": { "status": "not_run", "detail": why },
+        "selfchecks": { "status": "not_run", "detail": why },
+        "canary_ready": { "status": "not_run", "detail": why },
+    })
+}
+
+pub struct UpgradeArgs {
+    pub binary: PathBuf,
+    pub shadow: Duration,
+    pub observe: Duration,
+    pub min_samples: u64,
+    pub flips: Vec<(String, String)>,
+}
+
+/// The state of one upgrade run, written as progress.json as it goes and
+/// as report.json at the end.
+struct Run {
+    dir: PathBuf,
+    report: Value,
+    socket: PathBuf,
+    started: Instant,
+    quiet: bool,
+}
+
+impl Run {
+    fn step(&mut self, name: &str, status: &str, detail: Value) {
+        let at = self.started.elapsed().as_secs_f64();
+        if !self.quiet {
+            eprintln!(
+                "[{at:7.1} s] {name}: {status} {}",
+                if detail.is_null() {
+                    String::new()
+                } else {
+                    detail.to_string()
+                }
+            );
+        }
+        if let Some(steps) = self.report["steps"].as_array_mut() {
+            steps.push(json!({ "step": name, "status": status, "at_s": at, "detail": detail }));
+        }
+        write_json(&self.dir.join("progress.json"), &self.report);
+    }
+
+    fn gate(&mut self, gate: &str, status: &str, detail: Value, t0: Instant) {
+        self.report["gates"][gate] = json!({ "status": status, "detail": detail, "duration_ms": t0.elapsed().as_secs_f64() * 1000.0 });
+        self.step(&format!("gate {gate}"), status, detail);
+    }
+
+    async fn ctl(&self, req: Value) -> Result<Value, VaneError> {
+        let r = vane_front::control::request(&self.socket, &req, Duration::from_secs(60)).await?;
+        Ok(r)
+    }
+
+    fn aborted(&self) -> bool {
+        self.dir.join("abort").exists()
+    }
+
+    fn finish(&mut self, decision: &str, reason: impl Into<String>) {
+        self.report["decision"] = json!(decision);
+        self.report["reason"] = json!(reason.into());
+        self.report["finished_at"] = json!(chrono::Utc::now().to_rfc3339());
+        self.report["duration_s"] = json!(self.started.elapsed().as_secs_f64());
+        self.step("decision", decision, self.report["reason"].clone());
+        write_json(&self.dir.join("report.json"), &self.report);
+    }
+}
+
+fn canary_of(h: &Value) -> Option<Value> {
+    h["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["role"] == "canary")
+        .cloned()
+}
+
+/// `vane upgrade --binary PATH`: returns the report and whether the new
+/// version is now stable.
+pub async fn run_upgrade(
+    ws: &Path,
+    paths: &StatePaths,
+    config: &Config,
+    ctx: &std::sync::Arc<vane_tools::ToolCtx>,
+    args: UpgradeArgs,
+    quiet: bool,
+) -> Result<(Value, bool), VaneError> {
+    let dir = upgrades_dir(paths).join(now_stamp());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| VaneError::new(ErrorCode::IoError, format!("{}: {e}", dir.display())))?;
+    let binary = args.binary.canonicalize().map_err(|e| {
+        VaneError::invalid_input(format!("--binary {}: {e}", args.binary.display()))
+    })?;
+    let mut run = Run {
+        report: json!({
+            "id": dir.file_name().map(|n| n.to_string_lossy().to_string()),
+            "dir": dir.display().to_string(),
+            "started_at": chrono::Utc::now().to_rfc3339(),
+            "source": { "kind": "binary", "binary": binary.display().to_string() },
+            "old": Value::Null, "new": Value::Null,
+            "gates": {
+                "build": { "status": "pending" }, "unit": { "status": "pending" },
+                "canary_ready": { "status": "pending" }, "selfchecks": { "status": "pending" },
+            },
+            "steps": [], "shadow": Value::Null, "flips": [], "observation": Value::Null,
+            "decision": "in_progress", "reason": Value::Null, "rollback": Value::Null,
+        }),
+        dir: dir.clone(),
+        socket: PathBuf::new(),
+        started: Instant::now(),
+        quiet,
+    };
+    // 1. preflight, lock held to the end
+    let (checks, lock) = preflight(ws, paths, config).await;
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c["ok"] != true)
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["name"].as_str().unwrap_or(""),
+                c["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    write_json(
+        &dir.join("preflight.json"),
+        &json!({ "ok": failed.is_empty(), "checks": checks }),
+    );
+    run.report["preflight"] = json!(checks);
+    if !failed.is_empty() || lock.is_none() {
+        for g in ["build", "unit", "canary_ready", "selfchecks"] {
+            run.report["gates"][g] = json!({ "status": "not_run", "detail": "preflight failed" });
+        }
+        run.finish(
+            "refused",
+            format!("preflight failed: {}", failed.join("; ")),
+        );
+        return Ok((run.report, false));
+    }
+    let _lock = lock;
+    if let Some(l) = &_lock {
+        l.set_dir(&dir);
+    }
+    run.step("preflight", "ok", Value::Null);
+    let (_, sock) = vane_front::control::fronts(&paths.state_dir)
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| VaneError::new(ErrorCode::NotFound, "no running front"))?;
+    run.socket = sock;
+    let before = run.ctl(json!({"op": "workers"})).await?;
+    let old = before["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["role"] == "active").cloned());
+    run.report["old"] = json!({ "version": old.as_ref().map(|o| o["version"].clone()), "binary": old.as_ref().map(|o| o["binary"].clone()), "worker": old.as_ref().map(|o| o["id"].clone()) });
+
+    // 2. build and unit gates: a given binary skips both
+    let t0 = Instant::now();
+    run.gate(
+        "build",
+        "skipped",
+        json!("--binary given: nothing to build"),
+        t0,
+    );
+    run.gate(
+        "unit",
+        "skipped",
+        json!("--binary given: its tests are the builder's"),
+        t0,
+    );
+
+    // 3. canary gate
+    let t0 = Instant::now();
+    match run
+        .ctl(json!({"op": "canary_start", "binary": binary}))
+        .await
+    {
+        Ok(v) => {
+            run.report["new"] = json!({ "version": v["version"], "binary": v["binary"], "canary_worker": v["worker"] });
+            run.gate("canary_ready", "passed", v, t0);
+        }
+        Err(e) => {
+            run.gate("canary_ready", "failed", json!(e.message), t0);
+            run.report["gates"]["selfchecks"] =
+                json!({ "status": "not_run", "detail": "the canary did not become ready" });
+            run.finish("refused", format!("canary gate: {}", e.message));
+            return Ok((run.report, false));
+        }
+    }
+
+    // 4. self-checks on both workers, compared
+    let t0 = Instant::now();
+    let mut results = Vec::new();
+    let mut bad = Vec::new();
+    let read_probe = if ws.join("vane.toml").exists() {
+        "vane.toml"
+    } else {
+        ".vane/roadmap.yaml"
+    };
+    for (tool, a) in [
+        ("status", json!({})),
+        ("plan_next", json!({})),
+        ("plan_next", json!({ "limit": 50, "explain_blocked": 10 })),
+        ("fs_read", json!({ "path": read_probe })),
+        ("tool_manifest", json!({})),
+    ] {
+        match run
+            .ctl(json!({"op": "probe", "tool": tool, "arguments": a}))
+            .await
+        {
+            Ok(v) => {
+                if v["same"] != true
+                    || v["active"]["is_error"] == true
+                    || v["canary"]["is_error"] == true
+                {
+                    bad.push(format!("{tool}: {}", v["difference"]));
+                }
+                results.push(v);
+            }
+            Err(e) => {
+                bad.push(format!("{tool}: {}", e.message));
+                results.push(json!({ "tool": tool, "error": e.message }));
+            }
+        }
+    }
+    if bad.is_empty() {
+        run.gate("selfchecks", "passed", json!(results), t0);
+    } else {
+        run.gate(
+            "selfchecks",
+            "failed",
+            json!({ "failures": bad, "results": results }),
+            t0,
+        );
+        let _ = run.ctl(json!({"op": "canary_stop"})).await;
+        run.finish(
+            "refused",
+            format!("self-checks differ or fail: {}", bad.join("; ")),
+        );
+        return Ok((run.report, false));
+    }
+
+    // 5. shadow window: live reads mirrored; probes when clients are idle
+    let t0 = Instant::now();
+    let start = canary_of(&run.ctl(json!({"op": "workers"})).await?).unwrap_or_default();
+    let base = start["shadow"]["compared"].as_u64().unwrap_or(0);
+    let mut last = base;
+    let mut last_growth = Instant::now();
+    let mut probes = 0u64;
+    let mut shadow = json!({});
+    let mut diverged = None;
+    while t0.elapsed() < args.shadow {
+        if run.aborted() {
+            let _ = run.ctl(json!({"op": "canary_stop"})).await;
+            run.finish(
+                "aborted",
+                "aborted by the operator during the shadow window",
+            );
+            return Ok((run.report, false));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let h = run.ctl(json!({"op": "workers"})).await?;
+        let Some(c) = canary_of(&h) else {
+            diverged = Some("the canary is gone (it crashed)".to_string());
+            break;
+        };
+        let sh = &c["shadow"];
+        let compared = sh["compared"].as_u64().unwrap_or(0);
+        shadow = json!({
+            "samples": compared.saturating_sub(base), "probes": probes,
+            "differed": sh["differed"], "errors": sh["errors"], "timeouts": sh["timeouts"],
+            "last_differences": sh["last_differences"],
+        });
+        if sh["differed"].as_u64().unwrap_or(0) > 0 {
+            diverged = Some(format!(
+                "the canary diverged: {}",
+                sh["last_differences"][0]
+            ));
+            break;
+        }
+        if compared > last {
+            last = compared;
+            last_growth = Instant::now();
+        } else if last_growth.elapsed() >= Duration::from_millis(500) {
+            // clients are idle: send a probe
+            let (tool, a) = if probes % 2 == 0 {
+                ("status", json!({}))
+            } else {
+                ("plan_next", json!({}))
+            };
+            let _ = run
+                .ctl(json!({"op": "probe", "tool": tool, "arguments": a}))
+                .await;
+            probes += 1;
+        }
+        if !quiet {
+            eprint!(
+                "\r[shadow] {:>5.1}/{:.0} s  {} samples ({} probes)  {} differences   ",
+                t0.elapsed().as_secs_f64(),
+                args.shadow.as_secs_f64(),
+                compared.saturating_sub(base),
+                probes,
+                sh["differed"]
+            );
+        }
+    }
+    if !quiet {
+        eprintln!();
+    }
+    run.report["shadow"] = shadow.clone();
+    run.report["shadow"]["window_s"] = json!(args.shadow.as_secs_f64());
+    if let Some(why) = diverged {
+        let _ = run.ctl(json!({"op": "canary_stop"})).await;
+        run.step("shadow", "diverged", shadow);
+        run.finish("aborted", why);
+        return Ok((run.report, false));
+    }
+    let samples = shadow["samples"].as_u64().unwrap_or(0);
+    if samples < args.min_samples {
+        let _ = run.ctl(json!({"op": "canary_stop"})).await;
+        run.step("shadow", "hold", shadow);
+        run.finish(
+            "hold",
+            format!(
+                "only {samples} shadow samples (need {}): not promoting",
+                args.min_samples
+            ),
+        );
+        return Ok((run.report, false));
+    }
+    run.step("shadow", "passed", shadow);
+
+    // 6. promote
+    let promoted_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let p = match run.ctl(json!({"op": "promote"})).await {
+        Ok(p) => p,
+        Err(e) => {
+            run.finish("aborted", format!("promote failed: {}", e.message));
+            return Ok((run.report, false));
+        }
+    };
+    run.report["new"]["worker"] = p["to"].clone();
+    run.step("promote", "done", p.clone());
+
+    // 7. flag flips, one at a time, each checked for determinism
+    let mut flipped: Vec<(String, Option<String>)> = Vec::new();
+    for (k, v) in &args.flips {
+        let prev = ctx
+            .store
+            .flags()
+            .ok()
+            .and_then(|f| f.into_iter().find(|r| &r.key == k).map(|r| r.value));
+        if let Err(e) = vane_tools::handlers::set_flag(ctx, k, Some(v), "upgrade") {
+            restore(ctx, &flipped);
+            let _ = run.ctl(json!({"op": "rollback"})).await;
+            run.finish(
+                "rolled_back",
+                format!("flag flip {k}={v} refused: {}", e.message),
+            );
+            return Ok((run.report, false));
+        }
+        flipped.push((k.clone(), prev));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let check = determinism(&run).await;
+        if let Some(a) = run.report["flips"].as_array_mut() {
+            a.push(json!({ "flag": k, "value": v, "deterministic": check.is_ok(), "detail": check.clone().err() }));
+        }
+        if let Err(why) = check {
+            restore(ctx, &flipped);
+            let rb = run.ctl(json!({"op": "rollback"})).await.ok();
+            run.report["rollback"] = json!(rb);
+            run.finish("rolled_back", format!("after flipping {k}={v}: {why}"));
+            return Ok((run.report, false));
+        }
+        run.step("flip", "ok", json!({ "flag": k, "value": v }));
+    }
+
+    // 8. observe: the front's monitors decide; a rollback ends the run
+    let t0 = Instant::now();
+    let mut last_window = Value::Null;
+    while t0.elapsed() < args.observe {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let h = run.ctl(json!({"op": "workers"})).await?;
+        if let Some(w) = h["watch"].as_object() {
+            last_window = w.get("window").cloned().unwrap_or(Value::Null);
+        }
+        let rb = h["decisions"].as_array().and_then(|d| {
+            d.iter()
+                .rev()
+                .find(|d| {
+                    d["action"] == "rollback"
+                        && d["at"]
+                            .as_str()
+                            .is_some_and(|at| at >= promoted_at.as_str())
+                })
+                .cloned()
+        });
+        if run.aborted() {
+            let rb = run.ctl(json!({"op": "rollback"})).await.ok();
+            restore(ctx, &flipped);
+            run.report["rollback"] = json!(rb);
+            run.finish("rolled_back", "aborted by the operator during observation");
+            return Ok((run.report, false));
+        }
+        if let Some(rb) = rb {
+            restore(ctx, &flipped);
+            run.report["observation"] =
+                json!({ "observed_s": t0.elapsed().as_secs_f64(), "window": last_window });
+            run.report["rollback"] = rb.clone();
+            run.finish(
+                "rolled_back",
+                format!(
+                    "the new version breached {} = {} (limit {}); routed back, DISABLE_NEW=1, flags restored",
+                    rb["metric"], rb["value"], rb["threshold"]
+                ),
+            );
+            return Ok((run.report, false));
+        }
+        if !quiet {
+            eprint!(
+                "\r[observe] {:>5.1}/{:.0} s  {}   ",
+                t0.elapsed().as_secs_f64(),
+                args.observe.as_secs_f64(),
+                last_window
+            );
+        }
+    }
+    if !quiet {
+        eprintln!();
+    }
+    run.report["observation"] =
+        json!({ "observed_s": t0.elapsed().as_secs_f64(), "window": last_window });
+    run.finish(
+        "stable",
+        "every gate passed, the shadow matched, and the observation window was clean",
+    );
+    Ok((run.report, true))
+}
+
+fn restore(ctx: &std::sync::Arc<vane_tools::ToolCtx>, flipped: &[(String, Option<String>)]) {
+    for (k, prev) in flipped.iter().rev() {
+        let _ = vane_tools::handlers::set_flag(ctx, k, prev.as_deref(), "upgrade:restore");
+    }
+}
+
+/// The same read twice on the active worker answers the same.
+async fn determinism(run: &Run) -> Result<(), String> {
+    let h = run
+        .ctl(json!({"op": "workers"}))
+        .await
+        .map_err(|e| e.message)?;
+    let active = h["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["role"] == "active").cloned())
+        .ok_or("no active worker")?;
+    if active["alive"] != true || active["circuit"] != "closed" {
+        return Err(format!("the active worker is unhealthy: {active}"));
+    }
+    let a = run
+        .ctl(json!({"op": "call", "tool": "plan_next", "arguments": {"limit": 20}}))
+        .await
+        .map_err(|e| e.message)?;
+    let b = run
+        .ctl(json!({"op": "call", "tool": "plan_next", "arguments": {"limit": 20}}))
+        .await
+        .map_err(|e| e.message)?;
+    if a == b {
+        Ok(())
+    } else {
+        Err("plan_next answered differently twice in a row".into())
+    }
+}
+
+/// `vane upgrade status`: the newest run's progress or report.
+pub fn status(paths: &StatePaths) -> Result<Value, VaneError> {
+    if let Some(live) = locked_run(paths) {
+        if let Ok(t) = std::fs::read_to_string(live.join("progress.json")) {
+            if let Ok(v) = serde_json::from_str(&t) {
+                return Ok(v);
+            }
+        }
+    }
+    let dir = upgrades_dir(paths);
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("progress.json").exists() || p.join("report.json").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    runs.sort();
+    let Some(last) = runs.last() else {
+        return Err(VaneError::new(
+            ErrorCode::NotFound,
+            "no upgrade has run in this workspace",
+        ));
+    };
+    let file = if last.join("report.json").exists() {
+        "report.json"
+    } else {
+        "progress.json"
+    };
+    let text = std::fs::read_to_string(last.join(file))
+        .map_err(|e| VaneError::new(ErrorCode::IoError, e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| VaneError::internal(e.to_string()))
+}
+
+/// `vane upgrade abort`: asks the running upgrade to stop (it rolls back if
+/// it already promoted).
+pub fn abort(paths: &StatePaths) -> Result<Value, VaneError> {
+    let Some(dir) = locked_run(paths) else {
+        return Err(VaneError::invalid_input("no upgrade is in progress"));
+    };
+    std::fs::write(dir.join("abort"), b"abort\n")
+        .map_err(|e| VaneError::new(ErrorCode::IoError, e.to_string()))?;
+    Ok(json!({ "abort_requested": dir.display().to_string() }))
+}

@@ -1,0 +1,429 @@
+//! `vane preflight` and `vane upgrade`, end to end against a running front
+//! under client load: a good upgrade becomes stable with no failed call; bad
+//! versions are stopped at the right gate or rolled back with the reason in
+//! the report; the upgrade lock refuses a second upgrade and recovers a
+//! stale one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use vane_tools::client::Client;
+
+mod common;
+
+use common::{vane, BIN};
+
+fn git(ws: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(ws)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A workspace in a clean git repository, with fast runtime windows.
+fn workspace() -> (tempfile::TempDir, PathBuf) {
+    let (d, ws) = common::init_workspace(
+        "[runtime]\nping_interval_ms = 100\n\n[runtime.rollback]\nmin_calls = 10\nerror_window_s = 30\n",
+        "tasks:\n  - id: T1\n    title: one\n  - id: T2\n    title: two\n    dependencies: [T1]\n",
+        &[("a.txt", "alpha\n")],
+    );
+    git(&ws, &["init", "-q"]);
+    git(&ws, &["add", "vane.toml", "roadmap.yaml", "a.txt"]);
+    git(&ws, &["commit", "-qm", "init"]);
+    (d, ws)
+}
+
+fn faulty(dir: &Path, name: &str, failpoints: &str, when: &str) -> PathBuf {
+    let cond = match when {
+        "canary" => "[ -n \"$VANE_DRY_RUN\" ] && ",
+        "live" => "[ -z \"$VANE_DRY_RUN\" ] && ",
+        _ => "",
+    };
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\n{cond}export FAILPOINTS='{failpoints}'\nexec '{BIN}' \"$@\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn upgrade(ws: &Path, binary: &Path, extra: &[&str]) -> (Value, std::process::Output) {
+    let mut args = vec![
+        "upgrade",
+        "--binary",
+        binary.to_str().unwrap(),
+        "--shadow",
+        "2s",
+        "--observe",
+        "2s",
+        "--min-samples",
+        "10",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = vane(ws, &args);
+    (json_of(&out), out)
+}
+
+fn active(ws: &Path) -> Value {
+    let v = json_of(&vane(ws, &["workers", "--json"]));
+    v["fronts"][0]["result"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["role"] == "active")
+        .cloned()
+        .unwrap()
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
+}
+
+fn load(c: &Arc<Client>) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, s) = (c.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        let (mut n, mut failures) = (0u64, Vec::new());
+        while !s.load(Ordering::Relaxed) {
+            n += 1;
+            let (tool, args) = match n % 4 {
+                0 => (
+                    "decision_record",
+                    json!({ "title": format!("u-{n}"), "summary": "load" }),
+                ),
+                1 => ("status", json!({})),
+                2 => ("plan_next", json!({})),
+                _ => ("fs_read", json!({ "path": "a.txt" })),
+            };
+            match c.call(tool, args).await {
+                Ok(r) if r.is_error != Some(true) => {}
+                Ok(r) => failures.push(format!("{tool}: {:?}", r.structured_content)),
+                Err(e) => failures.push(format!("{tool}: {e}")),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        (n, failures)
+    });
+    Load { stop, task }
+}
+
+async fn stop(l: Load) -> (u64, Vec<String>) {
+    l.stop.store(true, Ordering::Relaxed);
+    l.task.await.unwrap()
+}
+
+async fn front(ws: &Path) -> Arc<Client> {
+    let c = common::serve(ws, &[]).await;
+    c.call_ok("status", json!({})).await.unwrap();
+    Arc::new(c)
+}
+
+#[tokio::test]
+async fn preflight_checks_and_the_upgrade_lock() {
+    let (_d, ws) = workspace();
+    let c = front(&ws).await;
+    let out = vane(&ws, &["preflight", "--json"]);
+    let v = json_of(&out);
+    assert!(out.status.success(), "{v}");
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "git_clean",
+            "toolchain",
+            "disk_free",
+            "store",
+            "sandbox",
+            "secrets",
+            "front_reachable",
+            "upgrade_lock"
+        ]
+    );
+    assert!(Path::new(v["dir"].as_str().unwrap())
+        .join("preflight.json")
+        .exists());
+    assert!(
+        !ws.join(".vane/upgrade.lock").exists(),
+        "released after preflight"
+    );
+
+    // a dirty tree fails, the state directory does not count
+    std::fs::write(ws.join("stray.txt"), "x").unwrap();
+    let out = vane(&ws, &["preflight", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v = json_of(&out);
+    let clean = &v["checks"][0];
+    assert_eq!(clean["ok"], false);
+    assert!(
+        clean["detail"].as_str().unwrap().contains("stray.txt"),
+        "{clean}"
+    );
+    std::fs::remove_file(ws.join("stray.txt")).unwrap();
+
+    // a missing secret fails, without printing values
+    std::fs::write(
+        ws.join("vane.toml"),
+        std::fs::read_to_string(ws.join("vane.toml")).unwrap()
+            + "\n[upgrade]\nrequired_secrets = [\"VANE_TEST_SECRET_THAT_IS_NOT_SET\"]\n",
+    )
+    .unwrap();
+    git(&ws, &["commit", "-qam", "secret"]);
+    let v = json_of(&vane(&ws, &["preflight", "--json"]));
+    let sec = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "secrets")
+        .unwrap()
+        .clone();
+    assert_eq!(sec["ok"], false);
+    assert!(sec["detail"]
+        .as_str()
+        .unwrap()
+        .contains("VANE_TEST_SECRET_THAT_IS_NOT_SET"));
+    git(&ws, &["revert", "--no-edit", "HEAD"]);
+
+    // a lock held by a live process refuses; a stale one is recovered
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let lock = ws.join(".vane/upgrade.lock");
+    std::fs::write(
+        &lock,
+        json!({ "pid": std::process::id(), "host": host, "started_at": "x" }).to_string(),
+    )
+    .unwrap();
+    let v = json_of(&vane(&ws, &["preflight", "--json"]));
+    let l = v["checks"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(l["ok"], false);
+    assert!(l["detail"].as_str().unwrap().contains("in progress"), "{l}");
+    let dead = {
+        let mut ch = Command::new("true").spawn().unwrap();
+        let pid = ch.id();
+        ch.wait().unwrap();
+        pid
+    };
+    std::fs::write(
+        &lock,
+        json!({ "pid": dead, "host": host, "started_at": "x" }).to_string(),
+    )
+    .unwrap();
+    let out = vane(&ws, &["preflight", "--json"]);
+    let v = json_of(&out);
+    assert!(out.status.success(), "{v}");
+    assert!(v["checks"].as_array().unwrap().last().unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("stale"));
+    assert!(!lock.exists());
+
+    // no front: unreachable
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v = json_of(&vane(&ws, &["preflight", "--json"]));
+    let f = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "front_reachable")
+        .unwrap()
+        .clone();
+    assert_eq!(f["ok"], false, "{f}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_upgrade_becomes_stable_under_load_with_no_failed_call() {
+    let (_d, ws) = workspace();
+    let c = front(&ws).await;
+    let before = active(&ws);
+    let l = load(&c);
+    let (report, out) = upgrade(&ws, Path::new(BIN), &["--flip", "SCHEDULER_MODE=wsjf"]);
+    let (calls, failures) = stop(l).await;
+    assert!(
+        out.status.success(),
+        "{} {}\n{}\n{}",
+        report["decision"],
+        report["reason"],
+        report["gates"]["selfchecks"],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["decision"], "stable", "{report}");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
+    assert!(calls > 100);
+    assert_eq!(report["gates"]["build"]["status"], "skipped");
+    assert_eq!(report["gates"]["unit"]["status"], "skipped");
+    assert_eq!(report["gates"]["canary_ready"]["status"], "passed");
+    assert_eq!(report["gates"]["selfchecks"]["status"], "passed");
+    assert!(
+        report["shadow"]["samples"].as_u64().unwrap() >= 10,
+        "{}",
+        report["shadow"]
+    );
+    assert_eq!(report["shadow"]["differed"], 0);
+    assert_eq!(report["flips"][0]["flag"], "SCHEDULER_MODE");
+    assert_eq!(report["flips"][0]["deterministic"], true);
+    let after = active(&ws);
+    assert_ne!(after["id"], before["id"], "traffic moved to the new worker");
+    assert_eq!(after["binary"], BIN);
+    let dir = PathBuf::from(report["dir"].as_str().unwrap());
+    for f in ["preflight.json", "progress.json", "report.json"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    assert!(
+        !ws.join(".vane/upgrade.lock").exists(),
+        "the lock is released"
+    );
+    let st = json_of(&vane(&ws, &["upgrade", "status", "--json"]));
+    assert_eq!(st["decision"], "stable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_versions_are_stopped_at_the_right_gate_or_rolled_back() {
+    let (d, ws) = workspace();
+    let c = front(&ws).await;
+    let l = load(&c);
+    let original = active(&ws);
+
+    // never becomes ready: the canary gate
+    let mute = d.path().join("mute");
+    std::fs::write(&mute, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&mute, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        ws.join("vane.toml"),
+        std::fs::read_to_string(ws.join("vane.toml"))
+            .unwrap()
+            .replace("[runtime]\n", "[runtime]\nready_timeout_ms = 1000\n"),
+    )
+    .unwrap();
+    git(&ws, &["commit", "-qam", "ready timeout"]);
+    // the running front read its config at start; the gate uses its timeout
+    let (r, out) = upgrade(&ws, &mute, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(r["decision"], "refused", "{r}");
+    assert_eq!(r["gates"]["canary_ready"]["status"], "failed");
+    assert_eq!(r["gates"]["selfchecks"]["status"], "not_run");
+
+    // diverges in shadow: aborted before promotion
+    let differ = faulty(d.path(), "differ", "worker_diff=return", "canary");
+    let (r, out) = upgrade(&ws, &differ, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_ne!(r["decision"], "stable", "{r}");
+    let why = r["reason"].as_str().unwrap();
+    assert!(why.contains("injected_difference"), "{why}");
+    assert_eq!(active(&ws)["id"], original["id"], "never promoted");
+
+    // errors after promotion: rolled back, reason in the report
+    let erring = faulty(d.path(), "erring", "worker_error=1*off->40%return", "live");
+    let (r, out) = upgrade(&ws, &erring, &["--flip", "OUTPUT_MODE=verbose"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(r["decision"], "rolled_back", "{r}");
+    assert_eq!(r["rollback"]["metric"], "error_rate", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("error_rate"));
+    assert_eq!(active(&ws)["id"], original["id"], "routed back");
+    // flags restored, the kill switch set
+    let flags = json_of(&vane(&ws, &["flags", "list", "--json"]));
+    let stored = |k: &str| {
+        flags["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == k)
+            .map(|f| f["stored"].clone())
+            .unwrap()
+    };
+    assert!(stored("OUTPUT_MODE").is_null(), "{flags}");
+    assert_eq!(stored("DISABLE_NEW"), "1");
+
+    let (calls, failures) = stop(l).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_upgrade_is_refused_by_the_lock_and_abort_stops_the_first() {
+    let (_d, ws) = workspace();
+    let _c = front(&ws).await;
+    let first = Command::new(BIN)
+        .args([
+            "--workspace",
+            ws.to_str().unwrap(),
+            "upgrade",
+            "--binary",
+            BIN,
+        ])
+        .args(["--shadow", "60s", "--observe", "1s", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = ws.join(".vane/upgrade.lock");
+    for _ in 0..200 {
+        if lock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(lock.exists());
+    let (r, out) = upgrade(&ws, Path::new(BIN), &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(r["decision"], "refused");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("another upgrade is in progress"),
+        "{r}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(vane(&ws, &["upgrade", "abort"]).status.success());
+    let out = tokio::task::spawn_blocking(move || first.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let r = json_of(&out);
+    assert_eq!(r["decision"], "aborted", "{r}");
+    assert!(!lock.exists(), "released on failure too");
+}
