@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod control;
 pub mod front;
+pub mod transport;
 pub mod worker;
 
 use std::path::PathBuf;

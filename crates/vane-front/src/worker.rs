@@ -394,7 +394,7 @@ impl Worker {
         };
         let ready = async {
             let service = handler
-                .serve((stdout, stdin))
+                .serve(crate::transport::WorkerTransport::new(stdout, stdin))
                 .await
                 .map_err(|e| format!("MCP handshake failed: {e}"))?;
             let version = service

@@ -62,8 +62,50 @@ async fn timed(c: &Client, tool: &str, args: &Value) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
+/// `runtime --relay BIN ARGS…`: the least any front process can cost — a
+/// raw byte relay between its stdio and a child (no parsing at all), for
+/// comparison with the real front.
+fn relay(args: &[String]) {
+    use std::io::{Read, Write};
+    let mut child = Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_child = child.stdin.take().unwrap();
+    let mut from_child = child.stdout.take().unwrap();
+    let up = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut stdin = std::io::stdin().lock();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || to_child.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 1 << 16];
+    let mut stdout = std::io::stdout().lock();
+    while let Ok(n) = from_child.read(&mut buf) {
+        if n == 0 || stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
+            break;
+        }
+    }
+    let _ = up.join();
+    let _ = child.wait();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--relay") {
+        return relay(&args[2..]);
+    }
+    bench();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+async fn bench() {
     let d = tempfile::tempdir().unwrap();
     let ws = d.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
@@ -91,6 +133,15 @@ async fn main() {
     let front = Client::spawn(Path::new(BIN), &["serve", "--workspace", wsa], &[], true)
         .await
         .unwrap();
+    let me = std::env::current_exe().unwrap();
+    let relayed = Client::spawn(
+        &me,
+        &["--relay", BIN, "worker", "--workspace", wsa],
+        &[],
+        true,
+    )
+    .await
+    .unwrap();
     let t = Instant::now();
     front.call_ok("status", json!({})).await.unwrap();
     println!(
@@ -144,17 +195,21 @@ async fn main() {
             timed(&direct, tool, &args).await;
             timed(&front, tool, &args).await;
         }
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        let cpu0 = cpu_s(fpid);
+        let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cpu = 0.0;
         for _ in 0..3000 {
             a.push(timed(&direct, tool, &args).await);
+            let c0 = cpu_s(fpid);
             b.push(timed(&front, tool, &args).await);
+            cpu += cpu_s(fpid) - c0;
+            r.push(timed(&relayed, tool, &args).await);
         }
-        let cpu = (cpu_s(fpid) - cpu0) / 3000.0 * 1e6;
-        let (ma, mb) = (median(a), median(b));
+        let cpu = cpu / 3000.0 * 1e6;
+        let (ma, mb, mr) = (median(a), median(b), median(r));
         println!(
-            "{tool:<10} direct {ma:.0} µs, through the front {mb:.0} µs: front adds {:.0} µs median (target ≤ 50 µs); front CPU {cpu:.0} µs per call",
-            mb - ma
+            "{tool:<10} direct {ma:.0} µs, through the front {mb:.0} µs: front adds {:.0} µs median (target ≤ 50 µs); front CPU {cpu:.0} µs per call; a raw byte relay adds {:.0} µs",
+            mb - ma,
+            mr - ma
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -168,6 +223,7 @@ async fn main() {
         rss_mib(direct.pid.unwrap() as u64)
     );
     direct.close().await;
+    relayed.close().await;
 
     // 2. death → serving again: kill -9 the active worker, then call at once
     let mut recover = Vec::new();
