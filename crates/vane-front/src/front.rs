@@ -368,11 +368,13 @@ impl Front {
                     w.stats
                         .record(elapsed, res.is_error == Some(true), failed, timed);
                     if code == Some("idempotency_key_in_progress") && Instant::now() < deadline {
+                        crate::transport::discard(&res);
                         tokio::time::sleep(ms(20)).await;
                         continue;
                     }
                     if failed && faults < self.cfg.max_retries {
                         if let Some(alt) = self.fallback(&w) {
+                            crate::transport::discard(&res);
                             faults += 1;
                             self.emit(
                                 "call_retried",
@@ -436,7 +438,12 @@ impl Front {
             return;
         };
         let params = params.clone();
-        let active = (res.structured_content.clone(), res.is_error == Some(true));
+        // the client's copy stays as bytes; this one is decoded for comparing
+        let full = crate::transport::peek(res);
+        let active = (
+            full.as_ref().unwrap_or(res).structured_content.clone(),
+            res.is_error == Some(true),
+        );
         let front = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -446,7 +453,7 @@ impl Front {
                 .call_tool(params, ms(front.cfg.shadow.timeout_ms), None)
                 .await;
             let s = &canary.stats.shadow;
-            match r {
+            match r.map(crate::transport::materialize) {
                 Ok(cr) => {
                     let failed = error_code(&cr) == Some("internal");
                     canary
@@ -978,6 +985,10 @@ impl Front {
             active.call_tool(params.clone(), timeout, None),
             canary.call_tool(params, timeout, None)
         );
+        let (a, c) = (
+            a.map(crate::transport::materialize),
+            c.map(crate::transport::materialize),
+        );
         let a = a.map_err(|e| {
             err(
                 ErrorCode::Internal,
@@ -1050,6 +1061,7 @@ impl Front {
         let r = active
             .call_tool(params, ms(self.cfg.call_timeout_ms), None)
             .await
+            .map(crate::transport::materialize)
             .map_err(|e| {
                 err(
                     ErrorCode::Internal,

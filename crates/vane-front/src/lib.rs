@@ -40,7 +40,10 @@ pub async fn run(
     let socket = control::serve(front.clone(), &ctx.paths.state_dir)?;
     *front.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.clone());
     let running = FrontServer(front.clone())
-        .serve(vane_tools::stdio::transport())
+        .serve({
+            let (r, w) = vane_tools::stdio::transport();
+            (r, transport::RawWriter::new(w))
+        })
         .await
         .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")));
     let reason = match running {

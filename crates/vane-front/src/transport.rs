@@ -6,11 +6,19 @@
 //! buffers the whole message into its generic `Content` tree and tries the
 //! variants in turn, building an error for each miss. For a tool answer of a
 //! few kilobytes that was most of the front's CPU per call (measured with
-//! `perf`). A line that is a response whose `result` has `content` is decoded
-//! straight into `CallToolResult` instead; anything else takes rmcp's own path.
+//! `perf`). So a line that is a response whose `result` has `content` (a tool
+//! answer) is only skimmed — `isError` and the error code, all the front
+//! decides by — and handed to rmcp as a small stub carrying a token; the
+//! answer's bytes wait in a table and [`RawWriter`], under rmcp's writer to
+//! the client, puts them back in place of the stub. The client gets the
+//! worker's answer byte for byte, decoded and encoded zero times on the way.
+//! Anything else takes rmcp's own path.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolResult, JsonRpcMessage, RequestId, ServerResult};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
@@ -49,22 +57,233 @@ struct Envelope<'a> {
 }
 
 #[derive(Deserialize)]
-struct Probe<'a> {
+struct Lite<'a> {
     #[serde(borrow)]
     content: Option<&'a RawValue>,
+    #[serde(rename = "isError")]
+    is_error: Option<bool>,
+    #[serde(rename = "structuredContent", borrow)]
+    structured: Option<LiteStructured<'a>>,
 }
 
-/// A `tools/call` answer decoded directly; `None` for anything else.
+#[derive(Deserialize)]
+struct LiteStructured<'a> {
+    #[serde(borrow)]
+    error: Option<LiteError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct LiteError<'a> {
+    #[serde(borrow)]
+    code: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Worker answers waiting to be written to the client as they are, by token.
+/// Entries are taken when the answer is written, materialised, or discarded
+/// (a retried fault); stragglers (an answer nobody waited for any more) are
+/// pruned after two minutes.
+type RawTable = BTreeMap<u64, (Instant, Box<RawValue>)>;
+static RAW: std::sync::Mutex<RawTable> = std::sync::Mutex::new(BTreeMap::new());
+static NEXT: AtomicU64 = AtomicU64::new(1);
+const RAW_KEY: &str = "vane/raw";
+
+fn raw_table() -> std::sync::MutexGuard<'static, RawTable> {
+    RAW.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn stash(raw: Box<RawValue>) -> u64 {
+    let token = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut t = raw_table();
+    while let Some((&k, (at, _))) = t.iter().next() {
+        if at.elapsed() < Duration::from_secs(120) {
+            break;
+        }
+        t.remove(&k);
+    }
+    t.insert(token, (Instant::now(), raw));
+    token
+}
+
+fn token_of(r: &CallToolResult) -> Option<u64> {
+    r.meta.as_ref()?.0.get(RAW_KEY)?.as_u64()
+}
+
+/// The full answer behind a stub, decoded, leaving the bytes for the client.
+pub fn peek(r: &CallToolResult) -> Option<CallToolResult> {
+    let token = token_of(r)?;
+    let t = raw_table();
+    let raw = &t.get(&token)?.1;
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// The full answer (for the front's own use); its bytes are not written.
+pub fn materialize(r: CallToolResult) -> CallToolResult {
+    let Some(token) = token_of(&r) else {
+        return r;
+    };
+    let raw = raw_table().remove(&token);
+    raw.and_then(|(_, raw)| serde_json::from_str(raw.get()).ok())
+        .unwrap_or(r)
+}
+
+/// Drops the bytes of an answer the front will not pass on.
+pub fn discard(r: &CallToolResult) {
+    if let Some(token) = token_of(r) {
+        raw_table().remove(&token);
+    }
+}
+
+/// A `tools/call` answer as a small stub — `isError`, the error code, and a
+/// token for its bytes, which go to the client unchanged; `None` for
+/// anything else.
 pub fn fast_decode(line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
     let env: Envelope = serde_json::from_slice(line).ok()?;
     if env.method.is_some() {
         return None;
     }
     let (id, result) = (env.id?, env.result?);
-    let probe: Probe = serde_json::from_str(result.get()).ok()?;
-    probe.content?;
-    let r: CallToolResult = serde_json::from_str(result.get()).ok()?;
-    Some(JsonRpcMessage::response(ServerResult::CallToolResult(r), id))
+    let lite: Lite = serde_json::from_str(result.get()).ok()?;
+    lite.content?;
+    let mut stub = CallToolResult::success(Vec::new());
+    stub.is_error = lite.is_error;
+    if let Some(code) = lite.structured.and_then(|s| s.error).and_then(|e| e.code) {
+        stub.structured_content = Some(serde_json::json!({ "error": { "code": code } }));
+    }
+    let token = stash(result.to_owned());
+    let mut meta = serde_json::Map::new();
+    meta.insert(RAW_KEY.into(), token.into());
+    stub.meta = Some(rmcp::model::MetaObject(meta));
+    Some(JsonRpcMessage::response(ServerResult::CallToolResult(stub), id))
+}
+
+/// The front's stdout: rmcp writes whole lines; a line that answers a call
+/// with a stub is rewritten to carry the worker's answer bytes instead.
+pub struct RawWriter<W> {
+    inner: W,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+}
+
+impl<W> RawWriter<W> {
+    pub fn new(inner: W) -> Self {
+        RawWriter {
+            inner,
+            input: Vec::with_capacity(8 * 1024),
+            output: Vec::with_capacity(8 * 1024),
+            written: 0,
+        }
+    }
+
+    fn rewrite(&mut self) {
+        while let Some(end) = self.input.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.input.drain(..=end).collect();
+            match substitute(&line[..line.len() - 1]) {
+                Some(l) => {
+                    self.output.extend_from_slice(&l);
+                    self.output.push(b'\n');
+                }
+                None => self.output.extend_from_slice(&line),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StubLine<'a> {
+    #[serde(borrow)]
+    id: &'a RawValue,
+    result: StubResult,
+}
+
+#[derive(Deserialize)]
+struct StubResult {
+    #[serde(rename = "_meta")]
+    meta: std::collections::HashMap<String, u64>,
+}
+
+fn substitute(line: &[u8]) -> Option<Vec<u8>> {
+    // stubs are small; anything else is not worth a look
+    if line.len() > 512 || !line.windows(RAW_KEY.len()).any(|w| w == RAW_KEY.as_bytes()) {
+        return None;
+    }
+    let stub: StubLine = serde_json::from_slice(line).ok()?;
+    let token = *stub.result.meta.get(RAW_KEY)?;
+    let (_, raw) = raw_table().remove(&token)?;
+    let mut out = Vec::with_capacity(raw.get().len() + 64);
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(stub.id.get().as_bytes());
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(raw.get().as_bytes());
+    out.push(b'}');
+    Some(out)
+}
+
+impl<W: AsyncWrite + Unpin> RawWriter<W> {
+    fn drain(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while self.written < self.output.len() {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.output[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.output.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for RawWriter<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        // backpressure: earlier output goes first
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        self.input.extend_from_slice(buf);
+        self.rewrite();
+        // start writing at once; what the pipe does not take now waits for a flush
+        if let Poll::Ready(Err(e)) = self.drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        // a partial last line is written as it is
+        if !self.input.is_empty() {
+            let rest = std::mem::take(&mut self.input);
+            self.output.extend_from_slice(&rest);
+        }
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_shutdown(cx),
+            other => other,
+        }
+    }
 }
 
 impl<R, W> Transport<RoleClient> for WorkerTransport<R, W>
@@ -123,18 +342,63 @@ where
 mod tests {
     use super::*;
 
-    #[test]
-    fn tool_answers_take_the_fast_path_and_agree_with_rmcp() {
-        let lines = [
-            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"{\"a\":1}"}],"structuredContent":{"a":1},"isError":false}}"#,
-            r#"{"jsonrpc":"2.0","id":"x","result":{"content":[{"type":"text","text":"error"}],"structuredContent":{"error":{"code":"internal"}},"isError":true,"_meta":{"vane/idempotent_replay":true}}}"#,
-        ];
-        for l in lines {
-            let fast = fast_decode(l.as_bytes()).expect("fast path");
-            let slow: RxJsonRpcMessage<RoleClient> = serde_json::from_str(l).unwrap();
-            assert_eq!(serde_json::to_value(&fast).unwrap(), serde_json::to_value(&slow).unwrap());
+    fn stub_of(m: RxJsonRpcMessage<RoleClient>) -> (RequestId, CallToolResult) {
+        match m {
+            JsonRpcMessage::Response(r) => match r.result {
+                ServerResult::CallToolResult(c) => (r.id, c),
+                _ => panic!("not a tool answer"),
+            },
+            _ => panic!("not a response"),
         }
-        // everything else is left to rmcp
+    }
+
+    #[test]
+    fn tool_answers_pass_through_as_bytes() {
+        let result = r#"{"content":[{"type":"text","text":"{\"error\":{\"code\":\"internal\"}}"}],"structuredContent":{"error":{"code":"internal","message":"x \"q\""}},"isError":true,"_meta":{"vane/idempotent_replay":true}}"#;
+        let line = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
+        let (id, stub) = stub_of(fast_decode(line.as_bytes()).expect("fast path"));
+        assert_eq!(stub.is_error, Some(true));
+        assert_eq!(
+            stub.structured_content.as_ref().unwrap()["error"]["code"],
+            "internal"
+        );
+        // the full answer, for the front's own use, without taking it
+        let full = peek(&stub).unwrap();
+        assert_eq!(
+            full.structured_content.unwrap()["error"]["message"],
+            "x \"q\""
+        );
+        // what rmcp writes for the stub becomes the worker's bytes
+        let msg: rmcp::service::TxJsonRpcMessage<rmcp::RoleServer> =
+            JsonRpcMessage::response(ServerResult::CallToolResult(stub.clone()), id);
+        let out = serde_json::to_vec(&msg).unwrap();
+        let rewritten = substitute(&out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&rewritten).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(
+            v["result"],
+            serde_json::from_str::<serde_json::Value>(result).unwrap()
+        );
+        // taken once
+        assert!(substitute(&out).is_none());
+        assert!(peek(&stub).is_none());
+    }
+
+    #[test]
+    fn materialize_and_discard_free_the_bytes() {
+        let line = r#"{"jsonrpc":"2.0","id":"a","result":{"content":[],"structuredContent":{"n":1}}}"#;
+        let (_, stub) = stub_of(fast_decode(line.as_bytes()).unwrap());
+        assert!(stub.structured_content.is_none());
+        let full = materialize(stub.clone());
+        assert_eq!(full.structured_content.unwrap()["n"], 1);
+        assert!(peek(&stub).is_none());
+        let (_, stub) = stub_of(fast_decode(line.as_bytes()).unwrap());
+        discard(&stub);
+        assert!(peek(&stub).is_none());
+    }
+
+    #[test]
+    fn everything_else_is_left_to_rmcp() {
         for l in [
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
@@ -145,5 +409,6 @@ mod tests {
         ] {
             assert!(fast_decode(l.as_bytes()).is_none(), "{l}");
         }
+        assert!(substitute(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#).is_none());
     }
 }

@@ -418,6 +418,7 @@ impl Worker {
                 .call_tool(probe)
                 .await
                 .map_err(|e| format!("self-check status call failed: {e}"))?;
+            let st = crate::transport::materialize(st);
             if st.is_error == Some(true) {
                 return Err(format!(
                     "self-check: status returned an error: {}",
