@@ -17,8 +17,18 @@ pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 /// (stdin, stdout) for `rmcp`'s `(R, W)` transport.
 pub fn transport() -> (Reader, Writer) {
     let pipes = || -> std::io::Result<(Reader, Writer)> {
+        use std::os::unix::fs::FileTypeExt;
         let r = std::io::stdin().as_fd().try_clone_to_owned()?;
         let w = std::io::stdout().as_fd().try_clone_to_owned()?;
+        // Both or neither: converting one makes its file description
+        // non-blocking, which tokio's blocking stdio could not read from.
+        let fifo = |fd: &std::os::fd::OwnedFd| -> std::io::Result<bool> {
+            let f = std::fs::File::from(fd.try_clone()?);
+            Ok(f.metadata()?.file_type().is_fifo())
+        };
+        if !fifo(&r)? || !fifo(&w)? {
+            return Err(std::io::Error::other("stdin and stdout are not both pipes"));
+        }
         let r = tokio::net::unix::pipe::Receiver::from_owned_fd(r)?;
         let w = tokio::net::unix::pipe::Sender::from_owned_fd(w)?;
         Ok((Box::new(r), Box::new(w)))

@@ -950,3 +950,33 @@ async fn critics_follow_git_changes() {
     );
     c.close().await;
 }
+
+/// stdin a pipe that stays quiet for a while, stdout a file: the server still
+/// waits for input and answers (the pipe fast path must not leave stdin
+/// non-blocking when it cannot apply to both).
+#[test]
+fn a_quiet_pipe_and_a_file_as_stdio_still_work() {
+    use std::io::Write;
+    let (d, ws) = workspace();
+    for role in ["serve", "worker"] {
+        let out_path = d.path().join(format!("{role}.out"));
+        let mut child = std::process::Command::new(BIN)
+            .args([role, "--workspace", ws.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})).unwrap();
+        stdin.flush().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&out_path).unwrap().contains("protocolVersion") {
+            assert!(std::time::Instant::now() < deadline, "{role} never answered");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "{role}");
+    }
+}
