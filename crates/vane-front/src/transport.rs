@@ -153,7 +153,10 @@ pub fn fast_decode(line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
     let mut meta = serde_json::Map::new();
     meta.insert(RAW_KEY.into(), token.into());
     stub.meta = Some(rmcp::model::MetaObject(meta));
-    Some(JsonRpcMessage::response(ServerResult::CallToolResult(stub), id))
+    Some(JsonRpcMessage::response(
+        ServerResult::CallToolResult(stub),
+        id,
+    ))
 }
 
 /// The front's stdout: rmcp writes whole lines; a line that answers a call
@@ -224,7 +227,9 @@ impl<W: AsyncWrite + Unpin> RawWriter<W> {
         use std::task::Poll;
         while self.written < self.output.len() {
             match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.output[self.written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
                 Poll::Ready(Ok(n)) => self.written += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -386,7 +391,8 @@ mod tests {
 
     #[test]
     fn materialize_and_discard_free_the_bytes() {
-        let line = r#"{"jsonrpc":"2.0","id":"a","result":{"content":[],"structuredContent":{"n":1}}}"#;
+        let line =
+            r#"{"jsonrpc":"2.0","id":"a","result":{"content":[],"structuredContent":{"n":1}}}"#;
         let (_, stub) = stub_of(fast_decode(line.as_bytes()).unwrap());
         assert!(stub.structured_content.is_none());
         let full = materialize(stub.clone());

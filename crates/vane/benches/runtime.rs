@@ -88,7 +88,12 @@ fn relay(args: &[String]) {
     let mut buf = vec![0u8; 1 << 16];
     let mut stdout = std::io::stdout().lock();
     while let Ok(n) = from_child.read(&mut buf) {
-        if n == 0 || stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
+        if n == 0
+            || stdout
+                .write_all(&buf[..n])
+                .and_then(|_| stdout.flush())
+                .is_err()
+        {
             break;
         }
     }

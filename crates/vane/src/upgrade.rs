@@ -636,7 +636,7 @@ pub async fn run_upgrade(
         if compared > last {
             last = compared;
             last_growth = Instant::now();
-        } else if last_growth.elapsed() >= Duration::from_millis(500) {
+        } else if last_growth.elapsed() >= Duration::from_millis(100) {
             // clients are idle: send a probe
             let (tool, a) = if probes % 2 == 0 {
                 ("status", json!({}))

@@ -972,8 +972,14 @@ fn a_quiet_pipe_and_a_file_as_stdio_still_work() {
         writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})).unwrap();
         stdin.flush().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !std::fs::read_to_string(&out_path).unwrap().contains("protocolVersion") {
-            assert!(std::time::Instant::now() < deadline, "{role} never answered");
+        while !std::fs::read_to_string(&out_path)
+            .unwrap()
+            .contains("protocolVersion")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{role} never answered"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         drop(stdin);
