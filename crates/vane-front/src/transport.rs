@@ -312,26 +312,24 @@ where
         }
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleClient>>> + Send {
-        async move {
-            loop {
-                self.line.clear();
-                let n = self.reader.read_until(b'\n', &mut self.line).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                let line = self.line.trim_ascii();
-                if line.is_empty() {
-                    continue;
-                }
-                if let Some(m) = fast_decode(line) {
-                    return Some(m);
-                }
-                match serde_json::from_slice::<RxJsonRpcMessage<RoleClient>>(line) {
-                    Ok(m) => return Some(m),
-                    Err(e) => {
-                        tracing::warn!(target: "vane::front", "unreadable message from a worker ({e}): {}", String::from_utf8_lossy(&line[..line.len().min(200)]));
-                    }
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        loop {
+            self.line.clear();
+            let n = self.reader.read_until(b'\n', &mut self.line).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            let line = self.line.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(m) = fast_decode(line) {
+                return Some(m);
+            }
+            match serde_json::from_slice::<RxJsonRpcMessage<RoleClient>>(line) {
+                Ok(m) => return Some(m),
+                Err(e) => {
+                    tracing::warn!(target: "vane::front", "unreadable message from a worker ({e}): {}", String::from_utf8_lossy(&line[..line.len().min(200)]));
                 }
             }
         }
