@@ -199,9 +199,13 @@ pub struct Upgrade {
     pub min_shadow_samples: u64,
     /// Observation window after promotion (seconds).
     pub observe_s: u64,
-    /// Build and test commands of the build and unit gates (`--git` / `--patch`).
+    /// Build and test commands of the build and unit gates (`--git` / `--patch`),
+    /// run with `sh -c` in a separate git worktree, each within `gate_timeout_s`.
     pub build_command: String,
     pub test_command: String,
+    pub gate_timeout_s: u64,
+    /// Where the build leaves the vane executable, relative to the worktree.
+    pub binary: String,
 }
 
 impl Default for Upgrade {
@@ -214,6 +218,8 @@ impl Default for Upgrade {
             observe_s: 600,
             build_command: "cargo build --release".into(),
             test_command: "cargo test --workspace".into(),
+            gate_timeout_s: 3600,
+            binary: "target/release/vane".into(),
         }
     }
 }
@@ -462,8 +468,10 @@ required_secrets = []            # environment variables that must be set (value
 shadow_s = 60                    # shadow window before promotion …
 min_shadow_samples = 50          # … and the compared answers it needs (fewer: hold, never promote)
 observe_s = 600                  # observation window after promotion
-build_command = "cargo build --release"
-test_command = "cargo test --workspace"
+build_command = "cargo build --release"   # build gate (--git / --patch), in a separate worktree
+test_command = "cargo test --workspace"   # unit gate
+gate_timeout_s = 3600
+binary = "target/release/vane"   # where the build leaves the executable
 
 # Critics gate `done`: a task whose exit criteria name `critic: NAME` can only be
 # completed after NAME passed since the task started. Exit code 0 = pass.

@@ -125,8 +125,14 @@ struct UpgradeCli {
     #[command(subcommand)]
     cmd: Option<UpgradeSub>,
     /// The new vane executable
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["git", "patch"])]
     binary: Option<PathBuf>,
+    /// A git revision of this repository to build (in a worktree) and test
+    #[arg(long, conflicts_with = "patch")]
+    git: Option<String>,
+    /// A patch to apply to HEAD (in a worktree), then build and test
+    #[arg(long)]
+    patch: Option<PathBuf>,
     /// Shadow window (e.g. 60s, 2m; default [upgrade] shadow_s)
     #[arg(long)]
     shadow: Option<String>,
@@ -490,10 +496,15 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                     emit(false, &v, |v| format!("{v}\n"));
                 }
                 None => {
-                    let Some(binary) = &u.binary else {
-                        return Err(VaneError::invalid_input(
-                            "vane upgrade needs --binary PATH (or: vane upgrade status | abort)",
-                        ));
+                    let source = match (&u.binary, &u.git, &u.patch) {
+                        (Some(b), _, _) => crate::upgrade::Source::Binary(b.clone()),
+                        (_, Some(g), _) => crate::upgrade::Source::Git(g.clone()),
+                        (_, _, Some(p)) => crate::upgrade::Source::Patch(p.clone()),
+                        _ => {
+                            return Err(VaneError::invalid_input(
+                                "vane upgrade needs --binary PATH, --git REF or --patch FILE (or: vane upgrade status | abort)",
+                            ))
+                        }
                     };
                     let root = workspace(&cli);
                     let config = load_config(&root)?;
@@ -516,7 +527,7 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                         flips.push((k.to_string(), v.to_string()));
                     }
                     let args = crate::upgrade::UpgradeArgs {
-                        binary: binary.clone(),
+                        source,
                         shadow: dur(&u.shadow, config.upgrade.shadow_s)?,
                         observe: dur(&u.observe, config.upgrade.observe_s)?,
                         min_samples: u.min_samples.unwrap_or(config.upgrade.min_shadow_samples),

@@ -360,8 +360,17 @@ fn gates_not_run(why: &str) -> Value {
     })
 }
 
+/// What to upgrade to.
+pub enum Source {
+    Binary(PathBuf),
+    /// a git revision of the workspace's repository, built in a worktree
+    Git(String),
+    /// a patch applied to HEAD in a worktree, then built
+    Patch(PathBuf),
+}
+
 pub struct UpgradeArgs {
-    pub binary: PathBuf,
+    pub source: Source,
     pub shadow: Duration,
     pub observe: Duration,
     pub min_samples: u64,
@@ -442,15 +451,17 @@ pub async fn run_upgrade(
     let dir = upgrades_dir(paths).join(now_stamp());
     std::fs::create_dir_all(&dir)
         .map_err(|e| VaneError::new(ErrorCode::IoError, format!("{}: {e}", dir.display())))?;
-    let binary = args.binary.canonicalize().map_err(|e| {
-        VaneError::invalid_input(format!("--binary {}: {e}", args.binary.display()))
-    })?;
+    let source = match &args.source {
+        Source::Binary(b) => json!({ "kind": "binary", "binary": b.display().to_string() }),
+        Source::Git(r) => json!({ "kind": "git", "ref": r }),
+        Source::Patch(p) => json!({ "kind": "patch", "patch": p.display().to_string() }),
+    };
     let mut run = Run {
         report: json!({
             "id": dir.file_name().map(|n| n.to_string_lossy().to_string()),
             "dir": dir.display().to_string(),
             "started_at": chrono::Utc::now().to_rfc3339(),
-            "source": { "kind": "binary", "binary": binary.display().to_string() },
+            "source": source,
             "old": Value::Null, "new": Value::Null,
             "gates": {
                 "build": { "status": "pending" }, "unit": { "status": "pending" },
@@ -509,20 +520,45 @@ pub async fn run_upgrade(
         .and_then(|w| w.iter().find(|w| w["role"] == "active").cloned());
     run.report["old"] = json!({ "version": old.as_ref().map(|o| o["version"].clone()), "binary": old.as_ref().map(|o| o["binary"].clone()), "worker": old.as_ref().map(|o| o["id"].clone()) });
 
-    // 2. build and unit gates: a given binary skips both
-    let t0 = Instant::now();
-    run.gate(
-        "build",
-        "skipped",
-        json!("--binary given: nothing to build"),
-        t0,
-    );
-    run.gate(
-        "unit",
-        "skipped",
-        json!("--binary given: its tests are the builder's"),
-        t0,
-    );
+    // 2. build and unit gates: a given binary skips both; a revision or a
+    // patch is built and tested in a worktree of its own
+    let binary = match &args.source {
+        Source::Binary(b) => {
+            let t0 = Instant::now();
+            run.gate(
+                "build",
+                "skipped",
+                json!("--binary given: nothing to build"),
+                t0,
+            );
+            run.gate(
+                "unit",
+                "skipped",
+                json!("--binary given: its tests are the builder's"),
+                t0,
+            );
+            match b.canonicalize() {
+                Ok(b) => b,
+                Err(e) => {
+                    run.finish("refused", format!("--binary {}: {e}", b.display()));
+                    return Ok((run.report, false));
+                }
+            }
+        }
+        src => match build_gates(&mut run, ws, config, src).await {
+            Ok(b) => b,
+            Err(why) => {
+                for g in ["canary_ready", "selfchecks"] {
+                    if run.report["gates"][g]["status"] == "pending" {
+                        run.report["gates"][g] =
+                            json!({ "status": "not_run", "detail": "an earlier gate failed" });
+                    }
+                }
+                run.finish("refused", why);
+                return Ok((run.report, false));
+            }
+        },
+    };
 
     // 3. canary gate
     let t0 = Instant::now();
@@ -790,6 +826,159 @@ pub async fn run_upgrade(
         "every gate passed, the shadow matched, and the observation window was clean",
     );
     Ok((run.report, true))
+}
+
+/// Runs `sh -c command` in `dir` within `timeout`; (ok, exit code, output tail).
+async fn sh(command: &str, dir: &Path, timeout: Duration) -> (bool, Option<i32>, String) {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return (false, None, format!("cannot start sh: {e}")),
+    };
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            let chars: Vec<char> = text.chars().collect();
+            let tail: String = chars[chars.len().saturating_sub(2000)..].iter().collect();
+            (out.status.success(), out.status.code(), tail)
+        }
+        Ok(Err(e)) => (false, None, format!("wait failed: {e}")),
+        Err(_) => {
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            (
+                false,
+                None,
+                format!("timed out after {} s", timeout.as_secs()),
+            )
+        }
+    }
+}
+
+fn git_out(ws: &Path, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(ws)
+        .args(args)
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The build and unit gates for `--git` / `--patch`: a detached worktree at
+/// the revision (or HEAD with the patch applied), `build_command`, then
+/// `test_command`; the built executable at `[upgrade] binary`. A failed
+/// gate removes the worktree; a passed one keeps it (the new worker runs
+/// from it).
+async fn build_gates(
+    run: &mut Run,
+    ws: &Path,
+    config: &Config,
+    src: &Source,
+) -> Result<PathBuf, String> {
+    let t0 = Instant::now();
+    let wt = run.dir.join("worktree");
+    let wts = wt.display().to_string();
+    let rev = match src {
+        Source::Git(r) => r.clone(),
+        _ => "HEAD".into(),
+    };
+    let prepared = (|| -> Result<String, String> {
+        let commit = git_out(ws, &["rev-parse", "--verify", &format!("{rev}^{{commit}}")])?;
+        git_out(ws, &["worktree", "add", "--detach", &wts, &commit])?;
+        if let Source::Patch(p) = src {
+            let p = p
+                .canonicalize()
+                .map_err(|e| format!("--patch {}: {e}", p.display()))?;
+            git_out(
+                &wt,
+                &["apply", "--whitespace=nowarn", &p.display().to_string()],
+            )?;
+        }
+        Ok(commit)
+    })();
+    let cleanup = || {
+        let _ = git_out(ws, &["worktree", "remove", "--force", &wts]);
+    };
+    let commit = match prepared {
+        Ok(c) => c,
+        Err(e) => {
+            cleanup();
+            run.gate(
+                "build",
+                "failed",
+                json!({ "stage": "checkout", "error": e }),
+                t0,
+            );
+            run.report["gates"]["unit"] =
+                json!({ "status": "not_run", "detail": "the build gate failed" });
+            return Err(format!("build gate: {e}"));
+        }
+    };
+    run.report["source"]["commit"] = json!(commit);
+    run.report["source"]["worktree"] = json!(wts);
+    let timeout = Duration::from_secs(config.upgrade.gate_timeout_s);
+    let (ok, code, tail) = sh(&config.upgrade.build_command, &wt, timeout).await;
+    let detail = json!({ "command": config.upgrade.build_command, "exit_code": code, "output_tail": tail, "commit": commit });
+    if !ok {
+        run.gate("build", "failed", detail, t0);
+        run.report["gates"]["unit"] =
+            json!({ "status": "not_run", "detail": "the build gate failed" });
+        cleanup();
+        return Err(format!(
+            "build gate: `{}` failed (exit {code:?})",
+            config.upgrade.build_command
+        ));
+    }
+    run.gate("build", "passed", detail, t0);
+    let t1 = Instant::now();
+    let (ok, code, tail) = sh(&config.upgrade.test_command, &wt, timeout).await;
+    let detail =
+        json!({ "command": config.upgrade.test_command, "exit_code": code, "output_tail": tail });
+    if !ok {
+        run.gate("unit", "failed", detail, t1);
+        cleanup();
+        return Err(format!(
+            "unit gate: `{}` failed (exit {code:?})",
+            config.upgrade.test_command
+        ));
+    }
+    run.gate("unit", "passed", detail, t1);
+    let bin = wt.join(&config.upgrade.binary);
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(&bin) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(bin),
+        _ => {
+            cleanup();
+            Err(format!(
+                "the build left no executable at {} ([upgrade] binary)",
+                bin.display()
+            ))
+        }
+    }
 }
 
 fn restore(ctx: &std::sync::Arc<vane_tools::ToolCtx>, flipped: &[(String, Option<String>)]) {

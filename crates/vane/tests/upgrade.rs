@@ -427,3 +427,102 @@ async fn a_second_upgrade_is_refused_by_the_lock_and_abort_stops_the_first() {
     assert_eq!(r["decision"], "aborted", "{r}");
     assert!(!lock.exists(), "released on failure too");
 }
+
+/// `--git` and `--patch`: a real worktree, the configured build and test
+/// commands, the built executable; each failing gate refuses with its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_and_patch_sources_pass_through_the_build_and_unit_gates() {
+    let (d, ws) = workspace();
+    // the "build" writes an executable that runs this test's vane
+    std::fs::write(
+        ws.join("build.sh"),
+        format!("mkdir -p out && printf '#!/bin/sh\\nexec \"{BIN}\" \"$@\"\\n' > out/vane && chmod +x out/vane && echo built\n"),
+    )
+    .unwrap();
+    std::fs::write(ws.join("check.sh"), "echo tests pass\nexit 0\n").unwrap();
+    std::fs::write(
+        ws.join("vane.toml"),
+        std::fs::read_to_string(ws.join("vane.toml")).unwrap()
+            + "\n[upgrade]\nbuild_command = \"sh build.sh\"\ntest_command = \"sh check.sh\"\nbinary = \"out/vane\"\n",
+    )
+    .unwrap();
+    std::fs::write(ws.join(".gitignore"), ".vane/\n").unwrap();
+    git(&ws, &["add", "."]);
+    git(&ws, &["commit", "-qm", "build scripts"]);
+    // a patch that breaks the tests, and a branch whose build fails
+    std::fs::write(ws.join("check.sh"), "echo a test fails\nexit 1\n").unwrap();
+    let diff = Command::new("git")
+        .arg("-C")
+        .arg(&ws)
+        .args(["diff"])
+        .output()
+        .unwrap();
+    let patch = d.path().join("break-tests.patch");
+    std::fs::write(&patch, &diff.stdout).unwrap();
+    git(&ws, &["checkout", "check.sh"]);
+    git(&ws, &["checkout", "-q", "-b", "broken"]);
+    std::fs::write(ws.join("build.sh"), "echo compile error >&2\nexit 3\n").unwrap();
+    git(&ws, &["commit", "-qam", "break the build"]);
+    git(&ws, &["checkout", "-q", "-"]);
+
+    let c = front(&ws).await;
+    let l = load(&c);
+    let gate_args = |src: &str, val: &str| -> (Value, std::process::Output) {
+        let out = vane(
+            &ws,
+            &[
+                "upgrade",
+                src,
+                val,
+                "--shadow",
+                "1s",
+                "--observe",
+                "1s",
+                "--min-samples",
+                "3",
+                "--json",
+            ],
+        );
+        (json_of(&out), out)
+    };
+    // the unit gate stops the patch
+    let (r, out) = gate_args("--patch", patch.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(3), "{r}");
+    assert_eq!(r["decision"], "refused");
+    assert_eq!(r["gates"]["build"]["status"], "passed", "{r}");
+    assert_eq!(r["gates"]["unit"]["status"], "failed");
+    assert!(r["gates"]["unit"]["detail"]["output_tail"]
+        .as_str()
+        .unwrap()
+        .contains("a test fails"));
+    assert_eq!(r["gates"]["canary_ready"]["status"], "not_run");
+    assert!(
+        !Path::new(r["source"]["worktree"].as_str().unwrap()).exists(),
+        "worktree removed"
+    );
+    // the build gate stops the broken branch
+    let (r, out) = gate_args("--git", "broken");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(r["gates"]["build"]["status"], "failed", "{r}");
+    assert_eq!(r["gates"]["build"]["detail"]["exit_code"], 3);
+    assert!(r["gates"]["build"]["detail"]["output_tail"]
+        .as_str()
+        .unwrap()
+        .contains("compile error"));
+    assert_eq!(r["gates"]["unit"]["status"], "not_run");
+    // HEAD builds, tests, and goes live from its worktree
+    let (r, out) = gate_args("--git", "HEAD");
+    assert!(out.status.success(), "{} {}", r["decision"], r["reason"]);
+    assert_eq!(r["decision"], "stable");
+    assert_eq!(r["source"]["kind"], "git");
+    assert_eq!(r["gates"]["build"]["status"], "passed");
+    assert_eq!(r["gates"]["unit"]["status"], "passed");
+    let bin = active(&ws)["binary"].as_str().unwrap().to_string();
+    assert!(bin.ends_with("worktree/out/vane"), "{bin}");
+    let (calls, failures) = stop(l).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} failed: {failures:?}",
+        failures.len()
+    );
+}
