@@ -34,7 +34,12 @@ use crate::worker::{rss_of, CallError, Role, Spec, Timing, Worker, WorkerEvent};
 /// and given the long timeout).
 const LONG_TOOLS: [&str; 2] = ["cmd_run", "critics_run"];
 /// The front's own admin tools (listed and callable when ADMIN_TOOLS is on).
-pub const FRONT_TOOLS: [&str; 2] = ["worker_health", "route_switch"];
+pub const FRONT_TOOLS: [&str; 4] = [
+    "worker_health",
+    "route_switch",
+    "upgrade_start",
+    "upgrade_status",
+];
 const MAX_DECISIONS: usize = 50;
 
 /// Why the front rolled back by itself: the metric, its value and the limit.
@@ -566,6 +571,25 @@ impl Front {
             )
             .with_title("Switch route")
             .with_annotations(ToolAnnotations::with_title("Switch route").read_only(false).destructive(false).idempotent(false).open_world(false)),
+            Tool::new(
+                "upgrade_start",
+                "Start `vane upgrade` in the background for this workspace: exactly one of `binary` (an executable), `git` (a revision to build and test in a worktree) or `patch` (a file applied to HEAD); optional `shadow` and `observe` windows (e.g. \"60s\", \"10m\"), `min_samples`, `flips` (\"KEY=VALUE\"). Poll `upgrade_status`. Admin tool (ADMIN_TOOLS=1). Errors: invalid_input, admin_disabled.",
+                schema(json!({"type": "object", "properties": {
+                    "binary": {"type": "string"}, "git": {"type": "string"}, "patch": {"type": "string"},
+                    "shadow": {"type": "string"}, "observe": {"type": "string"},
+                    "min_samples": {"type": "integer", "minimum": 0},
+                    "flips": {"type": "array", "items": {"type": "string"}}
+                }, "additionalProperties": false})),
+            )
+            .with_title("Start an upgrade")
+            .with_annotations(ToolAnnotations::with_title("Start an upgrade").read_only(false).destructive(false).idempotent(false).open_world(false)),
+            Tool::new(
+                "upgrade_status",
+                "The running upgrade's progress (steps, gates, shadow samples), or the newest upgrade's report: decision and reason. Admin tool (ADMIN_TOOLS=1).",
+                schema(json!({"type": "object", "properties": {}, "additionalProperties": false})),
+            )
+            .with_title("Upgrade status")
+            .with_annotations(ToolAnnotations::with_title("Upgrade status").read_only(true).destructive(false).idempotent(true).open_world(false)),
         ]
     }
 
@@ -629,6 +653,16 @@ impl Front {
                     Ok(self.health())
                 }
             }
+            "upgrade_status" => {
+                if let Some(k) = args.keys().next() {
+                    Err(VaneError::invalid_input(format!(
+                        "upgrade_status: unknown field `{k}`; allowed: none"
+                    )))
+                } else {
+                    crate::upgrades::status(&self.ctx.paths.state_dir)
+                }
+            }
+            "upgrade_start" => self.upgrade_start(&args),
             _ => {
                 let extra: Vec<&String> = args.keys().filter(|k| *k != "action").collect();
                 match (args.get("action").and_then(Value::as_str), extra.first()) {
@@ -652,6 +686,84 @@ impl Front {
             }
             Err(e) => error_result(&e),
         }
+    }
+
+    /// `upgrade_start`: runs `vane upgrade` (this executable) detached; the
+    /// run reports through `upgrade_status`.
+    fn upgrade_start(self: &Arc<Self>, args: &Map<String, Value>) -> Result<Value, VaneError> {
+        const ALLOWED: [&str; 7] = [
+            "binary",
+            "git",
+            "patch",
+            "shadow",
+            "observe",
+            "min_samples",
+            "flips",
+        ];
+        if let Some(k) = args.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+            return Err(VaneError::invalid_input(format!(
+                "upgrade_start: unknown field `{k}`; allowed: {}",
+                ALLOWED.join(", ")
+            )));
+        }
+        let sources: Vec<(&str, &str)> = ["binary", "git", "patch"]
+            .iter()
+            .filter_map(|k| args.get(*k).and_then(Value::as_str).map(|v| (*k, v)))
+            .collect();
+        let [(kind, value)] = sources.as_slice() else {
+            return Err(VaneError::invalid_input(
+                "upgrade_start: give exactly one of `binary`, `git`, `patch`",
+            ));
+        };
+        if let Some(lock) = crate::upgrades::locked_run(&self.ctx.paths.state_dir) {
+            return Err(VaneError::invalid_input(format!(
+                "an upgrade is already running ({})",
+                lock.display()
+            )));
+        }
+        let mut cmd = tokio::process::Command::new(&self.base.binary);
+        cmd.arg("--workspace").arg(&self.base.workspace);
+        if let Some(sd) = &self.base.state_dir {
+            cmd.arg("--state-dir").arg(sd);
+        }
+        cmd.args(["upgrade", "--json", &format!("--{kind}"), value]);
+        for k in ["shadow", "observe"] {
+            if let Some(v) = args.get(k).and_then(Value::as_str) {
+                cmd.arg(format!("--{k}")).arg(v);
+            }
+        }
+        if let Some(n) = args.get("min_samples").and_then(Value::as_u64) {
+            cmd.arg("--min-samples").arg(n.to_string());
+        }
+        for f in args
+            .get("flips")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(f) = f.as_str() {
+                cmd.arg("--flip").arg(f);
+            }
+        }
+        cmd.env_remove("VANE_DRY_RUN")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            err(
+                ErrorCode::IoError,
+                format!("cannot start vane upgrade: {e}"),
+            )
+        })?;
+        let pid = child.id();
+        // reap it when it ends
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let v = json!({ "started": true, "pid": pid, "source": { kind.to_string(): value }, "next": "poll upgrade_status" });
+        self.decide("upgrade_started", v.clone());
+        Ok(v)
     }
 
     // ----- operating: health, promote, rollback, canary -----

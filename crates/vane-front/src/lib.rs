@@ -9,6 +9,7 @@ pub mod compare;
 pub mod control;
 pub mod front;
 pub mod transport;
+pub mod upgrades;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -111,13 +111,7 @@ impl UpgradeLock {
 }
 
 fn locked_run(paths: &StatePaths) -> Option<PathBuf> {
-    let t = std::fs::read_to_string(paths.state_dir.join("upgrade.lock")).ok()?;
-    let v: Value = serde_json::from_str(&t).ok()?;
-    let pid = v["pid"].as_u64()? as u32;
-    if !pid_alive(pid) {
-        return None;
-    }
-    v["dir"].as_str().map(PathBuf::from)
+    vane_front::upgrades::locked_run(&paths.state_dir)
 }
 
 impl Drop for UpgradeLock {
@@ -649,7 +643,7 @@ pub async fn run_upgrade(
             );
             return Ok((run.report, false));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let h = run.ctl(json!({"op": "workers"})).await?;
         let Some(c) = canary_of(&h) else {
             diverged = Some("the canary is gone (it crashed)".to_string());
@@ -672,7 +666,7 @@ pub async fn run_upgrade(
         if compared > last {
             last = compared;
             last_growth = Instant::now();
-        } else if last_growth.elapsed() >= Duration::from_millis(100) {
+        } else if last_growth.elapsed() >= Duration::from_millis(90) {
             // clients are idle: send a probe
             let (tool, a) = if probes % 2 == 0 {
                 ("status", json!({}))
@@ -1015,39 +1009,9 @@ async fn determinism(run: &Run) -> Result<(), String> {
     }
 }
 
-/// `vane upgrade status`: the newest run's progress or report.
+/// `vane upgrade status`: the running upgrade's progress, or the newest report.
 pub fn status(paths: &StatePaths) -> Result<Value, VaneError> {
-    if let Some(live) = locked_run(paths) {
-        if let Ok(t) = std::fs::read_to_string(live.join("progress.json")) {
-            if let Ok(v) = serde_json::from_str(&t) {
-                return Ok(v);
-            }
-        }
-    }
-    let dir = upgrades_dir(paths);
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("progress.json").exists() || p.join("report.json").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    runs.sort();
-    let Some(last) = runs.last() else {
-        return Err(VaneError::new(
-            ErrorCode::NotFound,
-            "no upgrade has run in this workspace",
-        ));
-    };
-    let file = if last.join("report.json").exists() {
-        "report.json"
-    } else {
-        "progress.json"
-    };
-    let text = std::fs::read_to_string(last.join(file))
-        .map_err(|e| VaneError::new(ErrorCode::IoError, e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| VaneError::internal(e.to_string()))
+    vane_front::upgrades::status(&paths.state_dir)
 }
 
 /// `vane upgrade abort`: asks the running upgrade to stop (it rolls back if

@@ -526,3 +526,42 @@ async fn git_and_patch_sources_pass_through_the_build_and_unit_gates() {
         failures.len()
     );
 }
+
+/// The same pipeline for agents: `upgrade_start` / `upgrade_status`, admin tools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_drive_an_upgrade_with_the_admin_tools() {
+    let (_d, ws) = workspace();
+    let c = front(&ws).await;
+    let e = c.call_err("upgrade_status", json!({})).await.unwrap();
+    assert_eq!(e["code"], "admin_disabled");
+    assert!(vane(&ws, &["flags", "set", "ADMIN_TOOLS", "1"])
+        .status
+        .success());
+    let e = c
+        .call_err("upgrade_start", json!({ "binary": BIN, "git": "HEAD" }))
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "invalid_input");
+    let e = c.call_err("upgrade_status", json!({})).await.unwrap();
+    assert_eq!(e["code"], "not_found", "no upgrade yet");
+    let started = c
+        .call_ok(
+            "upgrade_start",
+            json!({ "binary": BIN, "shadow": "2s", "observe": "1s", "min_samples": 3, "flips": ["OUTPUT_MODE=verbose"] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started["started"], true);
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        if let Ok(v) = c.call_ok("upgrade_status", json!({})).await {
+            if v["decision"] != "in_progress" {
+                last = v;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["decision"], "stable", "{last}");
+    assert_eq!(last["flips"][0]["flag"], "OUTPUT_MODE");
+}
