@@ -82,6 +82,13 @@ async fn handle(front: &Arc<Front>, line: &str) -> Result<Value, VaneError> {
             let args = req.get("arguments").cloned().unwrap_or_else(|| json!({}));
             front.call_active(tool, args).await
         }
+        Some("canary_call") => {
+            let tool = req["tool"]
+                .as_str()
+                .ok_or_else(|| VaneError::invalid_input("canary_call needs `tool`"))?;
+            let args = req.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            front.call_canary(tool, args).await
+        }
         Some("probe") => {
             let tool = req["tool"]
                 .as_str()
@@ -90,7 +97,7 @@ async fn handle(front: &Arc<Front>, line: &str) -> Result<Value, VaneError> {
             front.probe(tool, args).await
         }
         other => Err(VaneError::invalid_input(format!(
-            "unknown control op {other:?}; allowed: workers, promote, rollback, canary_start, canary_stop, probe, call"
+            "unknown control op {other:?}; allowed: workers, promote, rollback, canary_start, canary_stop, probe, call, canary_call"
         ))),
     }
 }

@@ -1183,6 +1183,36 @@ impl Front {
         Ok(json!({ "is_error": r.is_error == Some(true), "result": r.structured_content }))
     }
 
+    /// One call on the canary alone (a dry run: it cannot change anything);
+    /// the structured answer.
+    pub async fn call_canary(
+        self: &Arc<Self>,
+        tool: &str,
+        args: Value,
+    ) -> Result<Value, VaneError> {
+        let canary = self
+            .routes()
+            .canary
+            .clone()
+            .filter(|c| c.healthy())
+            .ok_or_else(|| VaneError::invalid_input("no healthy canary"))?;
+        let Value::Object(args) = args else {
+            return Err(VaneError::invalid_input("call arguments must be an object"));
+        };
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
+        let r = canary
+            .call_tool(params, ms(self.cfg.long_call_timeout_ms), None)
+            .await
+            .map(crate::transport::materialize)
+            .map_err(|e| {
+                err(
+                    ErrorCode::Internal,
+                    format!("`{tool}` on the canary: {e:?}"),
+                )
+            })?;
+        Ok(json!({ "is_error": r.is_error == Some(true), "result": r.structured_content }))
+    }
+
     pub async fn canary_stop(self: &Arc<Self>) -> Result<Value, VaneError> {
         let Some(c) = self.routes().canary.take() else {
             return Err(VaneError::invalid_input("no canary is running"));

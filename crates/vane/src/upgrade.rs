@@ -608,6 +608,33 @@ pub async fn run_upgrade(
             }
         }
     }
+    // the critics, run by the canary as a dry run (a read-only sandbox; not recorded)
+    if !config.critics.is_empty() {
+        match run
+            .ctl(json!({"op": "canary_call", "tool": "critics_run", "arguments": {"all": true}}))
+            .await
+        {
+            Ok(v) if v["is_error"] != true => {
+                let runs: Vec<Value> = v["result"]["runs"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .map(|x| json!({ "critic": x["name"], "status": x["status"] }))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                results.push(json!({ "tool": "critics_run", "dry_run": true, "runs": runs }));
+            }
+            Ok(v) => {
+                bad.push(format!("critics_run (dry run): {}", v["result"]["error"]));
+                results.push(json!({ "tool": "critics_run", "dry_run": true, "error": v["result"]["error"] }));
+            }
+            Err(e) => {
+                bad.push(format!("critics_run (dry run): {}", e.message));
+                results.push(json!({ "tool": "critics_run", "dry_run": true, "error": e.message }));
+            }
+        }
+    }
     if bad.is_empty() {
         run.gate("selfchecks", "passed", json!(results), t0);
     } else {

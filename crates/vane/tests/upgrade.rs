@@ -38,7 +38,7 @@ fn git(ws: &Path, args: &[&str]) {
 /// A workspace in a clean git repository, with fast runtime windows.
 fn workspace() -> (tempfile::TempDir, PathBuf) {
     let (d, ws) = common::init_workspace(
-        "[runtime]\nping_interval_ms = 100\n\n[runtime.rollback]\nmin_calls = 10\nerror_window_s = 30\n",
+        "[runtime]\nping_interval_ms = 100\n\n[runtime.rollback]\nmin_calls = 10\nerror_window_s = 30\n\n[critics.ok]\ncommand = \"true\"\n",
         "tasks:\n  - id: T1\n    title: one\n  - id: T2\n    title: two\n    dependencies: [T1]\n",
         &[("a.txt", "alpha\n")],
     );
@@ -294,6 +294,15 @@ async fn a_good_upgrade_becomes_stable_under_load_with_no_failed_call() {
     assert_eq!(report["gates"]["unit"]["status"], "skipped");
     assert_eq!(report["gates"]["canary_ready"]["status"], "passed");
     assert_eq!(report["gates"]["selfchecks"]["status"], "passed");
+    // the critics ran on the canary as a dry run
+    let critics = report["gates"]["selfchecks"]["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tool"] == "critics_run")
+        .cloned()
+        .unwrap();
+    assert_eq!(critics["runs"][0]["critic"], "ok", "{critics}");
     assert!(
         report["shadow"]["samples"].as_u64().unwrap() >= 10,
         "{}",
