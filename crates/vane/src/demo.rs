@@ -226,6 +226,43 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
     for line in roadmap.lines().take(6) {
         println!("      {line}");
     }
+
+    step(
+        13,
+        "the runtime: kill -9 the worker behind the front; the session goes on",
+    );
+    let state = std::path::Path::new(&ws_s).join(".vane");
+    let fronts = vane_front::control::fronts(&state).await;
+    if let Some((_, sock)) = fronts.first() {
+        let workers = |h: &Value| -> Option<(u64, u64)> {
+            h["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["role"] == "active")
+                .and_then(|w| Some((w["id"].as_u64()?, w["pid"].as_u64()?)))
+        };
+        let timeout = std::time::Duration::from_secs(10);
+        let h = vane_front::control::request(sock, &json!({"op": "workers"}), timeout).await?;
+        if let Some((id, pid)) = workers(&h) {
+            println!("    active worker {id} (pid {pid}); sending it SIGKILL");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let t = std::time::Instant::now();
+            let st = c.call_ok("status", json!({})).await?;
+            println!(
+                "    the next call answered in {:.1} ms: {} tasks, {} done",
+                t.elapsed().as_secs_f64() * 1000.0,
+                st["roadmap"]["tasks"],
+                st["roadmap"]["by_status"]["done"]
+            );
+            let h = vane_front::control::request(sock, &json!({"op": "workers"}), timeout).await?;
+            if let Some((id, pid)) = workers(&h) {
+                println!("    now served by worker {id} (pid {pid}); the client never noticed");
+            }
+        }
+    }
     c.close().await;
     println!(
         "\nexports in {}/.vane: roadmap.yaml, context.md, checkpoint.json, critics/greeting.json",

@@ -986,3 +986,22 @@ fn a_quiet_pipe_and_a_file_as_stdio_still_work() {
         assert!(child.wait().unwrap().success(), "{role}");
     }
 }
+
+/// The README's first command: the demo runs a whole session through a real
+/// front, including a worker killed mid-session.
+#[test]
+fn the_demo_runs_end_to_end() {
+    let out = std::process::Command::new(BIN)
+        .arg("demo")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("13. the runtime"), "{text}");
+    assert!(text.contains("the client never noticed"), "{text}");
+    assert!(text.trim_end().ends_with("demo complete."), "{text}");
+}
