@@ -207,7 +207,8 @@ struct StubResult {
 
 fn substitute(line: &[u8]) -> Option<Vec<u8>> {
     // stubs are small; anything else is not worth a look
-    if line.len() > 512 || !line.windows(RAW_KEY.len()).any(|w| w == RAW_KEY.as_bytes()) {
+    // (a stub is under 300 bytes plus the client's request id)
+    if line.len() > 8192 || !line.windows(RAW_KEY.len()).any(|w| w == RAW_KEY.as_bytes()) {
         return None;
     }
     let stub: StubLine = serde_json::from_slice(line).ok()?;
