@@ -77,6 +77,9 @@ pub struct Front {
     active_tx: watch::Sender<Option<Arc<Worker>>>,
     next_id: AtomicU64,
     client: Mutex<Option<Peer<RoleServer>>>,
+    client_protocol: Mutex<Value>,
+    /// the client finished the handshake: `tools/call` may take the fast lane
+    pub initialized: std::sync::atomic::AtomicBool,
     events: mpsc::UnboundedSender<WorkerEvent>,
     decisions: Mutex<VecDeque<Value>>,
     shadow_slots: Arc<Semaphore>,
@@ -145,6 +148,8 @@ impl Front {
             active_tx: watch::channel(None).0,
             next_id: AtomicU64::new(1),
             client: Mutex::new(None),
+            client_protocol: Mutex::new(Value::Null),
+            initialized: std::sync::atomic::AtomicBool::new(false),
             events,
             decisions: Mutex::new(VecDeque::new()),
             listed: Mutex::new(Vec::new()),
@@ -318,6 +323,46 @@ impl Front {
             self.key_prefix,
             self.key_seq.fetch_add(1, Ordering::Relaxed)
         )
+    }
+
+    /// One client `tools/call`, from rmcp or from the fast lane: the front's
+    /// own tools, or forwarded (the client's request id, protocol version
+    /// and the front's session go along in `_meta["vane/client"]`, so the
+    /// worker logs and traces the client's request, not ours).
+    pub async fn handle_call(
+        self: &Arc<Self>,
+        mut request: CallToolRequestParams,
+        ct: CancellationToken,
+        request_id: String,
+    ) -> CallToolResult {
+        let protocol = self
+            .client_protocol
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let meta = request.meta.get_or_insert_with(Default::default);
+        meta.0.remove("progressToken");
+        meta.0.insert(
+            "vane/client".into(),
+            json!({ "request_id": request_id, "protocol_version": protocol, "session_id": self.ctx.telemetry.session_id }),
+        );
+        if FRONT_TOOLS.contains(&request.name.as_ref()) {
+            let name = request.name.to_string();
+            return self.front_tool(&name, request.arguments).await;
+        }
+        let t = &self.ctx.telemetry;
+        t.metrics.call_started();
+        let t0 = Instant::now();
+        let name = request.name.to_string();
+        let r = self.forward_call(request, ct).await;
+        let code = error_code(&r).map(str::to_string);
+        t.metrics.call_finished(
+            &name,
+            r.is_error != Some(true),
+            code.as_deref(),
+            t0.elapsed(),
+        );
+        r
     }
 
     /// Forwards one tool call: never a failed call while a healthy worker
@@ -1541,7 +1586,20 @@ impl ServerHandler for FrontServer {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let protocol = context
+            .peer
+            .peer_info()
+            .and_then(|p| serde_json::to_value(&p.protocol_version).ok())
+            .unwrap_or(Value::Null);
+        *self
+            .0
+            .client_protocol
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = protocol;
         *self.0.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(context.peer.clone());
+        self.0
+            .initialized
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     async fn ping(&self, _context: RequestContext<RoleServer>) -> Result<(), McpError> {
@@ -1586,37 +1644,16 @@ impl ServerHandler for FrontServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         meta_from_context(&mut request, &context.meta);
-        // the worker logs and traces the client's request, not ours
         let id = match serde_json::to_value(&context.id) {
             Ok(Value::String(s)) => s,
             Ok(v) => v.to_string(),
             Err(_) => String::new(),
         };
-        let protocol = context
-            .peer
-            .peer_info()
-            .and_then(|p| serde_json::to_value(&p.protocol_version).ok());
-        request.meta.get_or_insert_with(Default::default).0.insert(
-            "vane/client".into(),
-            json!({ "request_id": id, "protocol_version": protocol, "session_id": self.0.ctx.telemetry.session_id }),
-        );
-        if FRONT_TOOLS.contains(&request.name.as_ref()) {
-            let name = request.name.to_string();
-            return Ok(self.0.front_tool(&name, request.arguments).await.into());
-        }
-        let t = &self.0.ctx.telemetry;
-        t.metrics.call_started();
-        let t0 = Instant::now();
-        let name = request.name.to_string();
-        let r = self.0.forward_call(request, context.ct.clone()).await;
-        let code = error_code(&r).map(str::to_string);
-        t.metrics.call_finished(
-            &name,
-            r.is_error != Some(true),
-            code.as_deref(),
-            t0.elapsed(),
-        );
-        Ok(r.into())
+        Ok(self
+            .0
+            .handle_call(request, context.ct.clone(), id)
+            .await
+            .into())
     }
 
     async fn list_resources(

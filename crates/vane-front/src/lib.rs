@@ -43,7 +43,7 @@ pub async fn run(
     let running = FrontServer(front.clone())
         .serve({
             let (r, w) = vane_tools::stdio::transport();
-            (r, transport::RawWriter::new(w))
+            transport::ClientTransport::new(r, w, front.clone())
         })
         .await
         .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")));

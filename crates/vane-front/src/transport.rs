@@ -30,8 +30,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 
 pub struct WorkerTransport<R, W> {
     reader: BufReader<R>,
-    writer: Arc<tokio::sync::Mutex<W>>,
+    writer: Arc<tokio::sync::Mutex<Option<W>>>,
     line: Vec<u8>,
+    lane: Arc<Lane<W>>,
 }
 
 impl<R, W> WorkerTransport<R, W> {
@@ -39,12 +40,30 @@ impl<R, W> WorkerTransport<R, W> {
     where
         R: AsyncRead,
     {
+        let writer = Arc::new(tokio::sync::Mutex::new(Some(writer)));
         WorkerTransport {
             reader: BufReader::with_capacity(64 * 1024, reader),
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            lane: Arc::new(Lane {
+                writer: writer.clone(),
+                pending: Default::default(),
+                next: AtomicU64::new(1),
+                closed: Default::default(),
+            }),
+            writer,
             line: Vec::with_capacity(8 * 1024),
         }
     }
+
+    /// The fast lane over this transport's pipe.
+    pub fn lane(&self) -> Arc<Lane<W>> {
+        self.lane.clone()
+    }
+}
+
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +161,15 @@ pub fn fast_decode(line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
         return None;
     }
     let (id, result) = (env.id?, env.result?);
+    let stub = stub_from(result)?;
+    Some(JsonRpcMessage::response(
+        ServerResult::CallToolResult(stub),
+        id,
+    ))
+}
+
+/// A tool answer's stub: `isError`, the error code, a token for its bytes.
+fn stub_from(result: &RawValue) -> Option<CallToolResult> {
     let lite: Lite = serde_json::from_str(result.get()).ok()?;
     lite.content?;
     let mut stub = CallToolResult::success(Vec::new());
@@ -153,10 +181,121 @@ pub fn fast_decode(line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
     let mut meta = serde_json::Map::new();
     meta.insert(RAW_KEY.into(), token.into());
     stub.meta = Some(rmcp::model::MetaObject(meta));
-    Some(JsonRpcMessage::response(
-        ServerResult::CallToolResult(stub),
-        id,
-    ))
+    Some(stub)
+}
+
+/// The worker link's fast lane for `tools/call`: the request is written on
+/// the same pipe as rmcp's messages (whole lines, under the same lock) with an
+/// id of its own (`f:N`), and the answer line is taken off the pipe before
+/// rmcp sees it — no rmcp request machinery either way.
+pub struct Lane<W> {
+    writer: Arc<tokio::sync::Mutex<Option<W>>>,
+    pending:
+        std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Vec<u8>>>>,
+    next: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Why a lane call did not produce an answer.
+#[derive(Debug)]
+pub enum LaneError {
+    Closed,
+    Timeout,
+    Cancelled,
+    Protocol(String),
+}
+
+impl<W: AsyncWrite + Unpin + Send> Lane<W> {
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, tokio::sync::oneshot::Sender<Vec<u8>>>,
+    > {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.pending().clear();
+    }
+
+    async fn write_line(&self, v: &serde_json::Value) -> bool {
+        let Ok(mut line) = serde_json::to_vec(v) else {
+            return false;
+        };
+        line.push(b'\n');
+        let mut w = self.writer.lock().await;
+        match w.as_mut() {
+            Some(w) => w.write_all(&line).await.is_ok() && w.flush().await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Closes the worker's stdin (it sees EOF and exits cleanly).
+    pub async fn close_writer(&self) {
+        let w = self.writer.lock().await.take();
+        drop(w);
+    }
+
+    /// One `tools/call`; the answer as a stub (see [`stub_from`]).
+    pub async fn call(
+        &self,
+        params: &rmcp::model::CallToolRequestParams,
+        timeout: Duration,
+        ct: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<CallToolResult, LaneError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LaneError::Closed);
+        }
+        let id = format!("f:{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending().insert(id.clone(), tx);
+        let req = serde_json::json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params });
+        if !self.write_line(&req).await {
+            self.pending().remove(&id);
+            return Err(LaneError::Closed);
+        }
+        let cancelled = async {
+            match ct {
+                Some(ct) => ct.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let why = tokio::select! {
+            r = tokio::time::timeout(timeout, rx) => match r {
+                Ok(Ok(line)) => return decode_answer(&line),
+                Ok(Err(_)) => return Err(LaneError::Closed),
+                Err(_) => (LaneError::Timeout, "timeout"),
+            },
+            _ = cancelled => (LaneError::Cancelled, "cancelled by the client"),
+        };
+        self.pending().remove(&id);
+        let note = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": id, "reason": why.1 } });
+        self.write_line(&note).await;
+        Err(why.0)
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+fn decode_answer(line: &[u8]) -> Result<CallToolResult, LaneError> {
+    let a: Answer = serde_json::from_slice(line)
+        .map_err(|e| LaneError::Protocol(format!("unreadable answer: {e}")))?;
+    match (a.result, a.error) {
+        (Some(r), _) => stub_from(r)
+            .ok_or_else(|| LaneError::Protocol("the answer is not a tool result".into())),
+        (None, Some(e)) => Err(LaneError::Protocol(e.get().to_string())),
+        _ => Err(LaneError::Protocol(
+            "an answer with neither result nor error".into(),
+        )),
+    }
 }
 
 /// The front's stdout: rmcp writes whole lines; a line that answers a call
@@ -308,6 +447,9 @@ where
             let mut buf = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
             buf.push(b'\n');
             let mut w = w.lock().await;
+            let w = w
+                .as_mut()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
             w.write_all(&buf).await?;
             w.flush().await
         }
@@ -316,13 +458,29 @@ where
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
         loop {
             self.line.clear();
-            let n = self.reader.read_until(b'\n', &mut self.line).await.ok()?;
+            let n = match self.reader.read_until(b'\n', &mut self.line).await {
+                Ok(n) => n,
+                Err(_) => 0,
+            };
             if n == 0 {
+                // the worker is gone: fast-lane calls fail over at once
+                self.lane.close();
                 return None;
             }
             let line = self.line.trim_ascii();
             if line.is_empty() {
                 continue;
+            }
+            // a fast-lane answer (string id `f:N`) goes to its caller
+            const LANE_ID: &[u8] = b"\"id\":\"f:";
+            if line.starts_with(b"{") && line.windows(LANE_ID.len()).any(|w| w == LANE_ID) {
+                if let Ok(IdOnly { id: Some(id) }) = serde_json::from_slice::<IdOnly>(line) {
+                    let waiter = self.lane.pending().remove(id.as_ref());
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(line.to_vec());
+                        continue;
+                    }
+                }
             }
             if let Some(m) = fast_decode(line) {
                 return Some(m);
@@ -337,8 +495,208 @@ where
     }
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        // dropping the writer closes the worker's stdin
+        let w = self.writer.clone();
+        async move {
+            drop(w.lock().await.take());
+            Ok(())
+        }
+    }
+}
+
+/// The front's transport to its client: rmcp gets every message except a
+/// `tools/call` after the handshake, which the fast lane runs straight
+/// through [`crate::Front::handle_call`] and answers on the same writer (a
+/// [`RawWriter`], so a worker's answer goes out as its own bytes). A client's
+/// `notifications/cancelled` for such a call cancels it.
+pub struct ClientTransport<R, W> {
+    reader: BufReader<R>,
+    writer: Arc<tokio::sync::Mutex<RawWriter<W>>>,
+    line: Vec<u8>,
+    front: Arc<crate::Front>,
+    inflight: Arc<
+        std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
+    >,
+}
+
+impl<R: AsyncRead, W> ClientTransport<R, W> {
+    pub fn new(reader: R, writer: W, front: Arc<crate::Front>) -> Self {
+        ClientTransport {
+            reader: BufReader::with_capacity(64 * 1024, reader),
+            writer: Arc::new(tokio::sync::Mutex::new(RawWriter::new(writer))),
+            line: Vec::with_capacity(8 * 1024),
+            front,
+            inflight: Default::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct CancelParams<'a> {
+    #[serde(rename = "requestId", borrow)]
+    request_id: Option<&'a RawValue>,
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(
+    w: &tokio::sync::Mutex<W>,
+    line: &[u8],
+) -> std::io::Result<()> {
+    let mut w = w.lock().await;
+    w.write_all(line).await?;
+    w.flush().await
+}
+
+impl<R, W> Transport<rmcp::RoleServer> for ClientTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<rmcp::RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let w = self.writer.clone();
+        async move {
+            let mut buf = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+            buf.push(b'\n');
+            write_line(&w, &buf).await
+        }
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<rmcp::RoleServer>> {
+        loop {
+            self.line.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .await
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            let mut line = self.line.trim_ascii();
+            line = line
+                .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+                .unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let head: Option<Incoming> = serde_json::from_slice(line).ok();
+            if let Some(inc) = &head {
+                match (inc.method.as_deref(), inc.id, inc.params) {
+                    (Some("tools/call"), Some(id), Some(params))
+                        if self.front.initialized.load(Ordering::Acquire) =>
+                    {
+                        if let Ok(params) =
+                            serde_json::from_str::<rmcp::model::CallToolRequestParams>(params.get())
+                        {
+                            self.spawn_call(id.get().to_string(), params);
+                            continue;
+                        }
+                    }
+                    (Some("notifications/cancelled"), None, Some(p)) => {
+                        if let Ok(CancelParams {
+                            request_id: Some(rid),
+                        }) = serde_json::from_str(p.get())
+                        {
+                            let t = self
+                                .inflight
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(rid.get());
+                            if let Some(t) = t {
+                                t.cancel();
+                                continue;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            match serde_json::from_slice::<rmcp::service::RxJsonRpcMessage<rmcp::RoleServer>>(line)
+            {
+                Ok(m) => return Some(m),
+                Err(e) => match (
+                    e.classify(),
+                    head.and_then(|h| h.id.map(|i| i.get().to_string())),
+                ) {
+                    // well-formed JSON that is not a valid request: say so
+                    (serde_json::error::Category::Data, Some(id)) => {
+                        let msg = serde_json::json!({ "jsonrpc": "2.0", "id": serde_json::from_str::<serde_json::Value>(&id).unwrap_or_default(),
+                            "error": { "code": -32600, "message": format!("Invalid request: {e}") } });
+                        let mut buf = serde_json::to_vec(&msg).unwrap_or_default();
+                        buf.push(b'\n');
+                        let _ = write_line(&self.writer, &buf).await;
+                    }
+                    // unparsable input or a notification we do not know: ignored,
+                    // as the MCP SDKs do
+                    _ => {
+                        tracing::debug!(target: "vane::front", "ignoring an incoming message: {e}")
+                    }
+                },
+            }
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
         let w = self.writer.clone();
         async move { w.lock().await.shutdown().await }
+    }
+}
+
+impl<R, W> ClientTransport<R, W>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    fn spawn_call(&self, id_raw: String, params: rmcp::model::CallToolRequestParams) {
+        let ct = tokio_util::sync::CancellationToken::new();
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id_raw.clone(), ct.clone());
+        let (front, writer, inflight) = (
+            self.front.clone(),
+            self.writer.clone(),
+            self.inflight.clone(),
+        );
+        tokio::spawn(async move {
+            let request_id = match serde_json::from_str::<serde_json::Value>(&id_raw) {
+                Ok(serde_json::Value::String(s)) => s,
+                Ok(v) => v.to_string(),
+                Err(_) => id_raw.clone(),
+            };
+            let r = front.handle_call(params, ct.clone(), request_id).await;
+            inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id_raw);
+            if ct.is_cancelled() {
+                // the client withdrew the request: no answer is due
+                discard(&r);
+                return;
+            }
+            let mut line = Vec::with_capacity(512);
+            line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+            line.extend_from_slice(id_raw.as_bytes());
+            line.extend_from_slice(b",\"result\":");
+            if serde_json::to_writer(&mut line, &r).is_err() {
+                return;
+            }
+            line.extend_from_slice(b"}\n");
+            let _ = write_line(&writer, &line).await;
+        });
     }
 }
 

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotification,
-    CancelledNotificationParam, ClientConfig, ClientNotification, ClientRequest, Implementation,
-    ListToolsRequest, PingRequest, ServerResult, Tool,
+    CallToolRequestParams, CallToolResult, CancelledNotification, CancelledNotificationParam,
+    ClientConfig, ClientNotification, ClientRequest, Implementation, ListToolsRequest, PingRequest,
+    ServerResult, Tool,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService, ServiceError};
 use rmcp::{Peer, RoleClient, ServiceExt};
@@ -268,6 +268,8 @@ pub struct Worker {
     /// why it is Failed, or other notes for people
     note: Mutex<Option<String>>,
     pub peer: Peer<RoleClient>,
+    /// `tools/call` goes here, past rmcp's request machinery
+    lane: Arc<crate::transport::Lane<tokio::process::ChildStdin>>,
     service: Mutex<Option<RunningService<RoleClient, WorkerClient>>>,
     tools: RwLock<Arc<ToolSet>>,
     pub stats: Stats,
@@ -393,8 +395,10 @@ impl Worker {
             );
         };
         let ready = async {
+            let transport = crate::transport::WorkerTransport::new(stdout, stdin);
+            let lane = transport.lane();
             let service = handler
-                .serve(crate::transport::WorkerTransport::new(stdout, stdin))
+                .serve(transport)
                 .await
                 .map_err(|e| format!("MCP handshake failed: {e}"))?;
             let version = service
@@ -425,9 +429,9 @@ impl Worker {
                     st.structured_content.unwrap_or_default()
                 ));
             }
-            Ok((service, version, tools))
+            Ok((service, version, tools, lane))
         };
-        let (service, version, tools) =
+        let (service, version, tools, lane) =
             match tokio::time::timeout(timing.ready_timeout, ready).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -455,6 +459,7 @@ impl Worker {
             }),
             note: Mutex::new(None),
             peer: service.peer().clone(),
+            lane,
             service: Mutex::new(Some(service)),
             tools: RwLock::new(Arc::new(ToolSet::new(tools))),
             stats: Stats::default(),
@@ -618,28 +623,24 @@ impl Worker {
         Err(outcome.0)
     }
 
-    /// Forwards a tool call, counting it in flight.
+    /// Forwards a tool call over the fast lane, counting it in flight. The
+    /// answer is a stub whose bytes wait for the client (see `transport`).
     pub async fn call_tool(
         &self,
         params: CallToolRequestParams,
         timeout: Duration,
         ct: Option<&CancellationToken>,
     ) -> Result<CallToolResult, CallError> {
+        use crate::transport::LaneError;
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let r = self
-            .request(
-                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-                timeout,
-                ct,
-            )
-            .await;
+        let r = self.lane.call(&params, timeout, ct).await;
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match r? {
-            ServerResult::CallToolResult(r) => Ok(r),
-            _ => Err(CallError::Protocol(
-                "unexpected answer to tools/call".into(),
-            )),
-        }
+        r.map_err(|e| match e {
+            LaneError::Closed => CallError::Closed,
+            LaneError::Timeout => CallError::Timeout(timeout),
+            LaneError::Cancelled => CallError::Cancelled,
+            LaneError::Protocol(m) => CallError::Protocol(m),
+        })
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -674,6 +675,7 @@ impl Worker {
         if let Some(s) = service {
             let _ = tokio::time::timeout(grace, s.cancel()).await;
         }
+        self.lane.close_writer().await;
         if self.wait_exit(grace).await {
             return;
         }
