@@ -225,9 +225,13 @@ impl<W: AsyncWrite + Unpin + Send> Lane<W> {
             return false;
         };
         line.push(b'\n');
+        self.write_bytes(&line).await
+    }
+
+    async fn write_bytes(&self, line: &[u8]) -> bool {
         let mut w = self.writer.lock().await;
         match w.as_mut() {
-            Some(w) => w.write_all(&line).await.is_ok() && w.flush().await.is_ok(),
+            Some(w) => w.write_all(line).await.is_ok() && w.flush().await.is_ok(),
             None => false,
         }
     }
@@ -251,8 +255,16 @@ impl<W: AsyncWrite + Unpin + Send> Lane<W> {
         let id = format!("f:{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pending().insert(id.clone(), tx);
-        let req = serde_json::json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params });
-        if !self.write_line(&req).await {
+        let mut req = Vec::with_capacity(256);
+        req.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":\"");
+        req.extend_from_slice(id.as_bytes());
+        req.extend_from_slice(b"\",\"method\":\"tools/call\",\"params\":");
+        if serde_json::to_writer(&mut req, params).is_err() {
+            self.pending().remove(&id);
+            return Err(LaneError::Protocol("unserialisable parameters".into()));
+        }
+        req.extend_from_slice(b"}\n");
+        if !self.write_bytes(&req).await {
             self.pending().remove(&id);
             return Err(LaneError::Closed);
         }
@@ -458,10 +470,11 @@ where
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
         loop {
             self.line.clear();
-            let n = match self.reader.read_until(b'\n', &mut self.line).await {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n: usize = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .await
+                .unwrap_or_default();
             if n == 0 {
                 // the worker is gone: fast-lane calls fail over at once
                 self.lane.close();
@@ -687,12 +700,21 @@ where
                 discard(&r);
                 return;
             }
-            let mut line = Vec::with_capacity(512);
+            let raw = token_of(&r)
+                .and_then(|t| raw_table().remove(&t))
+                .map(|(_, raw)| raw);
+            let mut line = Vec::with_capacity(raw.as_ref().map_or(512, |r| r.get().len() + 64));
             line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
             line.extend_from_slice(id_raw.as_bytes());
             line.extend_from_slice(b",\"result\":");
-            if serde_json::to_writer(&mut line, &r).is_err() {
-                return;
+            match raw {
+                // the worker's answer, as its bytes
+                Some(raw) => line.extend_from_slice(raw.get().as_bytes()),
+                None => {
+                    if serde_json::to_writer(&mut line, &r).is_err() {
+                        return;
+                    }
+                }
             }
             line.extend_from_slice(b"}\n");
             let _ = write_line(&writer, &line).await;
