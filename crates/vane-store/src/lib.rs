@@ -16,9 +16,12 @@
 mod exports;
 pub mod journal;
 mod paths;
-mod schema;
+pub mod schema;
 mod store;
 
 pub use exports::{write_atomic, ExportKind};
 pub use paths::StatePaths;
+pub use schema::{
+    Applied, Migration, MigrationRef, Phase, Reach, SchemaInfo, MIGRATIONS, SCHEMA_VERSION,
+};
 pub use store::*;

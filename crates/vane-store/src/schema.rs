@@ -1,10 +1,60 @@
-//! Schema migrations. `PRAGMA user_version` is the schema version; each entry
-//! of [`MIGRATIONS`] moves it up by one inside a transaction. A store whose
-//! version is newer than this binary knows is refused, never written.
+//! Schema migrations, expand → cut over → contract.
+//!
+//! `PRAGMA user_version` is the schema version; each [`Migration`] moves it
+//! up by one inside the same exclusive transaction that runs its SQL and
+//! records it in `schema_migrations`. A migration is either
+//!
+//! - **expand**: additive (new tables, columns with defaults, indexes). Code
+//!   that predates it keeps working, so it may be applied while older workers
+//!   (a hot standby) still use the store;
+//! - **contract**: removes or reshapes something older code relies on. It
+//!   raises the store's *floor* (`meta.schema_floor`): a binary that does not
+//!   know at least that version refuses the store with `schema_incompatible`.
+//!   Contract migrations are applied only when no older reader can be left:
+//!   on a brand-new store, by `vane migrate --contract`, or by the front once
+//!   the standby has been retired.
+//!
+//! A binary may therefore open a store that is *newer* than it knows, as long
+//! as everything it does not know is expand. Pending migrations apply in
+//! order and stop at the first contract one, so the code of a version must
+//! work on its schema before its contract migrations (which is the point of
+//! the discipline).
 
-pub const MIGRATIONS: &[&str] = &[
+use serde::Serialize;
+
+/// Whether older code keeps working once a migration is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Expand,
+    Contract,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Expand => "expand",
+            Phase::Contract => "contract",
+        }
+    }
+}
+
+/// One step of the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub phase: Phase,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[
     // 1: initial schema
-    r#"
+    Migration {
+        version: 1,
+        name: "initial",
+        phase: Phase::Expand,
+        sql: r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta(key, value) VALUES ('revision', 0), ('rev_roadmap', 0), ('rev_context', 0),
   ('rev_checkpoint', 0), ('rev_critics', 0);
@@ -99,8 +149,13 @@ CREATE TABLE decisions (
   created_at_ms INTEGER NOT NULL
 );
 "#,
+    },
     // 2: live flags with a change history
-    r#"
+    Migration {
+        version: 2,
+        name: "live_flags",
+        phase: Phase::Expand,
+        sql: r#"
 CREATE TABLE settings (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL,
@@ -117,8 +172,13 @@ CREATE TABLE settings_history (
 );
 INSERT INTO meta(key, value) VALUES ('rev_flags', 0);
 "#,
+    },
     // 3: idempotency keys: a retried mutation returns the recorded result
-    r#"
+    Migration {
+        version: 3,
+        name: "idempotency_keys",
+        phase: Phase::Expand,
+        sql: r#"
 CREATE TABLE idempotency (
   key TEXT PRIMARY KEY,
   tool TEXT NOT NULL,
@@ -132,11 +192,426 @@ CREATE TABLE idempotency (
 );
 CREATE INDEX idempotency_created ON idempotency(created_at_ms);
 "#,
+    },
     // 4: the journal of a keyed call: what each of its store writes returned,
     // committed in the same transaction as the write itself
-    r#"
+    Migration {
+        version: 4,
+        name: "idempotency_journal",
+        phase: Phase::Expand,
+        sql: r#"
 ALTER TABLE idempotency ADD COLUMN journal TEXT;
 "#,
+    },
+    // 5: the migration ledger and the compatibility floor
+    Migration {
+        version: 5,
+        name: "migration_ledger",
+        phase: Phase::Expand,
+        sql: r#"
+CREATE TABLE schema_migrations (
+  version INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  phase TEXT NOT NULL,              -- expand | contract
+  applied_at_ms INTEGER NOT NULL,
+  applied_by TEXT NOT NULL
+);
+INSERT INTO schema_migrations(version, name, phase, applied_at_ms, applied_by) VALUES
+  (1, 'initial', 'expand', 0, 'ledger backfill'),
+  (2, 'live_flags', 'expand', 0, 'ledger backfill'),
+  (3, 'idempotency_keys', 'expand', 0, 'ledger backfill'),
+  (4, 'idempotency_journal', 'expand', 0, 'ledger backfill');
+INSERT INTO meta(key, value) VALUES ('schema_floor', 0);
+"#,
+    },
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::json;
+use vane_core::{ErrorCode, VaneError};
+
+use crate::store::{db_err, now_ms, Result};
+
+/// A migration as reported: its version, name and phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationRef {
+    pub version: i64,
+    pub name: String,
+    pub phase: Phase,
+}
+
+impl From<&Migration> for MigrationRef {
+    fn from(m: &Migration) -> Self {
+        MigrationRef {
+            version: m.version,
+            name: m.name.to_string(),
+            phase: m.phase,
+        }
+    }
+}
+
+/// Where a store stands relative to one binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaInfo {
+    /// The store's schema version (`PRAGMA user_version`).
+    pub store_version: i64,
+    /// The lowest schema version a binary must know to use the store.
+    pub floor: i64,
+    /// The newest schema version this binary knows.
+    pub supported: i64,
+    /// Known to this binary, not yet applied, in order.
+    pub pending: Vec<MigrationRef>,
+    /// Applied to the store, unknown to this binary (a newer version's).
+    pub unknown: Vec<MigrationRef>,
+    /// `None` when this binary can use the store; otherwise why not.
+    pub incompatible: Option<String>,
+}
+
+impl SchemaInfo {
+    /// The pending migrations a live store may take now: everything up to,
+    /// not including, the first contract one.
+    pub fn pending_before_contract(&self) -> Vec<&MigrationRef> {
+        self.pending
+            .iter()
+            .take_while(|m| m.phase == Phase::Expand)
+            .collect()
+    }
+    pub fn has_pending_contract(&self) -> bool {
+        self.pending.iter().any(|m| m.phase == Phase::Contract)
+    }
+    pub fn error(&self) -> Option<VaneError> {
+        let why = self.incompatible.as_ref()?;
+        Some(
+            VaneError::new(ErrorCode::SchemaIncompatible, why.clone()).with_details(json!({
+                "store_schema": self.store_version,
+                "floor": self.floor,
+                "supported": self.supported,
+                "unknown": self.unknown,
+            })),
+        )
+    }
+}
+
+/// One applied migration and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Applied {
+    pub version: i64,
+    pub name: String,
+    pub phase: Phase,
+    pub ms: f64,
+}
+
+/// How far [`apply`] may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Up to the first contract migration (a brand-new store takes all).
+    Expand,
+    /// Everything, contract included.
+    All,
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    conn.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+    .map_err(db_err)
+}
+
+/// Reads where the store stands against `known` (in version order 1..=n).
+pub fn inspect(conn: &Connection, known: &[Migration]) -> Result<SchemaInfo> {
+    let store_version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_err)?;
+    let supported = known.len() as i64;
+    let mut applied: Vec<MigrationRef> = Vec::new();
+    let mut floor = 0;
+    if table_exists(conn, "schema_migrations")? {
+        let mut q = conn
+            .prepare("SELECT version, name, phase FROM schema_migrations ORDER BY version")
+            .map_err(db_err)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(db_err)?;
+        for row in rows {
+            let (version, name, phase) = row.map_err(db_err)?;
+            let phase = if phase == "contract" {
+                Phase::Contract
+            } else {
+                Phase::Expand
+            };
+            applied.push(MigrationRef {
+                version,
+                name,
+                phase,
+            });
+        }
+        floor = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_floor'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?
+            .unwrap_or(0);
+    }
+    let pending: Vec<MigrationRef> = known
+        .iter()
+        .filter(|m| m.version > store_version)
+        .map(MigrationRef::from)
+        .collect();
+    let unknown: Vec<MigrationRef> = applied
+        .iter()
+        .filter(|m| m.version > supported)
+        .cloned()
+        .collect();
+    let mut incompatible = None;
+    // the same version number must be the same migration: another lineage's
+    // schema (a fork, a reverted branch) is not ours to read or write
+    for a in &applied {
+        if let Some(k) = known.iter().find(|k| k.version == a.version) {
+            if k.name != a.name {
+                incompatible = Some(format!(
+                    "store migration {} is '{}' but this vane's migration {} is '{}': the store was written by a different line of vane",
+                    a.version, a.name, k.version, k.name
+                ));
+                break;
+            }
+        }
+    }
+    if incompatible.is_none() && floor > supported {
+        let contracts: Vec<String> = unknown
+            .iter()
+            .filter(|m| m.phase == Phase::Contract)
+            .map(|m| format!("{} '{}'", m.version, m.name))
+            .collect();
+        incompatible = Some(format!(
+            "store schema {store_version} needs a vane that knows schema {floor} or newer (contracting migration {} applied); this vane knows schema {supported}: run the newer vane",
+            contracts.join(", ")
+        ));
+    } else if incompatible.is_none() && store_version > supported && unknown.is_empty() {
+        // newer than us with no ledger of what it is: cannot tell it is additive
+        incompatible = Some(format!(
+            "store schema version {store_version} is newer than this vane understands ({supported}) and records no migration ledger; upgrade vane"
+        ));
+    }
+    Ok(SchemaInfo {
+        store_version,
+        floor,
+        supported,
+        pending,
+        unknown,
+        incompatible,
+    })
+}
+
+/// Applies the pending migrations of `known` up to `reach`, each in the
+/// same exclusive transaction as its ledger row. Returns what it applied.
+pub fn apply(
+    conn: &mut Connection,
+    known: &[Migration],
+    reach: Reach,
+    actor: &str,
+) -> Result<Vec<Applied>> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(db_err)?;
+    // re-read under the lock: another process may have migrated meanwhile
+    let info = inspect(&tx, known)?;
+    if let Some(e) = info.error() {
+        return Err(e);
+    }
+    let fresh = info.store_version == 0;
+    let mut done = Vec::new();
+    for m in known.iter().filter(|m| m.version > info.store_version) {
+        if m.phase == Phase::Contract && reach == Reach::Expand && !fresh {
+            break;
+        }
+        let t = std::time::Instant::now();
+        tx.execute_batch(m.sql).map_err(|e| {
+            VaneError::new(
+                ErrorCode::StoreError,
+                format!("migration {} '{}' failed: {e}", m.version, m.name),
+            )
+            .with_details(json!({ "migration": m.version, "name": m.name, "phase": m.phase }))
+        })?;
+        tx.pragma_update(None, "user_version", m.version)
+            .map_err(db_err)?;
+        if table_exists(&tx, "schema_migrations")? {
+            tx.execute(
+                "INSERT OR REPLACE INTO schema_migrations(version, name, phase, applied_at_ms, applied_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![m.version, m.name, m.phase.as_str(), now_ms(), actor],
+            )
+            .map_err(db_err)?;
+            if m.phase == Phase::Contract {
+                tx.execute(
+                    "UPDATE meta SET value = max(value, ?1) WHERE key = 'schema_floor'",
+                    [m.version],
+                )
+                .map_err(db_err)?;
+            }
+        }
+        done.push(Applied {
+            version: m.version,
+            name: m.name.to_string(),
+            phase: m.phase,
+            ms: t.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This binary's migrations plus a newer version's.
+    fn newer(extra: &[Migration]) -> Vec<Migration> {
+        MIGRATIONS.iter().chain(extra.iter()).copied().collect()
+    }
+    const TAGS: Migration = Migration {
+        version: SCHEMA_VERSION + 1,
+        name: "decision_tags",
+        phase: Phase::Expand,
+        sql: "ALTER TABLE decisions ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';",
+    };
+    const DROP_IMPACT: Migration = Migration {
+        version: SCHEMA_VERSION + 2,
+        name: "decisions_without_impact",
+        phase: Phase::Contract,
+        sql: "ALTER TABLE decisions DROP COLUMN impact;",
+    };
+    const LATER: Migration = Migration {
+        version: SCHEMA_VERSION + 3,
+        name: "later",
+        phase: Phase::Expand,
+        sql: "CREATE TABLE later (x INTEGER);",
+    };
+
+    fn store_at_current() -> (tempfile::TempDir, Connection) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(d.path().join("vane.db")).unwrap();
+        let done = apply(&mut c, MIGRATIONS, Reach::Expand, "test").unwrap();
+        assert_eq!(done.len(), MIGRATIONS.len());
+        (d, c)
+    }
+
+    fn insert_decision(c: &Connection) -> rusqlite::Result<usize> {
+        c.execute(
+            "INSERT INTO decisions(title, summary, impact, created_at_ms) VALUES ('t', 's', 'i', 1)",
+            [],
+        )
+    }
+
+    #[test]
+    fn a_fresh_store_takes_every_migration_and_records_them() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(d.path().join("vane.db")).unwrap();
+        let known = newer(&[TAGS, DROP_IMPACT]);
+        let done = apply(&mut c, &known, Reach::Expand, "test").unwrap();
+        assert_eq!(done.len(), known.len(), "nothing can depend on an empty store");
+        let info = inspect(&c, &known).unwrap();
+        assert_eq!(info.store_version, known.len() as i64);
+        assert_eq!(info.floor, DROP_IMPACT.version);
+        assert!(info.pending.is_empty() && info.incompatible.is_none());
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, known.len() as i64);
+    }
+
+    #[test]
+    fn expand_stops_before_contract_and_older_code_keeps_working() {
+        let (_d, mut c) = store_at_current();
+        let known = newer(&[TAGS, DROP_IMPACT, LATER]);
+        let before = inspect(&c, &known).unwrap();
+        assert_eq!(before.pending.len(), 3);
+        assert_eq!(before.pending_before_contract().len(), 1);
+        assert!(before.has_pending_contract());
+        let done = apply(&mut c, &known, Reach::Expand, "test").unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].name, "decision_tags");
+        // this binary (the older one now) sees a newer, compatible store
+        let old = inspect(&c, MIGRATIONS).unwrap();
+        assert_eq!(old.store_version, TAGS.version);
+        assert_eq!(old.unknown.len(), 1);
+        assert!(old.incompatible.is_none(), "{old:?}");
+        assert!(old.pending.is_empty());
+        insert_decision(&c).expect("older code still writes");
+        // applying again with this binary's list changes nothing
+        assert!(apply(&mut c, MIGRATIONS, Reach::All, "old")
+            .unwrap()
+            .is_empty());
+
+        // the contract step: the floor rises past the older binary
+        let done = apply(&mut c, &known, Reach::All, "test").unwrap();
+        let names: Vec<_> = done.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["decisions_without_impact", "later"]);
+        let old = inspect(&c, MIGRATIONS).unwrap();
+        assert_eq!(old.floor, DROP_IMPACT.version);
+        let e = old.error().expect("the older binary refuses");
+        assert_eq!(e.code, ErrorCode::SchemaIncompatible);
+        assert!(e.message.contains("decisions_without_impact"), "{}", e.message);
+        assert!(apply(&mut c, MIGRATIONS, Reach::Expand, "old").is_err());
+        assert!(insert_decision(&c).is_err(), "the contracted column is gone");
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_store_as_it_was() {
+        let (_d, mut c) = store_at_current();
+        let broken = Migration {
+            version: SCHEMA_VERSION + 2,
+            name: "broken",
+            phase: Phase::Expand,
+            sql: "CREATE TABLE half (x INTEGER); ALTER TABLE no_such_table ADD COLUMN y TEXT;",
+        };
+        let known = newer(&[TAGS, broken]);
+        let e = apply(&mut c, &known, Reach::Expand, "test").unwrap_err();
+        assert_eq!(e.code, ErrorCode::StoreError);
+        assert!(e.message.contains("migration") && e.message.contains("broken"), "{}", e.message);
+        let info = inspect(&c, MIGRATIONS).unwrap();
+        assert_eq!(info.store_version, SCHEMA_VERSION, "not even the good one before it");
+        assert!(!table_exists(&c, "half").unwrap());
+        let cols: i64 = c
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('decisions') WHERE name = 'tags'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(cols, 0);
+    }
+
+    #[test]
+    fn another_line_of_vane_or_an_unledgered_newer_store_is_refused() {
+        let (_d, mut c) = store_at_current();
+        let fork = Migration {
+            name: "something_else",
+            ..TAGS
+        };
+        apply(&mut c, &newer(&[fork]), Reach::Expand, "fork").unwrap();
+        let e = inspect(&c, &newer(&[TAGS])).unwrap().error().unwrap();
+        assert!(e.message.contains("different line"), "{}", e.message);
+
+        let (_d2, c2) = store_at_current();
+        c2.execute("DELETE FROM schema_migrations WHERE version > 4", [])
+            .unwrap();
+        c2.pragma_update(None, "user_version", SCHEMA_VERSION + 4)
+            .unwrap();
+        let e = inspect(&c2, MIGRATIONS).unwrap().error().unwrap();
+        assert!(e.message.contains("newer than this vane"), "{}", e.message);
+    }
+}

@@ -18,7 +18,7 @@ use vane_core::planner::{PlanGraph, PlanItem, PlanQuery};
 use vane_core::{transitions, ErrorCode, VaneError};
 
 use crate::exports::{self, ExportKind};
-use crate::schema::{MIGRATIONS, SCHEMA_VERSION};
+use crate::schema::{self, Applied, Reach, SchemaInfo, MIGRATIONS, SCHEMA_VERSION};
 use crate::StatePaths;
 
 pub type Result<T> = std::result::Result<T, VaneError>;
@@ -33,6 +33,10 @@ pub fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+fn migration_actor() -> String {
+    format!("vane {} pid {}", env!("CARGO_PKG_VERSION"), std::process::id())
 }
 
 pub(crate) fn db_err(e: rusqlite::Error) -> VaneError {
@@ -385,40 +389,24 @@ impl Store {
         // 2 MiB page cache: the working set of a roadmap is small
         conn.pragma_update(None, "cache_size", -2048)
             .map_err(db_err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db_err)?;
-        if version > SCHEMA_VERSION {
-            return Err(VaneError::new(
-                ErrorCode::StoreError,
-                format!(
-                    "store schema version {version} is newer than this vane understands ({SCHEMA_VERSION}); upgrade vane"
-                ),
-            )
-            .with_details(json!({ "store_schema": version, "supported": SCHEMA_VERSION })));
+        let info = schema::inspect(&conn, MIGRATIONS)?;
+        if let Some(e) = info.error() {
+            return Err(e);
         }
-        if version < SCHEMA_VERSION {
-            if read_only {
+        let ahead = info.pending_before_contract();
+        if read_only {
+            if let Some(first) = ahead.first() {
                 return Err(VaneError::new(
-                    ErrorCode::StoreError,
+                    ErrorCode::SchemaIncompatible,
                     format!(
-                        "store schema version {version} needs migration; open it writable first"
+                        "store schema {} lacks migration {} '{}' (expand) that this vane needs; a read-only store cannot take it: open it writable first (`vane migrate`)",
+                        info.store_version, first.version, first.name
                     ),
-                ));
+                )
+                .with_details(json!({ "store_schema": info.store_version, "supported": SCHEMA_VERSION })));
             }
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(db_err)?;
-            // Re-read under the lock: another process may have migrated meanwhile.
-            let current: i64 = tx
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .map_err(db_err)?;
-            for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-                tx.execute_batch(sql).map_err(db_err)?;
-                tx.pragma_update(None, "user_version", (i + 1) as i64)
-                    .map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
+        } else if !ahead.is_empty() || info.store_version == 0 {
+            schema::apply(&mut conn, MIGRATIONS, Reach::Expand, &migration_actor())?;
         }
         let store = Store {
             conn: Mutex::new(conn),
@@ -527,8 +515,32 @@ impl Store {
             .map_err(db_err)
     }
 
+    /// The store's schema version (which may be ahead of this binary's by
+    /// expand migrations of a newer vane).
     pub fn schema_version(&self) -> i64 {
-        SCHEMA_VERSION
+        self.conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap_or(SCHEMA_VERSION)
+    }
+
+    /// Where the store stands against this binary's migrations.
+    pub fn schema_info(&self) -> Result<SchemaInfo> {
+        schema::inspect(&self.conn(), MIGRATIONS)
+    }
+
+    /// A consistent copy of the database at `dest` (`VACUUM INTO`), taken
+    /// without blocking writers for longer than one read transaction.
+    pub fn snapshot(&self, dest: &Path) -> Result<()> {
+        if dest.exists() {
+            return Err(VaneError::new(
+                ErrorCode::AlreadyExists,
+                format!("{} exists", dest.display()),
+            ));
+        }
+        self.conn()
+            .execute("VACUUM INTO ?1", [dest.to_string_lossy()])
+            .map_err(db_err)?;
+        Ok(())
     }
 
     /// Refreshes one export if the store is newer than what is on disk.
@@ -1357,7 +1369,9 @@ impl Store {
             by_status,
             claims,
             revision,
-            schema_version: SCHEMA_VERSION,
+            schema_version: conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(db_err)?,
         })
     }
 
@@ -1772,4 +1786,84 @@ pub(crate) fn load_roadmap(conn: &Connection) -> Result<Roadmap> {
         });
     }
     Ok(r)
+}
+
+/// Where the database file `db` stands against this binary (read-only).
+pub fn schema_info_of(db: &Path) -> Result<SchemaInfo> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| {
+        VaneError::new(
+            ErrorCode::StoreError,
+            format!("cannot open store {}: {e}", db.display()),
+        )
+    })?;
+    schema::inspect(&conn, MIGRATIONS)
+}
+
+/// What [`migrate_db`] did to one database file.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrateReport {
+    pub db: String,
+    pub before: SchemaInfo,
+    pub applied: Vec<Applied>,
+    pub after: SchemaInfo,
+    /// `PRAGMA integrity_check` after migrating: `ok` or the first problems.
+    pub integrity: String,
+    pub foreign_key_violations: i64,
+    pub ok: bool,
+}
+
+/// Migrates the database file `db` (which must exist) up to `reach` and
+/// checks it afterwards. Used on a private copy to validate a new version's
+/// schema, and by `vane migrate` on the live store.
+pub fn migrate_db(db: &Path, reach: Reach) -> Result<MigrateReport> {
+    if !db.is_file() {
+        return Err(VaneError::new(
+            ErrorCode::NotFound,
+            format!("no database at {}", db.display()),
+        ));
+    }
+    let mut conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| {
+        VaneError::new(
+            ErrorCode::StoreError,
+            format!("cannot open store {}: {e}", db.display()),
+        )
+    })?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(db_err)?;
+    let before = schema::inspect(&conn, MIGRATIONS)?;
+    if let Some(e) = before.error() {
+        return Err(e);
+    }
+    let applied = schema::apply(&mut conn, MIGRATIONS, reach, &migration_actor())?;
+    let after = schema::inspect(&conn, MIGRATIONS)?;
+    let problems: Vec<String> = {
+        let mut q = conn.prepare("PRAGMA integrity_check(20)").map_err(db_err)?;
+        let rows = q
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
+    };
+    let integrity = problems.join("; ");
+    let foreign_key_violations: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let ok = integrity == "ok" && foreign_key_violations == 0 && after.incompatible.is_none();
+    Ok(MigrateReport {
+        db: db.display().to_string(),
+        before,
+        applied,
+        after,
+        integrity,
+        foreign_key_violations,
+        ok,
+    })
 }

@@ -61,6 +61,26 @@ enum Cmd {
     },
     /// Upgrade the running front to a new vane build (or: upgrade status | abort)
     Upgrade(UpgradeCli),
+    /// Store schema: apply this vane's expand migrations (default), show where the store
+    /// stands, validate a private copy, or apply contracting migrations
+    Migrate {
+        /// Only show where the store stands (nothing is changed)
+        #[arg(long, conflicts_with_all = ["contract", "check"])]
+        status: bool,
+        /// Also apply contracting migrations (refused while a front runs: it does this
+        /// itself once no older worker can be left)
+        #[arg(long, conflicts_with = "check")]
+        contract: bool,
+        /// Migrate this database file (a private copy named vane.db), contract migrations
+        /// included, then check it and read it back through the store
+        #[arg(long, value_name = "DB")]
+        check: Option<PathBuf>,
+        /// The front asking for the contract step (its own socket is not a blocker)
+        #[arg(long, hide = true)]
+        front_pid: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The operations log: summary and live tail
     #[command(subcommand)]
     Telemetry(TelemetryCmd),
@@ -473,6 +493,19 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                 serve(ctx).await?;
             }
         }
+        Cmd::Migrate {
+            status,
+            contract,
+            check,
+            front_pid,
+            json,
+        } => {
+            let (v, ok) = migrate(&cli, *status, *contract, check.as_deref(), *front_pid).await?;
+            emit(*json, &v, render::migrate);
+            if !ok {
+                return Ok(ExitCode::from(1));
+            }
+        }
         Cmd::Preflight { json } => {
             let root = workspace(&cli);
             let config = load_config(&root)?;
@@ -814,6 +847,89 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vane migrate`: see [`Cmd::Migrate`]. Returns the report and whether it
+/// is clean.
+async fn migrate(
+    cli: &Cli,
+    status: bool,
+    contract: bool,
+    check: Option<&Path>,
+    front_pid: Option<u32>,
+) -> Result<(Value, bool), VaneError> {
+    use vane_store::Reach;
+    if let Some(db) = check {
+        let report = vane_store::migrate_db(db, Reach::All)?;
+        // read it back through the store, as a worker of this version would
+        let smoke = match (db.file_name().and_then(|n| n.to_str()), db.parent()) {
+            (Some("vane.db"), Some(dir)) => {
+                let paths = vane_store::StatePaths::new(workspace(cli), dir);
+                let smoke = (|| -> Result<Value, VaneError> {
+                    let store = vane_store::Store::open(&paths)?;
+                    let st = store.status(vane_store::now_ms())?;
+                    let flags = store.flags()?;
+                    // the plan graph reads every task with its dependencies
+                    store.plan_graph()?;
+                    let artifacts = store.list_artifacts(10)?;
+                    Ok(json!({
+                        "ok": true,
+                        "tasks": st.tasks,
+                        "schema_version": st.schema_version,
+                        "flags": flags.len(),
+                        "artifacts": artifacts.len(),
+                    }))
+                })();
+                smoke.unwrap_or_else(|e| json!({ "ok": false, "error": e.to_json()["error"] }))
+            }
+            _ => json!({ "ok": true, "skipped": "the copy is not named vane.db" }),
+        };
+        let ok = report.ok && smoke["ok"] == true;
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        v["smoke"] = smoke;
+        v["ok"] = json!(ok);
+        v["mode"] = json!("check");
+        return Ok((v, ok));
+    }
+    let paths = paths_of(cli)?;
+    if status {
+        let info = vane_store::schema_info_of(&paths.db())?;
+        let ok = info.incompatible.is_none();
+        let mut v = serde_json::to_value(&info).unwrap_or_default();
+        v["db"] = json!(paths.db().display().to_string());
+        v["mode"] = json!("status");
+        v["ok"] = json!(ok);
+        return Ok((v, ok));
+    }
+    if contract {
+        let others: Vec<u32> = vane_front::control::fronts(&paths.state_dir)
+            .await
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| Some(*p) != front_pid)
+            .collect();
+        if !others.is_empty() {
+            return Err(VaneError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "a running front (pid {}) may still route to an older worker; it applies contracting migrations itself once its standby is retired",
+                    others.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    if !paths.db().exists() {
+        // a new store: opening it creates and migrates it
+        vane_store::Store::open(&paths)?;
+    }
+    let report = vane_store::migrate_db(
+        &paths.db(),
+        if contract { Reach::All } else { Reach::Expand },
+    )?;
+    let ok = report.ok;
+    let mut v = serde_json::to_value(&report).unwrap_or_default();
+    v["mode"] = json!(if contract { "contract" } else { "expand" });
+    Ok((v, ok))
 }
 
 fn paths_of(cli: &Cli) -> Result<vane_store::StatePaths, VaneError> {

@@ -632,3 +632,52 @@ pub fn upgrade_report(v: &Value) -> String {
     let _ = writeln!(o, "  report: {}/report.json", s(&v["dir"]));
     o
 }
+
+/// `vane migrate`
+pub fn migrate(v: &Value) -> String {
+    let mut o = String::new();
+    let info = if v["mode"] == "status" { v } else { &v["after"] };
+    let _ = writeln!(
+        o,
+        "store {}: schema {} (floor {}), this vane knows {}",
+        s(&v["db"]),
+        info["store_version"],
+        info["floor"],
+        info["supported"]
+    );
+    for a in v["applied"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "applied {:>3} {:<28} {:<8} {:>8.1} ms",
+            a["version"],
+            s(&a["name"]),
+            s(&a["phase"]),
+            a["ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    for p in info["pending"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "pending {:>3} {:<28} {}", p["version"], s(&p["name"]), s(&p["phase"]));
+    }
+    for p in info["unknown"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "newer   {:>3} {:<28} {} (a newer vane's)",
+            p["version"],
+            s(&p["name"]),
+            s(&p["phase"])
+        );
+    }
+    if let Some(why) = info["incompatible"].as_str() {
+        let _ = writeln!(o, "INCOMPATIBLE: {why}");
+    }
+    if v["mode"] == "check" {
+        let _ = writeln!(
+            o,
+            "integrity {}, foreign key violations {}, read back {}",
+            s(&v["integrity"]),
+            v["foreign_key_violations"],
+            if v["smoke"]["ok"] == true { "ok" } else { "FAILED" }
+        );
+    }
+    o
+}
