@@ -208,6 +208,54 @@ fn a_newer_schema_is_refused() {
         .unwrap();
     let paths = StatePaths::new(d.path(), d.path().join(".vane"));
     let e = Store::open(&paths).err().unwrap();
-    assert_eq!(e.code, ErrorCode::StoreError);
+    assert_eq!(e.code, ErrorCode::SchemaIncompatible);
     assert!(e.message.contains("newer"));
+}
+
+/// A newer vane's expand migration leaves the store usable by this one; its
+/// contract migration makes this one refuse the store, read-only or not.
+#[test]
+fn a_newer_expand_is_accepted_and_a_newer_contract_refused() {
+    let (d, store) = setup();
+    drop(store);
+    let db = d.path().join(".vane/vane.db");
+    let v = vane_store::SCHEMA_VERSION;
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(&format!(
+        "ALTER TABLE decisions ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+         INSERT INTO schema_migrations VALUES ({}, 'decision_tags', 'expand', 1, 'newer vane');
+         PRAGMA user_version = {};",
+        v + 1,
+        v + 1
+    ))
+    .unwrap();
+    let paths = StatePaths::new(d.path(), d.path().join(".vane"));
+    let store = Store::open(&paths).expect("expand-only newer schema is usable");
+    assert_eq!(store.schema_version(), v + 1);
+    let info = store.schema_info().unwrap();
+    assert_eq!(info.unknown.len(), 1);
+    assert!(info.incompatible.is_none());
+    store
+        .record_decision("still writes", "after a newer expand", None, None)
+        .unwrap();
+    drop(store);
+    Store::open_read_only(&paths).expect("and read-only too");
+
+    c.execute_batch(&format!(
+        "INSERT INTO schema_migrations VALUES ({}, 'drop_impact', 'contract', 2, 'newer vane');
+         UPDATE meta SET value = {} WHERE key = 'schema_floor';
+         PRAGMA user_version = {};",
+        v + 2,
+        v + 2,
+        v + 2
+    ))
+    .unwrap();
+    for e in [
+        Store::open(&paths).err().unwrap(),
+        Store::open_read_only(&paths).err().unwrap(),
+    ] {
+        assert_eq!(e.code, ErrorCode::SchemaIncompatible);
+        assert!(e.message.contains("drop_impact"), "{}", e.message);
+        assert_eq!(e.details["floor"], v + 2);
+    }
 }
