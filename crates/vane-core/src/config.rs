@@ -204,6 +204,9 @@ pub struct Upgrade {
     pub build_command: String,
     pub test_command: String,
     pub gate_timeout_s: u64,
+    /// How long the new binary may take to migrate and check the private
+    /// copy of the store (and the live store's expand migrations).
+    pub migration_timeout_s: u64,
     /// Where the build leaves the vane executable, relative to the worktree.
     pub binary: String,
 }
@@ -219,6 +222,7 @@ impl Default for Upgrade {
             build_command: "cargo build --release".into(),
             test_command: "cargo test --workspace".into(),
             gate_timeout_s: 3600,
+            migration_timeout_s: 300,
             binary: "target/release/vane".into(),
         }
     }
@@ -471,6 +475,7 @@ observe_s = 600                  # observation window after promotion
 build_command = "cargo build --release"   # build gate (--git / --patch), in a separate worktree
 test_command = "cargo test --workspace"   # unit gate
 gate_timeout_s = 3600
+migration_timeout_s = 300        # the new version migrates a private copy of the store within this
 binary = "target/release/vane"   # where the build leaves the executable
 
 # Critics gate `done`: a task whose exit criteria name `critic: NAME` can only be

@@ -909,6 +909,94 @@ impl Front {
         tokio::spawn(async move { w.retire(drain, grace).await });
     }
 
+    /// Contracting store migrations wait until no older worker can use the
+    /// store. They run with the active worker's binary
+    /// (`vane migrate --contract`) once it is this front's only worker — the
+    /// retired one (`after`) has exited, no standby or canary is left — and
+    /// no other front serves the workspace. Anything else defers them to the
+    /// next retirement or front start.
+    pub fn contract_when_alone(self: &Arc<Self>, after: Option<Arc<Worker>>, why: &'static str) {
+        let front = self.clone();
+        tokio::spawn(async move {
+            if let Some(w) = after {
+                let deadline = Instant::now()
+                    + ms(front.cfg.drain_timeout_ms + front.cfg.term_grace_ms)
+                    + Duration::from_secs(2);
+                while w.exited().is_none() && Instant::now() < deadline {
+                    tokio::time::sleep(ms(50)).await;
+                }
+                if w.exited().is_none() {
+                    front.emit("contract_deferred", json!({ "why": why, "reason": format!("retired worker {} has not exited", w.id) }));
+                    return;
+                }
+            }
+            let (active, busy) = {
+                let r = front.routes();
+                let busy = if r.standby.is_some() {
+                    Some("a standby is kept")
+                } else if r.canary.is_some() {
+                    Some("a canary runs")
+                } else {
+                    None
+                };
+                (r.active.clone(), busy)
+            };
+            let Some(active) = active else { return };
+            if let Some(busy) = busy {
+                front.emit("contract_deferred", json!({ "why": why, "reason": busy }));
+                return;
+            }
+            let me = std::process::id();
+            let others: Vec<u32> = crate::control::fronts(&front.ctx.paths.state_dir)
+                .await
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| *p != me)
+                .collect();
+            if !others.is_empty() {
+                front.emit("contract_deferred", json!({ "why": why, "reason": format!("other fronts serve this workspace: {others:?}") }));
+                return;
+            }
+            let mut cmd = tokio::process::Command::new(&active.spec.binary);
+            cmd.arg("--workspace")
+                .arg(&front.ctx.ws.root)
+                .arg("--state-dir")
+                .arg(&front.ctx.paths.state_dir)
+                .args(["migrate", "--contract", "--json", "--front-pid"])
+                .arg(me.to_string())
+                .env_remove("VANE_DRY_RUN")
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let out = tokio::time::timeout(Duration::from_secs(600), cmd.output()).await;
+            let out = match out {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => {
+                    front.decide("contract_failed", json!({ "why": why, "error": e.to_string() }));
+                    return;
+                }
+                Err(_) => {
+                    front.decide("contract_failed", json!({ "why": why, "error": "vane migrate --contract took over 600 s" }));
+                    return;
+                }
+            };
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if !out.status.success() || report.is_null() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let tail: String = err.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
+                front.decide("contract_failed", json!({ "why": why, "binary": active.spec.binary.display().to_string(), "exit": out.status.code(), "error": tail }));
+                return;
+            }
+            let applied = report["applied"].clone();
+            if applied.as_array().is_some_and(|a| !a.is_empty()) {
+                front.decide(
+                    "contract_applied",
+                    json!({ "why": why, "worker": active.id, "binary": active.spec.binary.display().to_string(),
+                            "applied": applied, "schema": report["after"]["store_version"], "floor": report["after"]["floor"] }),
+                );
+            }
+        });
+    }
+
     /// Starts a live worker from the canary's binary and sends new calls to
     /// it; the current worker finishes its calls and stays as hot standby.
     pub async fn promote(self: &Arc<Self>, actor: &str) -> Result<Value, VaneError> {
@@ -1454,7 +1542,8 @@ impl Front {
                     r.standby = None;
                     drop(r);
                     self.decide("standby_expired", json!({ "worker": s.id }));
-                    self.retire(s);
+                    self.retire(s.clone());
+                    self.contract_when_alone(Some(s), "standby_retired");
                     r = self.routes();
                 }
             }

@@ -37,7 +37,15 @@ pub async fn run(
         format!("front for {} over stdio", ctx.ws.root.display()),
     ));
     tokio::spawn(front.clone().supervise(rx));
-    tokio::spawn(front.clone().ensure_active(binary));
+    {
+        // once the first worker is ready, contracting migrations it knows may
+        // run if nothing older can be using the store
+        let front = front.clone();
+        tokio::spawn(async move {
+            front.clone().ensure_active(binary).await;
+            front.contract_when_alone(None, "front_started");
+        });
+    }
     let socket = control::serve(front.clone(), &ctx.paths.state_dir)?;
     *front.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.clone());
     let running = FrontServer(front.clone())

@@ -617,6 +617,31 @@ pub fn upgrade_report(v: &Value) -> String {
             cut(&s(&gv["detail"]), 100)
         );
     }
+    let m = &v["migrations"];
+    if !m.is_null() {
+        let names = |k: &str| -> String {
+            let l: Vec<String> = m[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| format!("{} {}", x["version"], s(&x["name"])))
+                .collect();
+            if l.is_empty() {
+                "none".into()
+            } else {
+                l.join(", ")
+            }
+        };
+        let _ = writeln!(
+            o,
+            "  schema: store {} → new version knows {}; checked on a copy: {}; expand applied live: {}; contract deferred: {}",
+            s(&m["store_version"]),
+            s(&m["new_version_knows"]),
+            names("applied_on_copy"),
+            names("expand_live"),
+            names("contract_deferred")
+        );
+    }
     if !v["shadow"].is_null() {
         let _ = writeln!(
             o,

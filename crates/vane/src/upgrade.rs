@@ -554,8 +554,15 @@ pub async fn run_upgrade(
         },
     };
 
-    // 3. canary gate
+    // 3. canary gate: the new version's schema on a private copy first
     let t0 = Instant::now();
+    if let Err(why) = schema_gate(&mut run, ws, paths, ctx, &binary, config).await {
+        run.gate("canary_ready", "failed", json!(why), t0);
+        run.report["gates"]["selfchecks"] =
+            json!({ "status": "not_run", "detail": "the canary gate failed" });
+        run.finish("refused", format!("canary gate: {why}"));
+        return Ok((run.report, false));
+    }
     match run
         .ctl(json!({"op": "canary_start", "binary": binary}))
         .await
@@ -847,6 +854,148 @@ pub async fn run_upgrade(
         "every gate passed, the shadow matched, and the observation window was clean",
     );
     Ok((run.report, true))
+}
+
+/// Runs `binary --workspace WS --state-dir DIR args…` within `timeout` and
+/// parses its JSON output; the error carries the reason (stderr tail,
+/// exit code, or the timeout).
+async fn vane_json(
+    binary: &Path,
+    ws: &Path,
+    paths: &StatePaths,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<Value, String> {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("--workspace")
+        .arg(ws)
+        .arg("--state-dir")
+        .arg(&paths.state_dir)
+        .args(args)
+        .env_remove("VANE_DRY_RUN")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let what = format!("`{} {}`", binary.display(), args.join(" "));
+    let out = match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return Err(format!("{what} did not start: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "{what} did not answer within {} s",
+                timeout.as_secs()
+            ))
+        }
+    };
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    if out.status.success() && !v.is_null() {
+        return Ok(v);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let err: Vec<char> = err.trim().chars().collect();
+    let tail: String = err[err.len().saturating_sub(800)..].iter().collect();
+    Err(format!(
+        "{what} failed (exit {}): {}",
+        out.status
+            .code()
+            .map_or("by signal".to_string(), |c| c.to_string()),
+        if tail.is_empty() && !v.is_null() {
+            v.to_string()
+        } else {
+            tail
+        }
+    ))
+}
+
+/// Expand → cut over → contract, the first step. Before the canary starts,
+/// the new binary migrates a private copy of the store (every pending
+/// migration, contract included), checks it (integrity, foreign keys) and
+/// reads it back through its own store. Only then does it apply its expand
+/// migrations to the live store: they are additive, so the running worker —
+/// the standby after promotion — keeps working, and the dry-run canary can
+/// read live data through the schema its code expects. Contracting
+/// migrations wait until the front has retired the standby.
+async fn schema_gate(
+    run: &mut Run,
+    ws: &Path,
+    paths: &StatePaths,
+    ctx: &std::sync::Arc<vane_tools::ToolCtx>,
+    binary: &Path,
+    config: &Config,
+) -> Result<(), String> {
+    let timeout = Duration::from_secs(config.upgrade.migration_timeout_s);
+    let dir = run.dir.join("schema-check");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let copy = dir.join("vane.db");
+    let t = Instant::now();
+    ctx.store
+        .snapshot(&copy)
+        .map_err(|e| format!("cannot copy the store: {}", e.message))?;
+    let copy_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let copy_s = copy.display().to_string();
+    let t = Instant::now();
+    let checked = vane_json(
+        binary,
+        ws,
+        paths,
+        &["migrate", "--check", &copy_s, "--json"],
+        timeout,
+    )
+    .await;
+    let check_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let check = match checked {
+        Ok(v) => v,
+        Err(why) => {
+            run.report["migrations"] = json!({ "copy": copy_s, "copy_ms": copy_ms, "check_ms": check_ms, "ok": false, "error": why });
+            return Err(format!(
+                "the new version's migration check on a private copy failed: {why}"
+            ));
+        }
+    };
+    let pending = check["before"]["pending"].as_array().cloned().unwrap_or_default();
+    let expand: Vec<Value> = pending
+        .iter()
+        .take_while(|m| m["phase"] == "expand")
+        .cloned()
+        .collect();
+    let deferred: Vec<Value> = pending[expand.len()..].to_vec();
+    let mut m = json!({
+        "copy_ms": copy_ms,
+        "check_ms": check_ms,
+        "store_version": check["before"]["store_version"],
+        "new_version_knows": check["before"]["supported"],
+        "applied_on_copy": check["applied"],
+        "copy_integrity": check["integrity"],
+        "copy_foreign_key_violations": check["foreign_key_violations"],
+        "copy_read_back": check["smoke"],
+        "expand_live": [],
+        "contract_deferred": deferred,
+        "ok": true,
+    });
+    if !expand.is_empty() {
+        run.step("migrations", "expand", json!(expand));
+        let t = Instant::now();
+        match vane_json(binary, ws, paths, &["migrate", "--json"], timeout).await {
+            Ok(v) => {
+                m["expand_live"] = v["applied"].clone();
+                m["expand_live_ms"] = json!(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Err(why) => {
+                m["ok"] = json!(false);
+                m["error"] = json!(why);
+                run.report["migrations"] = m;
+                return Err(format!(
+                    "the expand migrations failed on the live store (left unchanged): {why}"
+                ));
+            }
+        }
+    }
+    run.report["migrations"] = m;
+    for f in ["vane.db", "vane.db-wal", "vane.db-shm", ".gitignore"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let _ = std::fs::remove_dir(&dir);
+    run.step("migrations", "checked", run.report["migrations"].clone());
+    Ok(())
 }
 
 /// Runs `sh -c command` in `dir` within `timeout`; (ok, exit code, output tail).

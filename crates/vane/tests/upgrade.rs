@@ -342,7 +342,8 @@ async fn bad_versions_are_stopped_at_the_right_gate_or_rolled_back() {
         ws.join("vane.toml"),
         std::fs::read_to_string(ws.join("vane.toml"))
             .unwrap()
-            .replace("[runtime]\n", "[runtime]\nready_timeout_ms = 1000\n"),
+            .replace("[runtime]\n", "[runtime]\nready_timeout_ms = 1000\n")
+            + "\n[upgrade]\nmigration_timeout_s = 2\n",
     )
     .unwrap();
     git(&ws, &["commit", "-qam", "ready timeout"]);
