@@ -1140,7 +1140,25 @@ async fn build_gates(
     let bin = wt.join(&config.upgrade.binary);
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(&bin) {
-        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(bin),
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+            // pin what passed the gates: a later build into the same target
+            // directory cannot change what runs, and the worktree (with any
+            // build output inside it) can go
+            let pinned = run.dir.join("vane");
+            let copied = std::fs::copy(&bin, &pinned);
+            cleanup();
+            match copied {
+                Ok(_) => {
+                    run.report["source"]["built"] = json!(bin.display().to_string());
+                    Ok(pinned)
+                }
+                Err(e) => Err(format!(
+                    "cannot copy the built executable {} to {}: {e}",
+                    bin.display(),
+                    pinned.display()
+                )),
+            }
+        }
         _ => {
             cleanup();
             Err(format!(

@@ -527,8 +527,19 @@ async fn git_and_patch_sources_pass_through_the_build_and_unit_gates() {
     assert_eq!(r["source"]["kind"], "git");
     assert_eq!(r["gates"]["build"]["status"], "passed");
     assert_eq!(r["gates"]["unit"]["status"], "passed");
+    // the executable that passed the gates is pinned in the upgrade's
+    // directory; the worktree is gone
     let bin = active(&ws)["binary"].as_str().unwrap().to_string();
-    assert!(bin.ends_with("worktree/out/vane"), "{bin}");
+    assert_eq!(
+        Path::new(&bin),
+        Path::new(r["dir"].as_str().unwrap()).join("vane"),
+        "{bin}"
+    );
+    assert!(r["source"]["built"]
+        .as_str()
+        .unwrap()
+        .ends_with("worktree/out/vane"));
+    assert!(!Path::new(r["source"]["worktree"].as_str().unwrap()).exists());
     let (calls, failures) = stop(l).await;
     assert!(
         failures.is_empty(),
