@@ -1066,6 +1066,12 @@ impl Front {
             "actor": actor, "start_us": t0.elapsed().as_micros() as u64, "switch_us": switch_us,
         });
         self.decide("promote", v.clone());
+        crate::upgrades::record_current(
+            &self.ctx.paths.state_dir,
+            &w.spec.binary,
+            &w.version,
+            "promote",
+        );
         Ok(v)
     }
 
@@ -1149,6 +1155,16 @@ impl Front {
             }
         }
         self.decide("rollback", v.clone());
+        crate::upgrades::record_current(
+            &self.ctx.paths.state_dir,
+            &to.spec.binary,
+            &to.version,
+            if auto.is_some() {
+                "automatic rollback"
+            } else {
+                "rollback"
+            },
+        );
         self.tools_maybe_changed().await;
         Ok(v)
     }

@@ -29,6 +29,14 @@ pub async fn run(
     binary: PathBuf,
     state_dir: Option<PathBuf>,
 ) -> Result<(), VaneError> {
+    // a promoted version stays promoted across restarts of the front
+    let binary = match upgrades::current_binary(&ctx.paths.state_dir) {
+        Some(b) if b != binary => {
+            tracing::info!(target: "vane::front", "starting workers from the promoted {} (upgrades/current.json)", b.display());
+            b
+        }
+        _ => binary,
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let front = Front::new(ctx.clone(), binary.clone(), state_dir, tx);
     let t = ctx.telemetry.clone();

@@ -52,3 +52,41 @@ pub fn status(state_dir: &Path) -> Result<Value, VaneError> {
         .or_else(|| read(last.join("progress.json")))
         .ok_or_else(|| VaneError::internal(format!("unreadable report in {}", last.display())))
 }
+
+fn current_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("upgrades").join("current.json")
+}
+
+/// The worker executable a new front starts: the one the last promote or
+/// rollback routed to (`STATE_DIR/upgrades/current.json`), while it is
+/// still an executable file. So a promoted version stays promoted when the
+/// client restarts `vane serve`, and a rolled-back one stays rolled back.
+pub fn current_binary(state_dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(current_file(state_dir)).ok()?)
+        .ok()?;
+    let p = PathBuf::from(v["binary"].as_str()?);
+    let m = std::fs::metadata(&p).ok()?;
+    (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
+}
+
+/// Records the binary traffic was just routed to (see [`current_binary`]).
+pub fn record_current(state_dir: &Path, binary: &Path, version: &str, why: &str) {
+    let v = serde_json::json!({
+        "binary": binary.display().to_string(),
+        "version": version,
+        "why": why,
+        "at": chrono::Utc::now().to_rfc3339(),
+        "front_pid": std::process::id(),
+    });
+    let path = current_file(state_dir);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension(format!("json.{}", std::process::id()));
+    let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(&v).unwrap_or_default())
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = ok {
+        tracing::error!(target: "vane::front", "cannot record {}: {e}", path.display());
+    }
+}

@@ -269,6 +269,20 @@ pub struct StoreStatus {
     pub schema_version: i64,
 }
 
+/// How a process opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Created if missing; this vane's expand migrations applied.
+    Write,
+    /// Nothing created, migrated or exported (a dry-run canary).
+    ReadOnly,
+    /// A front: it runs no tool code and only reads and sets flags, so a
+    /// schema it does not know (a promoted newer vane contracted the store)
+    /// is opened as is, never migrated — an older `vane serve` keeps
+    /// serving the promoted version's workers.
+    Front,
+}
+
 /// One workspace's store. Cheap to share behind an `Arc`.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -346,15 +360,16 @@ fn bump(tx: &Transaction<'_>, kinds: &[ExportKind]) -> Result<i64> {
 impl Store {
     /// Opens (creating and migrating when writable) the store of `paths`.
     pub fn open(paths: &StatePaths) -> Result<Store> {
-        Self::open_with(paths, false)
+        Self::open_mode(paths, OpenMode::Write)
     }
 
     /// Opens the store read-only: nothing is created, migrated or exported.
     pub fn open_read_only(paths: &StatePaths) -> Result<Store> {
-        Self::open_with(paths, true)
+        Self::open_mode(paths, OpenMode::ReadOnly)
     }
 
-    fn open_with(paths: &StatePaths, read_only: bool) -> Result<Store> {
+    pub fn open_mode(paths: &StatePaths, mode: OpenMode) -> Result<Store> {
+        let read_only = mode == OpenMode::ReadOnly;
         let db = paths.db();
         if !read_only {
             std::fs::create_dir_all(&paths.state_dir).map_err(|e| {
@@ -390,11 +405,16 @@ impl Store {
         conn.pragma_update(None, "cache_size", -2048)
             .map_err(db_err)?;
         let info = schema::inspect(&conn, MIGRATIONS)?;
-        if let Some(e) = info.error() {
-            return Err(e);
-        }
         let ahead = info.pending_before_contract();
-        if read_only {
+        if let Some(e) = info.error() {
+            if mode != OpenMode::Front {
+                return Err(e);
+            }
+            tracing::warn!(
+                "the store's schema is newer than this vane's ({}); a front only reads flags, opening it as is",
+                e.message
+            );
+        } else if read_only {
             if let Some(first) = ahead.first() {
                 return Err(VaneError::new(
                     ErrorCode::SchemaIncompatible,

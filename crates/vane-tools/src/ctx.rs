@@ -99,6 +99,22 @@ impl ToolCtx {
         state_dir: Option<&Path>,
         read_only: bool,
     ) -> Result<ToolCtx, VaneError> {
+        Self::open_mode(
+            workspace,
+            state_dir,
+            if read_only {
+                vane_store::OpenMode::ReadOnly
+            } else {
+                vane_store::OpenMode::Write
+            },
+        )
+    }
+
+    pub fn open_mode(
+        workspace: &Path,
+        state_dir: Option<&Path>,
+        mode: vane_store::OpenMode,
+    ) -> Result<ToolCtx, VaneError> {
         let root = workspace.canonicalize().map_err(|e| {
             VaneError::new(
                 ErrorCode::InvalidInput,
@@ -107,11 +123,7 @@ impl ToolCtx {
         })?;
         let config = load_config(&root)?;
         let paths = state_paths(&root, state_dir, &config);
-        let store = if read_only {
-            Store::open_read_only(&paths)?
-        } else {
-            Store::open(&paths)?
-        };
+        let store = Store::open_mode(&paths, mode)?;
         let ws = Workspace::new(&root, &paths.state_dir)
             .map_err(|e| VaneError::new(ErrorCode::IoError, format!("workspace: {e}")))?;
         let policy = Policy::new(

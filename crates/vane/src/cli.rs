@@ -398,16 +398,16 @@ fn open_as(
     role: &str,
     otel: vane_telemetry::otel::Otel,
 ) -> Result<Arc<ToolCtx>, VaneError> {
-    open_with(cli, role, otel, false)
+    open_with(cli, role, otel, vane_store::OpenMode::Write)
 }
 
 fn open_with(
     cli: &Cli,
     role: &str,
     otel: vane_telemetry::otel::Otel,
-    read_only: bool,
+    mode: vane_store::OpenMode,
 ) -> Result<Arc<ToolCtx>, VaneError> {
-    let ctx = ToolCtx::open_with(&workspace(cli), cli.state_dir.as_deref(), read_only)?;
+    let ctx = ToolCtx::open_mode(&workspace(cli), cli.state_dir.as_deref(), mode)?;
     let t = vane_tools::ctx::open_telemetry(&ctx.config, &ctx.paths, role, otel);
     let ctx = ctx.with_telemetry(t);
     let _ = TELEMETRY.set(ctx.telemetry.clone());
@@ -465,7 +465,13 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                 role,
                 otel.take()
                     .unwrap_or_else(vane_telemetry::otel::Otel::disabled),
-                dry_run,
+                if as_front {
+                    vane_store::OpenMode::Front
+                } else if dry_run {
+                    vane_store::OpenMode::ReadOnly
+                } else {
+                    vane_store::OpenMode::Write
+                },
             )?;
             if let Some(addr) = a.metrics_addr {
                 let t = ctx.telemetry.clone();
