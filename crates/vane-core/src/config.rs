@@ -238,8 +238,9 @@ pub struct Shadow {
     /// Shadow calls in flight at most; beyond this a call is not shadowed
     /// (counted as skipped) so a slow canary never piles up work.
     pub max_in_flight: usize,
-    /// Fields left out of the comparison, at any depth: exact names, or
-    /// `prefix*` / `*suffix`.
+    /// Fields left out of the comparison: names at any depth (exact,
+    /// `prefix*` or `*suffix`), or one place as a JSON pointer (`/version`:
+    /// the vane version `status` reports, which differs by design).
     pub ignore_fields: Vec<String>,
 }
 
@@ -260,6 +261,7 @@ impl Default for Shadow {
                 "now",
                 "session_id",
                 "pid",
+                "/version",
             ]
             .map(String::from)
             .to_vec(),
@@ -452,7 +454,7 @@ max_retries = 3                  # retries of one call after a crash or a worker
 enabled = true
 timeout_ms = 5000
 max_in_flight = 32
-ignore_fields = ["recent_calls", "uptime_s", "*_at", "*_at_ms", "*_ms", "*_us", "generated", "now", "session_id", "pid"]
+ignore_fields = ["recent_calls", "uptime_s", "*_at", "*_at_ms", "*_ms", "*_us", "generated", "now", "session_id", "pid", "/version"]
 
 [runtime.rollback]               # automatic rollback after a switch
 enabled = true

@@ -13,9 +13,13 @@ impl Ignore {
         Ignore(patterns.to_vec())
     }
 
-    fn matches(&self, key: &str) -> bool {
+    /// `key` at JSON pointer `path`: patterns starting with `/` are exact
+    /// pointers; the others match a field name at any depth.
+    fn matches(&self, key: &str, path: &str) -> bool {
         self.0.iter().any(|p| {
-            if let Some(suffix) = p.strip_prefix('*') {
+            if p.starts_with('/') {
+                p == path
+            } else if let Some(suffix) = p.strip_prefix('*') {
                 key.ends_with(suffix)
             } else if let Some(prefix) = p.strip_suffix('*') {
                 key.starts_with(prefix)
@@ -25,16 +29,37 @@ impl Ignore {
         })
     }
 
-    /// A copy without the ignored fields, at any depth.
+    /// A copy without the ignored fields.
     pub fn normalise(&self, v: &Value) -> Value {
+        self.normalise_at(v, &mut String::new())
+    }
+
+    fn normalise_at(&self, v: &Value, at: &mut String) -> Value {
         match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .filter(|(k, _)| !self.matches(k))
-                    .map(|(k, v)| (k.clone(), self.normalise(v)))
-                    .collect(),
-            ),
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.normalise(x)).collect()),
+            Value::Object(m) => {
+                let mut out = serde_json::Map::new();
+                for (k, x) in m {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    if !self.matches(k, at) {
+                        out.insert(k.clone(), self.normalise_at(x, at));
+                    }
+                    at.truncate(len);
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => {
+                let mut out = Vec::with_capacity(a.len());
+                for (i, x) in a.iter().enumerate() {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&i.to_string());
+                    out.push(self.normalise_at(x, at));
+                    at.truncate(len);
+                }
+                Value::Array(out)
+            }
             other => other.clone(),
         }
     }
@@ -137,6 +162,18 @@ mod tests {
             json!({"tasks": [{"id": "A", "updated_at": "2"}], "recent_calls": {"n": 9}, "took_ms": 7}),
         );
         assert_eq!(compare(&ig, (&a, false), (&b, false)), None);
+        // a pointer ignores one place only
+        let ig2 = Ignore::new(&["/version".into()]);
+        let (x, y) = (
+            Some(json!({"version": "1", "task": {"version": 1}})),
+            Some(json!({"version": "2", "task": {"version": 1}})),
+        );
+        assert_eq!(compare(&ig2, (&x, false), (&y, false)), None);
+        let z = Some(json!({"version": "2", "task": {"version": 2}}));
+        assert_eq!(
+            compare(&ig2, (&x, false), (&z, false)).unwrap()["path"],
+            "/task/version"
+        );
         let c = Some(json!({"tasks": [{"id": "B", "updated_at": "2"}]}));
         let d = compare(&ig, (&a, false), (&c, false)).unwrap();
         assert_eq!(d["path"], "/tasks/0/id");
