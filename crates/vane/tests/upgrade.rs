@@ -586,3 +586,53 @@ async fn agents_drive_an_upgrade_with_the_admin_tools() {
     assert_eq!(last["decision"], "stable", "{last}");
     assert_eq!(last["flips"][0]["flag"], "OUTPUT_MODE");
 }
+
+/// A version whose memory grows after promotion: the observation window's
+/// memory monitor rolls it back, with the metric in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_memory_grows_is_rolled_back() {
+    let (d, ws) = workspace();
+    std::fs::write(
+        ws.join("vane.toml"),
+        std::fs::read_to_string(ws.join("vane.toml"))
+            .unwrap()
+            .replace("[runtime.rollback]\n", "[runtime.rollback]\nrss_window_s = 1\n"),
+    )
+    .unwrap();
+    git(&ws, &["commit", "-qam", "short memory window"]);
+    let c = front(&ws).await;
+    let l = load(&c);
+    let original = active(&ws);
+    let leaky = faulty(d.path(), "leaky", "worker_leak=return(3)", "live");
+    let out = vane(
+        &ws,
+        &[
+            "upgrade",
+            "--binary",
+            leaky.to_str().unwrap(),
+            "--shadow",
+            "2s",
+            "--observe",
+            "20s",
+            "--min-samples",
+            "10",
+            "--json",
+        ],
+    );
+    let r = json_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{r}");
+    assert_eq!(r["decision"], "rolled_back", "{r}");
+    assert_eq!(r["rollback"]["metric"], "rss_bytes", "{r}");
+    assert!(
+        r["rollback"]["value"].as_u64().unwrap() > r["rollback"]["threshold"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert!(r["reason"].as_str().unwrap().contains("rss_bytes"));
+    assert_eq!(active(&ws)["id"], original["id"], "routed back");
+    let (calls, failures) = stop(l).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
+}
