@@ -68,6 +68,12 @@ struct Routes {
     restarting: bool,
 }
 
+/// A forwarded call whose metrics are still to be recorded.
+pub struct CallDone {
+    name: String,
+    started: Instant,
+}
+
 pub struct Front {
     pub ctx: Arc<ToolCtx>,
     cfg: Runtime,
@@ -331,10 +337,35 @@ impl Front {
     /// worker logs and traces the client's request, not ours).
     pub async fn handle_call(
         self: &Arc<Self>,
-        mut request: CallToolRequestParams,
+        request: CallToolRequestParams,
         ct: CancellationToken,
         request_id: String,
     ) -> CallToolResult {
+        let (r, done) = self.handle_call_deferred(request, ct, request_id).await;
+        if let Some(done) = done {
+            self.finish_call(done, &r);
+        }
+        r
+    }
+
+    /// Records a finished call's metrics (see [`Front::handle_call_deferred`]).
+    pub fn finish_call(&self, done: CallDone, r: &CallToolResult) {
+        self.ctx.telemetry.metrics.call_finished(
+            &done.name,
+            r.is_error != Some(true),
+            error_code(r),
+            done.started.elapsed(),
+        );
+    }
+
+    /// [`Front::handle_call`] without its metrics, which the caller records
+    /// with [`Front::finish_call`] once the answer is written.
+    pub async fn handle_call_deferred(
+        self: &Arc<Self>,
+        mut request: CallToolRequestParams,
+        ct: CancellationToken,
+        request_id: String,
+    ) -> (CallToolResult, Option<CallDone>) {
         let protocol = self
             .client_protocol
             .lock()
@@ -348,21 +379,13 @@ impl Front {
         );
         if FRONT_TOOLS.contains(&request.name.as_ref()) {
             let name = request.name.to_string();
-            return self.front_tool(&name, request.arguments).await;
+            return (self.front_tool(&name, request.arguments).await, None);
         }
-        let t = &self.ctx.telemetry;
-        t.metrics.call_started();
-        let t0 = Instant::now();
+        self.ctx.telemetry.metrics.call_started();
+        let started = Instant::now();
         let name = request.name.to_string();
         let r = self.forward_call(request, ct).await;
-        let code = error_code(&r).map(str::to_string);
-        t.metrics.call_finished(
-            &name,
-            r.is_error != Some(true),
-            code.as_deref(),
-            t0.elapsed(),
-        );
-        r
+        (r, Some(CallDone { name, started }))
     }
 
     /// Forwards one tool call: never a failed call while a healthy worker
@@ -409,7 +432,7 @@ impl Front {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let t0 = Instant::now();
-            let r = w.call_tool(params.clone(), remaining, Some(&ct)).await;
+            let r = w.call_tool(&params, remaining, Some(&ct)).await;
             let elapsed = t0.elapsed();
             match r {
                 Ok(res) => {
@@ -500,7 +523,7 @@ impl Front {
             let tool = params.name.to_string();
             let t0 = Instant::now();
             let r = canary
-                .call_tool(params, ms(front.cfg.shadow.timeout_ms), None)
+                .call_tool(&params, ms(front.cfg.shadow.timeout_ms), None)
                 .await;
             let s = &canary.stats.shadow;
             match r.map(crate::transport::materialize) {
@@ -971,18 +994,31 @@ impl Front {
             let out = match out {
                 Ok(Ok(o)) => o,
                 Ok(Err(e)) => {
-                    front.decide("contract_failed", json!({ "why": why, "error": e.to_string() }));
+                    front.decide(
+                        "contract_failed",
+                        json!({ "why": why, "error": e.to_string() }),
+                    );
                     return;
                 }
                 Err(_) => {
-                    front.decide("contract_failed", json!({ "why": why, "error": "vane migrate --contract took over 600 s" }));
+                    front.decide(
+                        "contract_failed",
+                        json!({ "why": why, "error": "vane migrate --contract took over 600 s" }),
+                    );
                     return;
                 }
             };
             let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             if !out.status.success() || report.is_null() {
                 let err = String::from_utf8_lossy(&out.stderr);
-                let tail: String = err.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: String = err
+                    .chars()
+                    .rev()
+                    .take(600)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 front.decide("contract_failed", json!({ "why": why, "binary": active.spec.binary.display().to_string(), "exit": out.status.code(), "error": tail }));
                 return;
             }
@@ -1243,8 +1279,8 @@ impl Front {
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
         let timeout = ms(self.cfg.shadow.timeout_ms);
         let (a, c) = tokio::join!(
-            active.call_tool(params.clone(), timeout, None),
-            canary.call_tool(params, timeout, None)
+            active.call_tool(&params, timeout, None),
+            canary.call_tool(&params, timeout, None)
         );
         let (a, c) = (
             a.map(crate::transport::materialize),
@@ -1320,7 +1356,7 @@ impl Front {
         }
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
         let r = active
-            .call_tool(params, ms(self.cfg.call_timeout_ms), None)
+            .call_tool(&params, ms(self.cfg.call_timeout_ms), None)
             .await
             .map(crate::transport::materialize)
             .map_err(|e| {
@@ -1350,7 +1386,7 @@ impl Front {
         };
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
         let r = canary
-            .call_tool(params, ms(self.cfg.long_call_timeout_ms), None)
+            .call_tool(&params, ms(self.cfg.long_call_timeout_ms), None)
             .await
             .map(crate::transport::materialize)
             .map_err(|e| {

@@ -101,7 +101,26 @@ struct LiteError<'a> {
 /// Entries are taken when the answer is written, materialised, or discarded
 /// (a retried fault); stragglers (an answer nobody waited for any more) are
 /// pruned after two minutes.
-type RawTable = BTreeMap<u64, (Instant, Box<RawValue>)>;
+type RawTable = BTreeMap<u64, (Instant, RawAnswer)>;
+
+/// A tool answer's bytes: the buffer it arrived in (usually the worker's
+/// whole line, moved, never copied) and where its `result` value lies.
+pub struct RawAnswer {
+    buf: Vec<u8>,
+    result: std::ops::Range<usize>,
+}
+
+impl RawAnswer {
+    fn whole(raw: &RawValue) -> RawAnswer {
+        let buf = raw.get().as_bytes().to_vec();
+        let n = buf.len();
+        RawAnswer { buf, result: 0..n }
+    }
+    /// The `result` value's JSON text.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.result.clone()]
+    }
+}
 static RAW: std::sync::Mutex<RawTable> = std::sync::Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
 const RAW_KEY: &str = "vane/raw";
@@ -110,7 +129,7 @@ fn raw_table() -> std::sync::MutexGuard<'static, RawTable> {
     RAW.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn stash(raw: Box<RawValue>) -> u64 {
+fn stash(raw: RawAnswer) -> u64 {
     let token = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut t = raw_table();
     while let Some((&k, (at, _))) = t.iter().next() {
@@ -132,7 +151,7 @@ pub fn peek(r: &CallToolResult) -> Option<CallToolResult> {
     let token = token_of(r)?;
     let t = raw_table();
     let raw = &t.get(&token)?.1;
-    serde_json::from_str(raw.get()).ok()
+    serde_json::from_slice(raw.bytes()).ok()
 }
 
 /// The full answer (for the front's own use); its bytes are not written.
@@ -141,7 +160,7 @@ pub fn materialize(r: CallToolResult) -> CallToolResult {
         return r;
     };
     let raw = raw_table().remove(&token);
-    raw.and_then(|(_, raw)| serde_json::from_str(raw.get()).ok())
+    raw.and_then(|(_, raw)| serde_json::from_slice(raw.bytes()).ok())
         .unwrap_or(r)
 }
 
@@ -170,14 +189,19 @@ pub fn fast_decode(line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
 
 /// A tool answer's stub: `isError`, the error code, a token for its bytes.
 fn stub_from(result: &RawValue) -> Option<CallToolResult> {
-    let lite: Lite = serde_json::from_str(result.get()).ok()?;
+    stub_of(RawAnswer::whole(result))
+}
+
+/// The stub of an answer whose bytes are `raw` (one pass over them).
+fn stub_of(raw: RawAnswer) -> Option<CallToolResult> {
+    let lite: Lite = serde_json::from_slice(raw.bytes()).ok()?;
     lite.content?;
     let mut stub = CallToolResult::success(Vec::new());
     stub.is_error = lite.is_error;
     if let Some(code) = lite.structured.and_then(|s| s.error).and_then(|e| e.code) {
         stub.structured_content = Some(serde_json::json!({ "error": { "code": code } }));
     }
-    let token = stash(result.to_owned());
+    let token = stash(raw);
     let mut meta = serde_json::Map::new();
     meta.insert(RAW_KEY.into(), token.into());
     stub.meta = Some(rmcp::model::MetaObject(meta));
@@ -191,7 +215,7 @@ fn stub_from(result: &RawValue) -> Option<CallToolResult> {
 pub struct Lane<W> {
     writer: Arc<tokio::sync::Mutex<Option<W>>>,
     pending:
-        std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Vec<u8>>>>,
+        std::sync::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<RawAnswer>>>,
     next: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -210,7 +234,7 @@ impl<W: AsyncWrite + Unpin + Send> Lane<W> {
         &self,
     ) -> std::sync::MutexGuard<
         '_,
-        std::collections::HashMap<String, tokio::sync::oneshot::Sender<Vec<u8>>>,
+        std::collections::HashMap<u64, tokio::sync::oneshot::Sender<RawAnswer>>,
     > {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -252,20 +276,20 @@ impl<W: AsyncWrite + Unpin + Send> Lane<W> {
         if self.closed.load(Ordering::Acquire) {
             return Err(LaneError::Closed);
         }
-        let id = format!("f:{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pending().insert(id.clone(), tx);
+        self.pending().insert(n, tx);
         let mut req = Vec::with_capacity(256);
-        req.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":\"");
-        req.extend_from_slice(id.as_bytes());
+        req.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":\"f:");
+        req.extend_from_slice(n.to_string().as_bytes());
         req.extend_from_slice(b"\",\"method\":\"tools/call\",\"params\":");
         if serde_json::to_writer(&mut req, params).is_err() {
-            self.pending().remove(&id);
+            self.pending().remove(&n);
             return Err(LaneError::Protocol("unserialisable parameters".into()));
         }
         req.extend_from_slice(b"}\n");
         if !self.write_bytes(&req).await {
-            self.pending().remove(&id);
+            self.pending().remove(&n);
             return Err(LaneError::Closed);
         }
         let cancelled = async {
@@ -276,14 +300,14 @@ impl<W: AsyncWrite + Unpin + Send> Lane<W> {
         };
         let why = tokio::select! {
             r = tokio::time::timeout(timeout, rx) => match r {
-                Ok(Ok(line)) => return decode_answer(&line),
+                Ok(Ok(answer)) => return decode_answer(answer),
                 Ok(Err(_)) => return Err(LaneError::Closed),
                 Err(_) => (LaneError::Timeout, "timeout"),
             },
             _ = cancelled => (LaneError::Cancelled, "cancelled by the client"),
         };
-        self.pending().remove(&id);
-        let note = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": id, "reason": why.1 } });
+        self.pending().remove(&n);
+        let note = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": format!("f:{n}"), "reason": why.1 } });
         self.write_line(&note).await;
         Err(why.0)
     }
@@ -297,8 +321,14 @@ struct Answer<'a> {
     error: Option<&'a RawValue>,
 }
 
-fn decode_answer(line: &[u8]) -> Result<CallToolResult, LaneError> {
-    let a: Answer = serde_json::from_slice(line)
+/// A lane answer: its `result` range was found by the reader; an empty one
+/// means the line is something else (an error answer) and is read here.
+fn decode_answer(answer: RawAnswer) -> Result<CallToolResult, LaneError> {
+    if !answer.result.is_empty() {
+        return stub_of(answer)
+            .ok_or_else(|| LaneError::Protocol("the answer is not a tool result".into()));
+    }
+    let a: Answer = serde_json::from_slice(&answer.buf)
         .map_err(|e| LaneError::Protocol(format!("unreadable answer: {e}")))?;
     match (a.result, a.error) {
         (Some(r), _) => stub_from(r)
@@ -308,6 +338,24 @@ fn decode_answer(line: &[u8]) -> Result<CallToolResult, LaneError> {
             "an answer with neither result nor error".into(),
         )),
     }
+}
+
+/// The lane call number and `result` range of a line written the way a
+/// vane worker (rmcp, serde) writes an answer:
+/// `{"jsonrpc":"2.0","id":"f:N","result":…}` — checked without reading the
+/// answer; anything else is `None` and read the general way.
+fn lane_answer_shape(line: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
+    const PRE: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":\"f:";
+    const MID: &[u8] = b"\",\"result\":";
+    let rest = line.strip_prefix(PRE)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || !rest[digits..].starts_with(MID) || line.last() != Some(&b'}')
+    {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let start = PRE.len() + digits + MID.len();
+    (start < line.len() - 1).then_some((n, start..line.len() - 1))
 }
 
 /// The front's stdout: rmcp writes whole lines; a line that answers a call
@@ -359,17 +407,17 @@ struct StubResult {
 fn substitute(line: &[u8]) -> Option<Vec<u8>> {
     // stubs are small; anything else is not worth a look
     // (a stub is under 300 bytes plus the client's request id)
-    if line.len() > 8192 || !line.windows(RAW_KEY.len()).any(|w| w == RAW_KEY.as_bytes()) {
+    if line.len() > 8192 || memchr::memmem::find(line, RAW_KEY.as_bytes()).is_none() {
         return None;
     }
     let stub: StubLine = serde_json::from_slice(line).ok()?;
     let token = *stub.result.meta.get(RAW_KEY)?;
     let (_, raw) = raw_table().remove(&token)?;
-    let mut out = Vec::with_capacity(raw.get().len() + 64);
+    let mut out = Vec::with_capacity(raw.bytes().len() + 64);
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     out.extend_from_slice(stub.id.get().as_bytes());
     out.extend_from_slice(b",\"result\":");
-    out.extend_from_slice(raw.get().as_bytes());
+    out.extend_from_slice(raw.bytes());
     out.push(b'}');
     Some(out)
 }
@@ -484,13 +532,30 @@ where
             if line.is_empty() {
                 continue;
             }
-            // a fast-lane answer (string id `f:N`) goes to its caller
+            // a fast-lane answer (string id `f:N`) goes to its caller: in
+            // the shape a vane worker writes, the line itself is handed
+            // over (its `result` is read once, by the caller); otherwise
+            // it is looked at the general way
+            let off = line.as_ptr() as usize - self.line.as_ptr() as usize;
+            if let Some((n, range)) = lane_answer_shape(line) {
+                let waiter = self.lane.pending().remove(&n);
+                if let Some(tx) = waiter {
+                    let result = off + range.start..off + range.end;
+                    let buf = std::mem::replace(&mut self.line, Vec::with_capacity(8 * 1024));
+                    let _ = tx.send(RawAnswer { buf, result });
+                    continue;
+                }
+            }
             const LANE_ID: &[u8] = b"\"id\":\"f:";
-            if line.starts_with(b"{") && line.windows(LANE_ID.len()).any(|w| w == LANE_ID) {
+            if line.starts_with(b"{") && memchr::memmem::find(line, LANE_ID).is_some() {
                 if let Ok(IdOnly { id: Some(id) }) = serde_json::from_slice::<IdOnly>(line) {
-                    let waiter = self.lane.pending().remove(id.as_ref());
+                    let n = id.strip_prefix("f:").and_then(|n| n.parse::<u64>().ok());
+                    let waiter = n.and_then(|n| self.lane.pending().remove(&n));
                     if let Some(tx) = waiter {
-                        let _ = tx.send(line.to_vec());
+                        let _ = tx.send(RawAnswer {
+                            buf: line.to_vec(),
+                            result: 0..0,
+                        });
                         continue;
                     }
                 }
@@ -690,7 +755,9 @@ where
                 Ok(v) => v.to_string(),
                 Err(_) => id_raw.clone(),
             };
-            let r = front.handle_call(params, ct.clone(), request_id).await;
+            let (r, done) = front
+                .handle_call_deferred(params, ct.clone(), request_id)
+                .await;
             inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -703,13 +770,13 @@ where
             let raw = token_of(&r)
                 .and_then(|t| raw_table().remove(&t))
                 .map(|(_, raw)| raw);
-            let mut line = Vec::with_capacity(raw.as_ref().map_or(512, |r| r.get().len() + 64));
+            let mut line = Vec::with_capacity(raw.as_ref().map_or(512, |r| r.bytes().len() + 64));
             line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
             line.extend_from_slice(id_raw.as_bytes());
             line.extend_from_slice(b",\"result\":");
             match raw {
                 // the worker's answer, as its bytes
-                Some(raw) => line.extend_from_slice(raw.get().as_bytes()),
+                Some(raw) => line.extend_from_slice(raw.bytes()),
                 None => {
                     if serde_json::to_writer(&mut line, &r).is_err() {
                         return;
@@ -718,6 +785,10 @@ where
             }
             line.extend_from_slice(b"}\n");
             let _ = write_line(&writer, &line).await;
+            // bookkeeping after the answer is on its way
+            if let Some(done) = done {
+                front.finish_call(done, &r);
+            }
         });
     }
 }
@@ -766,6 +837,44 @@ mod tests {
         // taken once
         assert!(substitute(&out).is_none());
         assert!(peek(&stub).is_none());
+    }
+
+    #[test]
+    fn lane_answers_in_a_workers_shape_are_found_without_reading_them() {
+        let line = br#"{"jsonrpc":"2.0","id":"f:42","result":{"content":[],"isError":true}}"#;
+        let (n, r) = lane_answer_shape(line).unwrap();
+        assert_eq!(n, 42);
+        assert_eq!(&line[r], br#"{"content":[],"isError":true}"#);
+        for other in [
+            &br#"{"jsonrpc":"2.0","id":"f:42","error":{"code":-1,"message":"x"}}"#[..],
+            br#"{"id":"f:42","jsonrpc":"2.0","result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":"f:","result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":"f:1x","result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":"f:1","result":"#,
+            br#"{"jsonrpc":"2.0","id":7,"result":{}}"#,
+        ] {
+            assert!(
+                lane_answer_shape(other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        // the caller reads `result` once: the stub, and the bytes kept
+        let stub = decode_answer(RawAnswer {
+            buf: line.to_vec(),
+            result: lane_answer_shape(line).unwrap().1,
+        })
+        .unwrap();
+        assert_eq!(stub.is_error, Some(true));
+        assert_eq!(materialize(stub).is_error, Some(true));
+        // an error answer is read the general way
+        let e = decode_answer(RawAnswer {
+            buf: br#"{"jsonrpc":"2.0","id":"f:1","error":{"code":-32602,"message":"bad"}}"#
+                .to_vec(),
+            result: 0..0,
+        })
+        .unwrap_err();
+        assert!(matches!(e, LaneError::Protocol(m) if m.contains("bad")));
     }
 
     #[test]

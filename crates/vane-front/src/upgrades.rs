@@ -63,8 +63,8 @@ fn current_file(state_dir: &Path) -> PathBuf {
 /// client restarts `vane serve`, and a rolled-back one stays rolled back.
 pub fn current_binary(state_dir: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(current_file(state_dir)).ok()?)
-        .ok()?;
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(current_file(state_dir)).ok()?).ok()?;
     let p = PathBuf::from(v["binary"].as_str()?);
     let m = std::fs::metadata(&p).ok()?;
     (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)

@@ -627,13 +627,13 @@ impl Worker {
     /// answer is a stub whose bytes wait for the client (see `transport`).
     pub async fn call_tool(
         &self,
-        params: CallToolRequestParams,
+        params: &CallToolRequestParams,
         timeout: Duration,
         ct: Option<&CancellationToken>,
     ) -> Result<CallToolResult, CallError> {
         use crate::transport::LaneError;
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let r = self.lane.call(&params, timeout, ct).await;
+        let r = self.lane.call(params, timeout, ct).await;
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         r.map_err(|e| match e {
             LaneError::Closed => CallError::Closed,

@@ -522,7 +522,11 @@ mod tests {
         let mut c = Connection::open(d.path().join("vane.db")).unwrap();
         let known = newer(&[TAGS, DROP_IMPACT]);
         let done = apply(&mut c, &known, Reach::Expand, "test").unwrap();
-        assert_eq!(done.len(), known.len(), "nothing can depend on an empty store");
+        assert_eq!(
+            done.len(),
+            known.len(),
+            "nothing can depend on an empty store"
+        );
         let info = inspect(&c, &known).unwrap();
         assert_eq!(info.store_version, known.len() as i64);
         assert_eq!(info.floor, DROP_IMPACT.version);
@@ -564,9 +568,16 @@ mod tests {
         assert_eq!(old.floor, DROP_IMPACT.version);
         let e = old.error().expect("the older binary refuses");
         assert_eq!(e.code, ErrorCode::SchemaIncompatible);
-        assert!(e.message.contains("decisions_without_impact"), "{}", e.message);
+        assert!(
+            e.message.contains("decisions_without_impact"),
+            "{}",
+            e.message
+        );
         assert!(apply(&mut c, MIGRATIONS, Reach::Expand, "old").is_err());
-        assert!(insert_decision(&c).is_err(), "the contracted column is gone");
+        assert!(
+            insert_decision(&c).is_err(),
+            "the contracted column is gone"
+        );
     }
 
     #[test]
@@ -581,9 +592,16 @@ mod tests {
         let known = newer(&[TAGS, broken]);
         let e = apply(&mut c, &known, Reach::Expand, "test").unwrap_err();
         assert_eq!(e.code, ErrorCode::StoreError);
-        assert!(e.message.contains("migration") && e.message.contains("broken"), "{}", e.message);
+        assert!(
+            e.message.contains("migration") && e.message.contains("broken"),
+            "{}",
+            e.message
+        );
         let info = inspect(&c, MIGRATIONS).unwrap();
-        assert_eq!(info.store_version, SCHEMA_VERSION, "not even the good one before it");
+        assert_eq!(
+            info.store_version, SCHEMA_VERSION,
+            "not even the good one before it"
+        );
         assert!(!table_exists(&c, "half").unwrap());
         let cols: i64 = c
             .query_row(

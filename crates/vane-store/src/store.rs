@@ -36,7 +36,11 @@ pub fn iso(ms: i64) -> String {
 }
 
 fn migration_actor() -> String {
-    format!("vane {} pid {}", env!("CARGO_PKG_VERSION"), std::process::id())
+    format!(
+        "vane {} pid {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )
 }
 
 pub(crate) fn db_err(e: rusqlite::Error) -> VaneError {
@@ -1867,14 +1871,14 @@ pub fn migrate_db(db: &Path, reach: Reach) -> Result<MigrateReport> {
     let after = schema::inspect(&conn, MIGRATIONS)?;
     let problems: Vec<String> = {
         let mut q = conn.prepare("PRAGMA integrity_check(20)").map_err(db_err)?;
-        let rows = q
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
+        let rows = q.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
     };
     let integrity = problems.join("; ");
     let foreign_key_violations: i64 = conn
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
         .map_err(db_err)?;
     let ok = integrity == "ok" && foreign_key_violations == 0 && after.incompatible.is_none();
     Ok(MigrateReport {

@@ -661,7 +661,11 @@ pub fn upgrade_report(v: &Value) -> String {
 /// `vane migrate`
 pub fn migrate(v: &Value) -> String {
     let mut o = String::new();
-    let info = if v["mode"] == "status" { v } else { &v["after"] };
+    let info = if v["mode"] == "status" {
+        v
+    } else {
+        &v["after"]
+    };
     let _ = writeln!(
         o,
         "store {}: schema {} (floor {}), this vane knows {}",
@@ -681,7 +685,13 @@ pub fn migrate(v: &Value) -> String {
         );
     }
     for p in info["pending"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "pending {:>3} {:<28} {}", p["version"], s(&p["name"]), s(&p["phase"]));
+        let _ = writeln!(
+            o,
+            "pending {:>3} {:<28} {}",
+            p["version"],
+            s(&p["name"]),
+            s(&p["phase"])
+        );
     }
     for p in info["unknown"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -701,7 +711,11 @@ pub fn migrate(v: &Value) -> String {
             "integrity {}, foreign key violations {}, read back {}",
             s(&v["integrity"]),
             v["foreign_key_violations"],
-            if v["smoke"]["ok"] == true { "ok" } else { "FAILED" }
+            if v["smoke"]["ok"] == true {
+                "ok"
+            } else {
+                "FAILED"
+            }
         );
     }
     o

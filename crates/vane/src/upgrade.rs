@@ -951,7 +951,10 @@ async fn schema_gate(
             ));
         }
     };
-    let pending = check["before"]["pending"].as_array().cloned().unwrap_or_default();
+    let pending = check["before"]["pending"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let expand: Vec<Value> = pending
         .iter()
         .take_while(|m| m["phase"] == "expand")

@@ -134,7 +134,11 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
         .arg(&ws)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let base = git(&ws, &["rev-parse", "--abbrev-ref", "HEAD"]);
     let old_version = env!("CARGO_PKG_VERSION");
     let n = vane_store::SCHEMA_VERSION;
@@ -208,7 +212,11 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     git(&ws, &["add", "vane.toml", "roadmap.yaml"]);
     git(&ws, &["commit", "-qm", "serve this repository with vane"]);
     let out = vane(&ws, &["init", "--roadmap", "roadmap.yaml", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let c = Arc::new(common::serve(&ws, &[]).await);
     for _ in 0..2 {
@@ -262,7 +270,9 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     assert_eq!(r["gates"]["selfchecks"]["status"], "not_run");
     let why = r["reason"].as_str().unwrap();
     assert!(
-        why.contains("private copy") && why.contains("unique_decision_titles") && why.contains("UNIQUE"),
+        why.contains("private copy")
+            && why.contains("unique_decision_titles")
+            && why.contains("UNIQUE"),
         "{why}"
     );
     let (s, _) = schema(&ws, BIN);
@@ -277,7 +287,10 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     assert!(out.status.success(), "{} {}", r["decision"], r["reason"]);
     assert_eq!(r["decision"], "stable");
     assert_eq!(r["old"]["version"], old_version);
-    assert_eq!(r["new"]["version"], next_version, "the second build differs");
+    assert_eq!(
+        r["new"]["version"], next_version,
+        "the second build differs"
+    );
     let m = &r["migrations"];
     assert_eq!(
         names(&m["applied_on_copy"]),
@@ -291,7 +304,10 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     let active = role(&ws, "active").unwrap();
     assert_eq!(active["version"], next_version);
     let promoted = active["binary"].as_str().unwrap().to_string();
-    assert!(promoted.ends_with("/vane") && promoted.contains("upgrades"), "{promoted}");
+    assert!(
+        promoted.ends_with("/vane") && promoted.contains("upgrades"),
+        "{promoted}"
+    );
 
     // the old binary still understands the store: the new expand is additive
     let (s, out) = schema(&ws, BIN);
@@ -327,7 +343,10 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     assert_eq!(floor["store_version"], n + 2);
     assert!(role(&ws, "standby").is_none(), "retired first");
     let h = json_of(&vane(&ws, &["workers", "--json"]));
-    let decisions = h["fronts"][0]["result"]["decisions"].as_array().unwrap().clone();
+    let decisions = h["fronts"][0]["result"]["decisions"]
+        .as_array()
+        .unwrap()
+        .clone();
     let contract = decisions
         .iter()
         .find(|d| d["action"] == "contract_applied")
@@ -338,7 +357,13 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     // the old binary now refuses the store, with the reason
     let (s, out) = schema(&ws, BIN);
     assert!(!out.status.success());
-    assert!(s["incompatible"].as_str().unwrap().contains("idempotency_index_by_age"), "{s}");
+    assert!(
+        s["incompatible"]
+            .as_str()
+            .unwrap()
+            .contains("idempotency_index_by_age"),
+        "{s}"
+    );
     let out = Command::new(BIN)
         .arg("--workspace")
         .arg(&ws)

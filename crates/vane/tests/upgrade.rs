@@ -596,7 +596,10 @@ async fn a_version_whose_memory_grows_is_rolled_back() {
         ws.join("vane.toml"),
         std::fs::read_to_string(ws.join("vane.toml"))
             .unwrap()
-            .replace("[runtime.rollback]\n", "[runtime.rollback]\nrss_window_s = 1\n"),
+            .replace(
+                "[runtime.rollback]\n",
+                "[runtime.rollback]\nrss_window_s = 1\n",
+            ),
     )
     .unwrap();
     git(&ws, &["commit", "-qam", "short memory window"]);
