@@ -292,6 +292,7 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
         "the second build differs"
     );
     let m = &r["migrations"];
+    eprintln!("migrations: {}", serde_json::to_string_pretty(m).unwrap());
     assert_eq!(
         names(&m["applied_on_copy"]),
         ["decision_links", "idempotency_index_by_age"],
