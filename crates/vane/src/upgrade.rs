@@ -371,6 +371,61 @@ pub struct UpgradeArgs {
     pub flips: Vec<(String, String)>,
 }
 
+/// A window's progress bar on stderr: redrawn in place on a terminal, one
+/// line per tenth of the window otherwise (logs, CI).
+struct Bar {
+    name: &'static str,
+    total: Duration,
+    tty: bool,
+    shown: u32,
+}
+
+impl Bar {
+    fn new(name: &'static str, total: Duration) -> Bar {
+        use std::io::IsTerminal;
+        Bar {
+            name,
+            total,
+            tty: std::io::stderr().is_terminal(),
+            shown: 0,
+        }
+    }
+
+    fn line(&self, elapsed: Duration, detail: &str) -> String {
+        const WIDTH: usize = 30;
+        let frac = (elapsed.as_secs_f64() / self.total.as_secs_f64().max(1e-9)).min(1.0);
+        let filled = (frac * WIDTH as f64).round() as usize;
+        format!(
+            "[{:<7}] [{}{}] {:>3.0} % {:>6.1}/{:.0} s  {detail}",
+            self.name,
+            "#".repeat(filled),
+            "-".repeat(WIDTH - filled),
+            frac * 100.0,
+            elapsed.as_secs_f64().min(self.total.as_secs_f64()),
+            self.total.as_secs_f64()
+        )
+    }
+
+    fn draw(&mut self, elapsed: Duration, detail: &str) {
+        let line = self.line(elapsed, detail);
+        if self.tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            let tenth = (elapsed.as_secs_f64() * 10.0 / self.total.as_secs_f64().max(1e-9)) as u32;
+            if tenth > self.shown {
+                self.shown = tenth;
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    fn done(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
 /// The state of one upgrade run, written as progress.json as it goes and
 /// as report.json at the end.
 struct Run {
@@ -668,6 +723,7 @@ pub async fn run_upgrade(
     let mut probes = 0u64;
     let mut shadow = json!({});
     let mut diverged = None;
+    let mut window_bar = Bar::new("shadow", args.shadow);
     while t0.elapsed() < args.shadow {
         if run.aborted() {
             let _ = run.ctl(json!({"op": "canary_stop"})).await;
@@ -713,18 +769,19 @@ pub async fn run_upgrade(
             probes += 1;
         }
         if !quiet {
-            eprint!(
-                "\r[shadow] {:>5.1}/{:.0} s  {} samples ({} probes)  {} differences   ",
-                t0.elapsed().as_secs_f64(),
-                args.shadow.as_secs_f64(),
-                compared.saturating_sub(base),
-                probes,
-                sh["differed"]
+            window_bar.draw(
+                t0.elapsed(),
+                &format!(
+                    "{} samples ({} probes), {} differences",
+                    compared.saturating_sub(base),
+                    probes,
+                    sh["differed"]
+                ),
             );
         }
     }
     if !quiet {
-        eprintln!();
+        window_bar.done();
     }
     run.report["shadow"] = shadow.clone();
     run.report["shadow"]["window_s"] = json!(args.shadow.as_secs_f64());
@@ -797,6 +854,7 @@ pub async fn run_upgrade(
     // 8. observe: the front's monitors decide; a rollback ends the run
     let t0 = Instant::now();
     let mut last_window = Value::Null;
+    let mut window_bar = Bar::new("observe", args.observe);
     while t0.elapsed() < args.observe {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let h = run.ctl(json!({"op": "workers"})).await?;
@@ -836,16 +894,18 @@ pub async fn run_upgrade(
             return Ok((run.report, false));
         }
         if !quiet {
-            eprint!(
-                "\r[observe] {:>5.1}/{:.0} s  {}   ",
-                t0.elapsed().as_secs_f64(),
-                args.observe.as_secs_f64(),
-                last_window
+            let w = &last_window;
+            window_bar.draw(
+                t0.elapsed(),
+                &format!(
+                    "{} calls, error rate {}, p95 {} ms",
+                    w["calls"], w["error_rate"], w["p95_ms"]
+                ),
             );
         }
     }
     if !quiet {
-        eprintln!();
+        window_bar.done();
     }
     run.report["observation"] =
         json!({ "observed_s": t0.elapsed().as_secs_f64(), "window": last_window });
