@@ -101,10 +101,62 @@ fn relay(args: &[String]) {
     let _ = child.wait();
 }
 
+/// `runtime --tokio-relay BIN ARGS…`: the same relay on the front's
+/// machinery — one current-thread tokio runtime, stdio and the child's pipes
+/// on its event loop, whole lines copied — the floor of a front built like
+/// ours, before it looks at a message.
+fn tokio_relay(args: &[String]) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut child = tokio::process::Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut to_child = child.stdin.take().unwrap();
+        let from_child = child.stdout.take().unwrap();
+        let (r, mut w) = vane_tools::stdio::transport();
+        let up = tokio::spawn(async move {
+            let mut r = BufReader::new(r);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0
+                    || to_child.write_all(&line).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut r = BufReader::new(from_child);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0
+                || w.write_all(&line).await.is_err()
+                || w.flush().await.is_err()
+            {
+                break;
+            }
+        }
+        up.abort();
+        let _ = child.wait().await;
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--relay") {
         return relay(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--tokio-relay") {
+        return tokio_relay(&args[2..]);
     }
     bench();
 }
@@ -227,8 +279,28 @@ async fn bench() {
         rss_mib(wpid),
         rss_mib(direct.pid.unwrap() as u64)
     );
-    direct.close().await;
     relayed.close().await;
+    // the floor of a front built like ours: the same event loop, no looking
+    let tokio_relayed = Client::spawn(
+        &me,
+        &["--tokio-relay", BIN, "worker", "--workspace", wsa],
+        &[],
+        true,
+    )
+    .await
+    .unwrap();
+    let args = json!({ "path": "file.txt" });
+    let (mut a, mut t) = (Vec::new(), Vec::new());
+    for _ in 0..3000 {
+        a.push(timed(&direct, "fs_read", &args).await);
+        t.push(timed(&tokio_relayed, "fs_read", &args).await);
+    }
+    println!(
+        "fs_read through a tokio line relay (one current-thread runtime, whole lines copied): adds {:.0} µs median",
+        median(t) - median(a)
+    );
+    direct.close().await;
+    tokio_relayed.close().await;
 
     // 2. death → serving again: kill -9 the active worker, then call at once
     let mut recover = Vec::new();
