@@ -639,3 +639,51 @@ async fn a_version_whose_memory_grows_is_rolled_back() {
         failures.len()
     );
 }
+
+/// `vane migrate`: status, a check on a copy, typed errors, and the contract
+/// step refused while a front may still route to an older worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_reports_checks_copies_and_guards_the_contract_step() {
+    let (d, ws) = workspace();
+    let st = json_of(&vane(&ws, &["migrate", "--status", "--json"]));
+    assert_eq!(st["store_version"], vane_store::SCHEMA_VERSION, "{st}");
+    assert_eq!(st["supported"], vane_store::SCHEMA_VERSION);
+    assert_eq!(st["floor"], 0);
+    assert!(st["pending"].as_array().unwrap().is_empty());
+    assert_eq!(st["ok"], true);
+
+    // a copy is migrated, checked and read back
+    let copy_dir = d.path().join("copy");
+    std::fs::create_dir_all(&copy_dir).unwrap();
+    std::fs::copy(ws.join(".vane/vane.db"), copy_dir.join("vane.db")).unwrap();
+    let copy = copy_dir.join("vane.db");
+    let r = json_of(&vane(
+        &ws,
+        &["migrate", "--check", copy.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["integrity"], "ok");
+    assert_eq!(r["smoke"]["tasks"], 2, "{r}");
+    // not a database at all: a typed error, exit 1, nothing written
+    let junk = d.path().join("junk/vane.db");
+    std::fs::create_dir_all(junk.parent().unwrap()).unwrap();
+    std::fs::write(&junk, "not sqlite").unwrap();
+    let out = vane(&ws, &["migrate", "--check", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error[store_error]"), "{err}");
+    assert_eq!(std::fs::read_to_string(&junk).unwrap(), "not sqlite");
+    let out = vane(&ws, &["migrate", "--check", "/nonexistent/vane.db"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[not_found]"));
+
+    // with no front, the contract step runs (nothing to contract here)
+    let r = json_of(&vane(&ws, &["migrate", "--contract", "--json"]));
+    assert_eq!(r["mode"], "contract");
+    assert!(r["applied"].as_array().unwrap().is_empty());
+    // with a front, it is the front's to do
+    let _c = front(&ws).await;
+    let out = vane(&ws, &["migrate", "--contract"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("running front"), "{err}");
+}
