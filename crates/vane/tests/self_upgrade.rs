@@ -18,7 +18,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,39 +26,10 @@ use vane_tools::client::Client;
 
 mod common;
 
-use common::{vane, BIN};
+use common::{git, json_of, vane, BIN};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const TARGET: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/self-upgrade-target");
-
-fn git(ws: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(ws)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn json_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// Adds migrations to the clone's schema (Rust source, as a developer would).
 fn add_migrations(ws: &Path, entries: &[(&str, &str, &str)]) {
@@ -231,32 +201,7 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     assert_eq!(original["version"], old_version);
 
     // continuous load: reads and writes, none may fail
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (c, stop) = (c.clone(), stop.clone());
-        tokio::spawn(async move {
-            let (mut n, mut failures) = (0u64, Vec::<String>::new());
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let (tool, args) = match n % 4 {
-                    0 => (
-                        "decision_record",
-                        json!({ "title": format!("load-{n}"), "summary": "load" }),
-                    ),
-                    1 => ("status", json!({})),
-                    2 => ("plan_next", json!({})),
-                    _ => ("fs_read", json!({ "path": "vane.toml" })),
-                };
-                match c.call(tool, args).await {
-                    Ok(r) if r.is_error != Some(true) => {}
-                    Ok(r) => failures.push(format!("{tool}: {:?}", r.structured_content)),
-                    Err(e) => failures.push(format!("{tool}: {e}")),
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (n, failures)
-        })
-    };
+    let load = common::load(&c, "vane.toml", Duration::from_millis(5));
 
     // 1. the migration that breaks on real data: refused at the canary gate
     let t0 = Instant::now();
@@ -381,8 +326,7 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
 
     // the front (this test's, older build) keeps serving the new version
     c.call_ok("status", json!({})).await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let (calls, failures) = load.await.unwrap();
+    let (calls, failures) = common::stop(load).await;
     assert!(calls > 100, "{calls}");
     assert!(
         failures.is_empty(),

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,24 +14,10 @@ use vane_tools::client::Client;
 
 mod common;
 
-use common::{vane, BIN};
+use common::{git, json_of, stop, vane, BIN};
 
-fn git(ws: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(ws)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn load(c: &Arc<Client>) -> common::Load {
+    common::load(c, "a.txt", Duration::from_millis(2))
 }
 
 /// A workspace in a clean git repository, with fast runtime windows.
@@ -65,16 +50,6 @@ fn faulty(dir: &Path, name: &str, failpoints: &str, when: &str) -> PathBuf {
     p
 }
 
-fn json_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 fn upgrade(ws: &Path, binary: &Path, extra: &[&str]) -> (Value, std::process::Output) {
     let mut args = vec![
         "upgrade",
@@ -102,44 +77,6 @@ fn active(ws: &Path) -> Value {
         .find(|w| w["role"] == "active")
         .cloned()
         .unwrap()
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-fn load(c: &Arc<Client>) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (c, s) = (c.clone(), stop.clone());
-    let task = tokio::spawn(async move {
-        let (mut n, mut failures) = (0u64, Vec::new());
-        while !s.load(Ordering::Relaxed) {
-            n += 1;
-            let (tool, args) = match n % 4 {
-                0 => (
-                    "decision_record",
-                    json!({ "title": format!("u-{n}"), "summary": "load" }),
-                ),
-                1 => ("status", json!({})),
-                2 => ("plan_next", json!({})),
-                _ => ("fs_read", json!({ "path": "a.txt" })),
-            };
-            match c.call(tool, args).await {
-                Ok(r) if r.is_error != Some(true) => {}
-                Ok(r) => failures.push(format!("{tool}: {:?}", r.structured_content)),
-                Err(e) => failures.push(format!("{tool}: {e}")),
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        (n, failures)
-    });
-    Load { stop, task }
-}
-
-async fn stop(l: Load) -> (u64, Vec<String>) {
-    l.stop.store(true, Ordering::Relaxed);
-    l.task.await.unwrap()
 }
 
 async fn front(ws: &Path) -> Arc<Client> {

@@ -67,3 +67,79 @@ pub async fn worker(ws: &Path) -> Client {
     .await
     .unwrap()
 }
+
+/// `git -C WS ARGS…` with a fixed identity; its trimmed stdout. Panics on failure.
+pub fn git(ws: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(ws)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A command's stdout as JSON (the panic shows both streams).
+pub fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A client load running until stopped: reads and writes in turn, every
+/// failed call kept.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
+}
+
+/// Starts a [`Load`] on `c`: `decision_record`, `status`, `plan_next` and
+/// `fs_read` of `read_path`, with `pause` between calls.
+pub fn load(c: &std::sync::Arc<Client>, read_path: &str, pause: std::time::Duration) -> Load {
+    use serde_json::json;
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c, s, read_path) = (c.clone(), stop.clone(), read_path.to_string());
+    let task = tokio::spawn(async move {
+        let (mut n, mut failures) = (0u64, Vec::new());
+        while !s.load(Ordering::Relaxed) {
+            n += 1;
+            let (tool, args) = match n % 4 {
+                0 => (
+                    "decision_record",
+                    json!({ "title": format!("load-{n}"), "summary": "load" }),
+                ),
+                1 => ("status", json!({})),
+                2 => ("plan_next", json!({})),
+                _ => ("fs_read", json!({ "path": read_path })),
+            };
+            match c.call(tool, args).await {
+                Ok(r) if r.is_error != Some(true) => {}
+                Ok(r) => failures.push(format!("{tool}: {:?}", r.structured_content)),
+                Err(e) => failures.push(format!("{tool}: {e}")),
+            }
+            tokio::time::sleep(pause).await;
+        }
+        (n, failures)
+    });
+    Load { stop, task }
+}
+
+/// Stops a [`Load`]: (calls made, failures).
+pub async fn stop(l: Load) -> (u64, Vec<String>) {
+    l.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    l.task.await.unwrap()
+}
