@@ -4,7 +4,7 @@
 //! (promote / rollback) with the previous one kept as a hot standby, and
 //! rolls back by itself when a new worker misbehaves.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,8 @@ use vane_core::config::Runtime;
 use vane_core::{ErrorCode, VaneError};
 use vane_tools::server::{error_result, INSTRUCTIONS};
 use vane_tools::ToolCtx;
+
+mod direct;
 
 use crate::compare::{compare, Ignore};
 use crate::worker::{rss_of, CallError, Role, Spec, Timing, Worker, WorkerEvent};
@@ -96,6 +98,21 @@ pub struct Front {
     key_prefix: String,
     restarts: AtomicU64,
     pub socket: Mutex<Option<PathBuf>>,
+    /// the client's stdout, shared by the direct path's threads and rmcp
+    client_out: std::sync::OnceLock<Arc<crate::pipes::Out>>,
+    /// the event loop, for work the direct path's threads hand over
+    rt: tokio::runtime::Handle,
+    /// calls running as tasks, by the client's request id (for cancelling)
+    tasks: Mutex<HashMap<String, CancellationToken>>,
+    /// calls on the direct path, by the client's request id
+    direct: Mutex<HashMap<String, DirectEntry>>,
+}
+
+/// Where a direct-path call waits, and until when.
+struct DirectEntry {
+    worker: Arc<Worker>,
+    n: u64,
+    deadline: Instant,
 }
 
 fn ms(v: u64) -> Duration {
@@ -164,6 +181,10 @@ impl Front {
             key_prefix: format!("front:{}:{:x}", std::process::id(), nanos),
             restarts: AtomicU64::new(0),
             socket: Mutex::new(None),
+            client_out: std::sync::OnceLock::new(),
+            rt: tokio::runtime::Handle::current(),
+            tasks: Mutex::new(HashMap::new()),
+            direct: Mutex::new(HashMap::new()),
             ctx,
         })
     }
@@ -366,17 +387,7 @@ impl Front {
         ct: CancellationToken,
         request_id: String,
     ) -> (CallToolResult, Option<CallDone>) {
-        let protocol = self
-            .client_protocol
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let meta = request.meta.get_or_insert_with(Default::default);
-        meta.0.remove("progressToken");
-        meta.0.insert(
-            "vane/client".into(),
-            json!({ "request_id": request_id, "protocol_version": protocol, "session_id": self.ctx.telemetry.session_id }),
-        );
+        self.annotate(&mut request, request_id);
         if FRONT_TOOLS.contains(&request.name.as_ref()) {
             let name = request.name.to_string();
             return (self.front_tool(&name, request.arguments).await, None);
@@ -388,13 +399,42 @@ impl Front {
         (r, Some(CallDone { name, started }))
     }
 
+    /// The client's request id, protocol version and the front's session go
+    /// along in `_meta["vane/client"]`; a progress token does not (progress
+    /// is not relayed).
+    fn annotate(&self, request: &mut CallToolRequestParams, request_id: String) {
+        let protocol = self
+            .client_protocol
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let meta = request.meta.get_or_insert_with(Default::default);
+        meta.0.remove("progressToken");
+        meta.0.insert(
+            "vane/client".into(),
+            json!({ "request_id": request_id, "protocol_version": protocol, "session_id": self.ctx.telemetry.session_id }),
+        );
+    }
+
     /// Forwards one tool call: never a failed call while a healthy worker
     /// can answer it. Read-only calls are retried freely; mutating ones carry
     /// an idempotency key so a retry replays instead of running twice.
     pub async fn forward_call(
         self: &Arc<Self>,
+        params: CallToolRequestParams,
+        ct: CancellationToken,
+    ) -> CallToolResult {
+        self.forward_call_with(params, ct, None, 0).await
+    }
+
+    /// [`Front::forward_call`] resumed after a first attempt elsewhere:
+    /// `prefer` is tried first, `faults` retries are already spent.
+    async fn forward_call_with(
+        self: &Arc<Self>,
         mut params: CallToolRequestParams,
         ct: CancellationToken,
+        mut prefer: Option<Arc<Worker>>,
+        mut faults: u32,
     ) -> CallToolResult {
         let name = params.name.to_string();
         let timeout = self.timeout_for(&name);
@@ -404,9 +444,7 @@ impl Front {
             .as_ref()
             .is_some_and(|m| m.0.contains_key("vane/idempotency_key"));
         let timed = !LONG_TOOLS.contains(&name.as_str());
-        let mut faults = 0u32;
         let mut closed = 0u32;
-        let mut prefer: Option<Arc<Worker>> = None;
         loop {
             let w = match prefer.take() {
                 Some(w) => w,

@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod control;
 pub mod front;
+pub mod pipes;
 pub mod transport;
 pub mod upgrades;
 pub mod worker;
@@ -56,11 +57,11 @@ pub async fn run(
     }
     let socket = control::serve(front.clone(), &ctx.paths.state_dir)?;
     *front.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.clone());
+    tokio::spawn(Front::sweep_direct(Arc::downgrade(&front)));
+    let client = transport::ClientTransport::stdio(front.clone())
+        .map_err(|e| VaneError::internal(format!("cannot read the client's stdio: {e}")))?;
     let running = FrontServer(front.clone())
-        .serve({
-            let (r, w) = vane_tools::stdio::transport();
-            transport::ClientTransport::new(r, w, front.clone())
-        })
+        .serve(client)
         .await
         .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")));
     let reason = match running {

@@ -14,10 +14,11 @@
 //! worker's answer byte for byte, decoded and encoded zero times on the way.
 //! Anything else takes rmcp's own path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolResult, JsonRpcMessage, RequestId, ServerResult};
@@ -26,38 +27,100 @@ use rmcp::transport::Transport;
 use rmcp::RoleClient;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
 
-pub struct WorkerTransport<R, W> {
-    reader: BufReader<R>,
-    writer: Arc<tokio::sync::Mutex<Option<W>>>,
-    line: Vec<u8>,
-    lane: Arc<Lane<W>>,
+use crate::pipes::{LineReader, Out};
+
+/// The rmcp client's transport to one worker. A thread reads the worker's
+/// stdout: fast-lane answers go straight to their callers (a thread of the
+/// direct path, or a task), everything else to rmcp through a channel.
+pub struct WorkerTransport {
+    rx: mpsc::UnboundedReceiver<RxJsonRpcMessage<RoleClient>>,
+    lane: Arc<Lane>,
 }
 
-impl<R, W> WorkerTransport<R, W> {
-    pub fn new(reader: R, writer: W) -> Self
-    where
-        R: AsyncRead,
-    {
-        let writer = Arc::new(tokio::sync::Mutex::new(Some(writer)));
-        WorkerTransport {
-            reader: BufReader::with_capacity(64 * 1024, reader),
-            lane: Arc::new(Lane {
-                writer: writer.clone(),
-                pending: Default::default(),
-                next: AtomicU64::new(1),
-                closed: Default::default(),
-            }),
-            writer,
-            line: Vec::with_capacity(8 * 1024),
-        }
+impl WorkerTransport {
+    /// `reader`: the worker's stdout; `writer`: its stdin.
+    pub fn new(reader: OwnedFd, writer: OwnedFd, name: String) -> std::io::Result<Self> {
+        let lane = Arc::new(Lane {
+            out: Out::new(writer),
+            pending: Default::default(),
+            next: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = LineReader::new(reader);
+        let l = lane.clone();
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || read_worker(reader, l, tx))?;
+        Ok(WorkerTransport { rx, lane })
     }
 
     /// The fast lane over this transport's pipe.
-    pub fn lane(&self) -> Arc<Lane<W>> {
+    pub fn lane(&self) -> Arc<Lane> {
         self.lane.clone()
     }
+}
+
+/// The worker's stdout, line by line, until it closes.
+fn read_worker(
+    mut reader: LineReader,
+    lane: Arc<Lane>,
+    tx: mpsc::UnboundedSender<RxJsonRpcMessage<RoleClient>>,
+) {
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        buf.clear();
+        match reader.read_line(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = buf.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        // a fast-lane answer (string id `f:N`) goes to its caller: in the
+        // shape a vane worker writes, the line itself is handed over (its
+        // `result` is read once, by the caller); otherwise it is looked at
+        // the general way
+        let off = line.as_ptr() as usize - buf.as_ptr() as usize;
+        if let Some((n, range)) = lane_answer_shape(line) {
+            if let Some(w) = lane.take(n) {
+                let result = off + range.start..off + range.end;
+                let buf = std::mem::replace(&mut buf, Vec::with_capacity(8 * 1024));
+                w.deliver(RawAnswer { buf, result });
+                continue;
+            }
+        }
+        const LANE_ID: &[u8] = b"\"id\":\"f:";
+        if line.starts_with(b"{") && memchr::memmem::find(line, LANE_ID).is_some() {
+            if let Ok(IdOnly { id: Some(id) }) = serde_json::from_slice::<IdOnly>(line) {
+                let n = id.strip_prefix("f:").and_then(|n| n.parse::<u64>().ok());
+                if let Some(w) = n.and_then(|n| lane.take(n)) {
+                    w.deliver(RawAnswer {
+                        buf: line.to_vec(),
+                        result: 0..0,
+                    });
+                    continue;
+                }
+            }
+        }
+        let m = match fast_decode(line) {
+            Some(m) => m,
+            None => match serde_json::from_slice::<RxJsonRpcMessage<RoleClient>>(line) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(target: "vane::front", "unreadable message from a worker ({e}): {}", String::from_utf8_lossy(&line[..line.len().min(200)]));
+                    continue;
+                }
+            },
+        };
+        // rmcp may be gone (the worker is retiring): keep reading for the lane
+        let _ = tx.send(m);
+    }
+    // the worker is gone: its calls fail over at once
+    lane.close();
 }
 
 #[derive(Deserialize)]
@@ -208,16 +271,44 @@ fn stub_of(raw: RawAnswer) -> Option<CallToolResult> {
     Some(stub)
 }
 
+/// A `tools/call` the front forwarded from a thread of its direct path.
+/// Whoever takes it off its lane finishes it — the reader of the answer, the
+/// reader that saw the worker's end, the front's timeout sweep, or the
+/// client's cancellation — exactly once.
+pub trait DirectCall: Send {
+    fn answered(self: Box<Self>, answer: RawAnswer);
+    /// the worker's pipe closed before the answer came
+    fn closed(self: Box<Self>);
+    fn timed_out(self: Box<Self>);
+    fn cancelled(self: Box<Self>);
+}
+
+/// Who waits for a lane answer.
+pub enum Waiter {
+    Task(tokio::sync::oneshot::Sender<RawAnswer>),
+    Direct(Box<dyn DirectCall>),
+}
+
+impl Waiter {
+    fn deliver(self, answer: RawAnswer) {
+        match self {
+            Waiter::Task(tx) => {
+                let _ = tx.send(answer);
+            }
+            Waiter::Direct(d) => d.answered(answer),
+        }
+    }
+}
+
 /// The worker link's fast lane for `tools/call`: the request is written on
-/// the same pipe as rmcp's messages (whole lines, under the same lock) with an
-/// id of its own (`f:N`), and the answer line is taken off the pipe before
-/// rmcp sees it — no rmcp request machinery either way.
-pub struct Lane<W> {
-    writer: Arc<tokio::sync::Mutex<Option<W>>>,
-    pending:
-        std::sync::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<RawAnswer>>>,
+/// the same pipe as rmcp's messages (whole lines, see [`Out`]) with an id of
+/// its own (`f:N`), and the answer line is taken off the pipe before rmcp
+/// sees it — no rmcp request machinery either way.
+pub struct Lane {
+    out: Arc<Out>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     next: AtomicU64,
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
 }
 
 /// Why a lane call did not produce an answer.
@@ -229,67 +320,113 @@ pub enum LaneError {
     Protocol(String),
 }
 
-impl<W: AsyncWrite + Unpin + Send> Lane<W> {
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::HashMap<u64, tokio::sync::oneshot::Sender<RawAnswer>>,
-    > {
+impl Lane {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The worker's stdout closed: every waiter learns it now.
     fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.pending().clear();
-    }
-
-    async fn write_line(&self, v: &serde_json::Value) -> bool {
-        let Ok(mut line) = serde_json::to_vec(v) else {
-            return false;
+        let waiters: Vec<Waiter> = {
+            let mut p = self.pending();
+            self.closed.store(true, Ordering::Release);
+            p.drain().map(|(_, w)| w).collect()
         };
-        line.push(b'\n');
-        self.write_bytes(&line).await
+        for w in waiters {
+            if let Waiter::Direct(d) = w {
+                d.closed();
+            }
+        }
     }
 
-    async fn write_bytes(&self, line: &[u8]) -> bool {
-        let mut w = self.writer.lock().await;
-        match w.as_mut() {
-            Some(w) => w.write_all(line).await.is_ok() && w.flush().await.is_ok(),
-            None => false,
-        }
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Closes the worker's stdin (it sees EOF and exits cleanly).
-    pub async fn close_writer(&self) {
-        let w = self.writer.lock().await.take();
-        drop(w);
+    pub fn close_writer(&self) {
+        self.out.close();
     }
 
-    /// One `tools/call`; the answer as a stub (see [`stub_from`]).
-    pub async fn call(
-        &self,
-        params: &rmcp::model::CallToolRequestParams,
-        timeout: Duration,
-        ct: Option<&tokio_util::sync::CancellationToken>,
-    ) -> Result<CallToolResult, LaneError> {
+    /// A number for the next lane call.
+    pub fn next_call(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Waits for answer `n`; the waiter comes back if the lane is closed.
+    pub fn register(&self, n: u64, w: Waiter) -> Result<(), Waiter> {
+        let mut p = self.pending();
         if self.closed.load(Ordering::Acquire) {
-            return Err(LaneError::Closed);
+            return Err(w);
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pending().insert(n, tx);
+        p.insert(n, w);
+        Ok(())
+    }
+
+    /// Takes the waiter of call `n` off the lane, if it is still there.
+    pub fn take(&self, n: u64) -> Option<Waiter> {
+        self.pending().remove(&n)
+    }
+
+    /// The request line of lane call `n`.
+    pub fn request_line(n: u64, params: &rmcp::model::CallToolRequestParams) -> Option<Vec<u8>> {
         let mut req = Vec::with_capacity(256);
         req.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":\"f:");
         req.extend_from_slice(n.to_string().as_bytes());
         req.extend_from_slice(b"\",\"method\":\"tools/call\",\"params\":");
-        if serde_json::to_writer(&mut req, params).is_err() {
-            self.pending().remove(&n);
-            return Err(LaneError::Protocol("unserialisable parameters".into()));
-        }
+        serde_json::to_writer(&mut req, params).ok()?;
         req.extend_from_slice(b"}\n");
-        if !self.write_bytes(&req).await {
-            self.pending().remove(&n);
+        Some(req)
+    }
+
+    /// The `notifications/cancelled` line for lane call `n`.
+    pub fn cancel_line(n: u64, why: &str) -> Vec<u8> {
+        let note = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": format!("f:{n}"), "reason": why } });
+        let mut line = serde_json::to_vec(&note).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+
+    /// Writes a line from a thread that may block; gives up when the lane
+    /// closes or `give_up` says so.
+    pub fn send_blocking(&self, line: &[u8], give_up: &dyn Fn() -> bool) -> bool {
+        self.out
+            .line_blocking(line, &|| self.is_closed() || give_up())
+            .is_ok()
+    }
+
+    /// Writes a line from the event loop.
+    pub async fn send(self: &Arc<Self>, line: Vec<u8>) -> bool {
+        let lane = Arc::downgrade(self);
+        self.out
+            .line_async(
+                line,
+                Arc::new(move || lane.upgrade().is_none_or(|l| l.is_closed())),
+            )
+            .await
+            .is_ok()
+    }
+
+    /// One `tools/call` from a task; the answer as a stub (see [`stub_from`]).
+    pub async fn call(
+        self: &Arc<Self>,
+        params: &rmcp::model::CallToolRequestParams,
+        timeout: Duration,
+        ct: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<CallToolResult, LaneError> {
+        if self.is_closed() {
+            return Err(LaneError::Closed);
+        }
+        let n = self.next_call();
+        let Some(req) = Self::request_line(n, params) else {
+            return Err(LaneError::Protocol("unserialisable parameters".into()));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.register(n, Waiter::Task(tx)).is_err() {
+            return Err(LaneError::Closed);
+        }
+        if !self.send(req).await {
+            self.take(n);
             return Err(LaneError::Closed);
         }
         let cancelled = async {
@@ -306,9 +443,8 @@ impl<W: AsyncWrite + Unpin + Send> Lane<W> {
             },
             _ = cancelled => (LaneError::Cancelled, "cancelled by the client"),
         };
-        self.pending().remove(&n);
-        let note = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": format!("f:{n}"), "reason": why.1 } });
-        self.write_line(&note).await;
+        self.take(n);
+        self.send(Self::cancel_line(n, why.1)).await;
         Err(why.0)
     }
 }
@@ -358,39 +494,6 @@ fn lane_answer_shape(line: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
     (start < line.len() - 1).then_some((n, start..line.len() - 1))
 }
 
-/// The front's stdout: rmcp writes whole lines; a line that answers a call
-/// with a stub is rewritten to carry the worker's answer bytes instead.
-pub struct RawWriter<W> {
-    inner: W,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    written: usize,
-}
-
-impl<W> RawWriter<W> {
-    pub fn new(inner: W) -> Self {
-        RawWriter {
-            inner,
-            input: Vec::with_capacity(8 * 1024),
-            output: Vec::with_capacity(8 * 1024),
-            written: 0,
-        }
-    }
-
-    fn rewrite(&mut self) {
-        while let Some(end) = self.input.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.input.drain(..=end).collect();
-            match substitute(&line[..line.len() - 1]) {
-                Some(l) => {
-                    self.output.extend_from_slice(&l);
-                    self.output.push(b'\n');
-                }
-                None => self.output.extend_from_slice(&line),
-            }
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct StubLine<'a> {
     #[serde(borrow)]
@@ -404,7 +507,9 @@ struct StubResult {
     meta: std::collections::HashMap<String, u64>,
 }
 
-fn substitute(line: &[u8]) -> Option<Vec<u8>> {
+/// A line rmcp wrote for the client that answers a call with a stub,
+/// rewritten to carry the worker's answer bytes instead.
+pub fn substitute(line: &[u8]) -> Option<Vec<u8>> {
     // stubs are small; anything else is not worth a look
     // (a stub is under 300 bytes plus the client's request id)
     if line.len() > 8192 || memchr::memmem::find(line, RAW_KEY.as_bytes()).is_none() {
@@ -422,190 +527,78 @@ fn substitute(line: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-impl<W: AsyncWrite + Unpin> RawWriter<W> {
-    fn drain(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        while self.written < self.output.len() {
-            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.output[self.written..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
-                }
-                Poll::Ready(Ok(n)) => self.written += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        self.output.clear();
-        self.written = 0;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for RawWriter<W> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::task::Poll;
-        // backpressure: earlier output goes first
-        match self.drain(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
-        self.input.extend_from_slice(buf);
-        self.rewrite();
-        // start writing at once; what the pipe does not take now waits for a flush
-        if let Poll::Ready(Err(e)) = self.drain(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        match self.drain(cx) {
-            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_flush(cx),
-            other => other,
-        }
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        // a partial last line is written as it is
-        if !self.input.is_empty() {
-            let rest = std::mem::take(&mut self.input);
-            self.output.extend_from_slice(&rest);
-        }
-        match self.drain(cx) {
-            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_shutdown(cx),
-            other => other,
-        }
-    }
-}
-
-impl<R, W> Transport<RoleClient> for WorkerTransport<R, W>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+impl Transport<RoleClient> for WorkerTransport {
     type Error = std::io::Error;
 
     fn send(
         &mut self,
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let w = self.writer.clone();
+        let lane = self.lane.clone();
         async move {
             let mut buf = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
             buf.push(b'\n');
-            let mut w = w.lock().await;
-            let w = w
-                .as_mut()
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-            w.write_all(&buf).await?;
-            w.flush().await
+            if lane.send(buf).await {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
         }
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        loop {
-            self.line.clear();
-            let n: usize = self
-                .reader
-                .read_until(b'\n', &mut self.line)
-                .await
-                .unwrap_or_default();
-            if n == 0 {
-                // the worker is gone: fast-lane calls fail over at once
-                self.lane.close();
-                return None;
-            }
-            let line = self.line.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
-            // a fast-lane answer (string id `f:N`) goes to its caller: in
-            // the shape a vane worker writes, the line itself is handed
-            // over (its `result` is read once, by the caller); otherwise
-            // it is looked at the general way
-            let off = line.as_ptr() as usize - self.line.as_ptr() as usize;
-            if let Some((n, range)) = lane_answer_shape(line) {
-                let waiter = self.lane.pending().remove(&n);
-                if let Some(tx) = waiter {
-                    let result = off + range.start..off + range.end;
-                    let buf = std::mem::replace(&mut self.line, Vec::with_capacity(8 * 1024));
-                    let _ = tx.send(RawAnswer { buf, result });
-                    continue;
-                }
-            }
-            const LANE_ID: &[u8] = b"\"id\":\"f:";
-            if line.starts_with(b"{") && memchr::memmem::find(line, LANE_ID).is_some() {
-                if let Ok(IdOnly { id: Some(id) }) = serde_json::from_slice::<IdOnly>(line) {
-                    let n = id.strip_prefix("f:").and_then(|n| n.parse::<u64>().ok());
-                    let waiter = n.and_then(|n| self.lane.pending().remove(&n));
-                    if let Some(tx) = waiter {
-                        let _ = tx.send(RawAnswer {
-                            buf: line.to_vec(),
-                            result: 0..0,
-                        });
-                        continue;
-                    }
-                }
-            }
-            if let Some(m) = fast_decode(line) {
-                return Some(m);
-            }
-            match serde_json::from_slice::<RxJsonRpcMessage<RoleClient>>(line) {
-                Ok(m) => return Some(m),
-                Err(e) => {
-                    tracing::warn!(target: "vane::front", "unreadable message from a worker ({e}): {}", String::from_utf8_lossy(&line[..line.len().min(200)]));
-                }
-            }
-        }
+        self.rx.recv().await
     }
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        // dropping the writer closes the worker's stdin
-        let w = self.writer.clone();
-        async move {
-            drop(w.lock().await.take());
-            Ok(())
-        }
+        // closing our end of the worker's stdin lets it exit
+        self.lane.close_writer();
+        std::future::ready(Ok(()))
     }
 }
 
-/// The front's transport to its client: rmcp gets every message except a
-/// `tools/call` after the handshake, which the fast lane runs straight
-/// through [`crate::Front::handle_call`] and answers on the same writer (a
-/// [`RawWriter`], so a worker's answer goes out as its own bytes). A client's
-/// `notifications/cancelled` for such a call cancels it.
-pub struct ClientTransport<R, W> {
-    reader: BufReader<R>,
-    writer: Arc<tokio::sync::Mutex<RawWriter<W>>>,
-    line: Vec<u8>,
-    front: Arc<crate::Front>,
-    inflight: Arc<
-        std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
-    >,
+/// What the client's reader thread hands to the event loop.
+pub enum Inbound {
+    /// a line for rmcp (or the task path)
+    Line(Vec<u8>),
+    /// a `tools/call` the direct path declined (see [`crate::Front::try_direct`])
+    Call(String, Box<rmcp::model::CallToolRequestParams>),
 }
 
-impl<R: AsyncRead, W> ClientTransport<R, W> {
-    pub fn new(reader: R, writer: W, front: Arc<crate::Front>) -> Self {
-        ClientTransport {
-            reader: BufReader::with_capacity(64 * 1024, reader),
-            writer: Arc::new(tokio::sync::Mutex::new(RawWriter::new(writer))),
-            line: Vec::with_capacity(8 * 1024),
-            front,
-            inflight: Default::default(),
-        }
+/// The front's transport to its client. A thread reads the client's stdin:
+/// a `tools/call` after the handshake goes to the worker from that thread
+/// ([`crate::Front::try_direct`]) and its answer comes back from the
+/// worker's reader thread, on the same [`Out`]; what the direct path
+/// declines runs as a task, and everything else is rmcp's.
+pub struct ClientTransport {
+    rx: mpsc::UnboundedReceiver<Inbound>,
+    out: Arc<Out>,
+    front: Arc<crate::Front>,
+}
+
+impl ClientTransport {
+    /// Over this process's stdin and stdout.
+    pub fn stdio(front: Arc<crate::Front>) -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let r = std::io::stdin().as_fd().try_clone_to_owned()?;
+        let w = std::io::stdout().as_fd().try_clone_to_owned()?;
+        Self::new(r, w, front)
+    }
+
+    pub fn new(
+        reader: OwnedFd,
+        writer: OwnedFd,
+        front: Arc<crate::Front>,
+    ) -> std::io::Result<Self> {
+        let out = Out::new(writer);
+        front.set_client_out(out.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = LineReader::new(reader);
+        let f = front.clone();
+        std::thread::Builder::new()
+            .name("vane-client-in".into())
+            .spawn(move || read_client(reader, f, tx))?;
+        Ok(ClientTransport { rx, out, front })
     }
 }
 
@@ -625,53 +618,94 @@ struct CancelParams<'a> {
     request_id: Option<&'a RawValue>,
 }
 
-async fn write_line<W: AsyncWrite + Unpin>(
-    w: &tokio::sync::Mutex<W>,
-    line: &[u8],
-) -> std::io::Result<()> {
-    let mut w = w.lock().await;
-    w.write_all(line).await?;
-    w.flush().await
+fn trim_line(buf: &[u8]) -> &[u8] {
+    let line = buf.trim_ascii();
+    line.strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(line)
 }
 
-impl<R, W> Transport<rmcp::RoleServer> for ClientTransport<R, W>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+/// The client's stdin, line by line, until it closes.
+fn read_client(
+    mut reader: LineReader,
+    front: Arc<crate::Front>,
+    tx: mpsc::UnboundedSender<Inbound>,
+) {
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        buf.clear();
+        match reader.read_line(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = trim_line(&buf);
+        if line.is_empty() {
+            continue;
+        }
+        if front.initialized.load(Ordering::Acquire) {
+            match serde_json::from_slice::<Incoming>(line) {
+                Ok(Incoming {
+                    id: Some(id),
+                    method: Some(m),
+                    params: Some(params),
+                }) if m == "tools/call" => {
+                    if let Ok(params) =
+                        serde_json::from_str::<rmcp::model::CallToolRequestParams>(params.get())
+                    {
+                        if let Some(params) = front.try_direct(id.get(), params) {
+                            let _ = tx.send(Inbound::Call(id.get().to_string(), Box::new(params)));
+                        }
+                        continue;
+                    }
+                }
+                Ok(Incoming {
+                    id: None,
+                    method: Some(m),
+                    params: Some(p),
+                }) if m == "notifications/cancelled" => {
+                    if let Ok(CancelParams {
+                        request_id: Some(rid),
+                    }) = serde_json::from_str(p.get())
+                    {
+                        if front.cancel_direct(rid.get()) {
+                            continue;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if tx.send(Inbound::Line(line.to_vec())).is_err() {
+            break;
+        }
+    }
+}
+
+impl Transport<rmcp::RoleServer> for ClientTransport {
     type Error = std::io::Error;
 
     fn send(
         &mut self,
         item: rmcp::service::TxJsonRpcMessage<rmcp::RoleServer>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let w = self.writer.clone();
+        let out = self.out.clone();
         async move {
-            let mut buf = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
-            buf.push(b'\n');
-            write_line(&w, &buf).await
+            let buf = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+            let mut line = substitute(&buf).unwrap_or(buf);
+            line.push(b'\n');
+            out.line_async(line, Arc::new(|| false)).await
         }
     }
 
     async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<rmcp::RoleServer>> {
         loop {
-            self.line.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.line)
-                .await
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            let mut line = self.line.trim_ascii();
-            line = line
-                .strip_prefix(b"\xEF\xBB\xBF".as_slice())
-                .unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            let head: Option<Incoming> = serde_json::from_slice(line).ok();
+            let line = match self.rx.recv().await? {
+                Inbound::Call(id, params) => {
+                    self.front.spawn_call(id, *params);
+                    continue;
+                }
+                Inbound::Line(line) => line,
+            };
+            let head: Option<Incoming> = serde_json::from_slice(&line).ok();
             if let Some(inc) = &head {
                 match (inc.method.as_deref(), inc.id, inc.params) {
                     (Some("tools/call"), Some(id), Some(params))
@@ -680,7 +714,7 @@ where
                         if let Ok(params) =
                             serde_json::from_str::<rmcp::model::CallToolRequestParams>(params.get())
                         {
-                            self.spawn_call(id.get().to_string(), params);
+                            self.front.spawn_call(id.get().to_string(), params);
                             continue;
                         }
                     }
@@ -689,13 +723,7 @@ where
                             request_id: Some(rid),
                         }) = serde_json::from_str(p.get())
                         {
-                            let t = self
-                                .inflight
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(rid.get());
-                            if let Some(t) = t {
-                                t.cancel();
+                            if self.front.cancel_task(rid.get()) {
                                 continue;
                             }
                         }
@@ -703,7 +731,7 @@ where
                     _ => {}
                 }
             }
-            match serde_json::from_slice::<rmcp::service::RxJsonRpcMessage<rmcp::RoleServer>>(line)
+            match serde_json::from_slice::<rmcp::service::RxJsonRpcMessage<rmcp::RoleServer>>(&line)
             {
                 Ok(m) => return Some(m),
                 Err(e) => match (
@@ -716,7 +744,7 @@ where
                             "error": { "code": -32600, "message": format!("Invalid request: {e}") } });
                         let mut buf = serde_json::to_vec(&msg).unwrap_or_default();
                         buf.push(b'\n');
-                        let _ = write_line(&self.writer, &buf).await;
+                        let _ = self.out.line_async(buf, Arc::new(|| false)).await;
                     }
                     // unparsable input or a notification we do not know: ignored,
                     // as the MCP SDKs do
@@ -729,68 +757,66 @@ where
     }
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        let w = self.writer.clone();
-        async move { w.lock().await.shutdown().await }
+        std::future::ready(Ok(()))
     }
 }
 
-impl<R, W> ClientTransport<R, W>
-where
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    fn spawn_call(&self, id_raw: String, params: rmcp::model::CallToolRequestParams) {
-        let ct = tokio_util::sync::CancellationToken::new();
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id_raw.clone(), ct.clone());
-        let (front, writer, inflight) = (
-            self.front.clone(),
-            self.writer.clone(),
-            self.inflight.clone(),
-        );
-        tokio::spawn(async move {
-            let request_id = match serde_json::from_str::<serde_json::Value>(&id_raw) {
-                Ok(serde_json::Value::String(s)) => s,
-                Ok(v) => v.to_string(),
-                Err(_) => id_raw.clone(),
-            };
-            let (r, done) = front
-                .handle_call_deferred(params, ct.clone(), request_id)
-                .await;
-            inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id_raw);
-            if ct.is_cancelled() {
-                // the client withdrew the request: no answer is due
-                discard(&r);
-                return;
-            }
-            let raw = token_of(&r)
-                .and_then(|t| raw_table().remove(&t))
-                .map(|(_, raw)| raw);
-            let mut line = Vec::with_capacity(raw.as_ref().map_or(512, |r| r.bytes().len() + 64));
-            line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-            line.extend_from_slice(id_raw.as_bytes());
-            line.extend_from_slice(b",\"result\":");
-            match raw {
-                // the worker's answer, as its bytes
-                Some(raw) => line.extend_from_slice(raw.bytes()),
-                None => {
-                    if serde_json::to_writer(&mut line, &r).is_err() {
-                        return;
-                    }
-                }
-            }
-            line.extend_from_slice(b"}\n");
-            let _ = write_line(&writer, &line).await;
-            // bookkeeping after the answer is on its way
-            if let Some(done) = done {
-                front.finish_call(done, &r);
-            }
+/// A tool answer's line for the client: `{"jsonrpc":"2.0","id":ID,"result":…}`
+/// with the worker's bytes when `r` is a stub, else `r` encoded.
+pub fn answer_line(id_raw: &str, r: &CallToolResult) -> Option<Vec<u8>> {
+    let raw = token_of(r)
+        .and_then(|t| raw_table().remove(&t))
+        .map(|(_, raw)| raw);
+    let mut line = Vec::with_capacity(raw.as_ref().map_or(512, |r| r.bytes().len() + 64));
+    line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    line.extend_from_slice(id_raw.as_bytes());
+    line.extend_from_slice(b",\"result\":");
+    match raw {
+        Some(raw) => line.extend_from_slice(raw.bytes()),
+        None => serde_json::to_writer(&mut line, r).ok()?,
+    }
+    line.extend_from_slice(b"}\n");
+    Some(line)
+}
+
+/// The same for an answer still in its worker's bytes.
+pub fn raw_answer_line(id_raw: &str, raw: &RawAnswer) -> Vec<u8> {
+    let mut line = Vec::with_capacity(raw.bytes().len() + id_raw.len() + 40);
+    line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    line.extend_from_slice(id_raw.as_bytes());
+    line.extend_from_slice(b",\"result\":");
+    line.extend_from_slice(raw.bytes());
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+/// What the front decides by in a lane answer, without decoding it:
+/// `isError` and the error code; an error response or anything that is not
+/// a tool result is `Err` with why.
+pub fn skim(answer: &RawAnswer) -> Result<(bool, Option<String>), String> {
+    if answer.result.is_empty() {
+        let a: Answer =
+            serde_json::from_slice(&answer.buf).map_err(|e| format!("unreadable answer: {e}"))?;
+        return Err(match (a.result, a.error) {
+            (_, Some(e)) => e.get().to_string(),
+            _ => "the answer is not a tool result".into(),
         });
     }
+    let lite: Lite =
+        serde_json::from_slice(answer.bytes()).map_err(|e| format!("unreadable answer: {e}"))?;
+    if lite.content.is_none() {
+        return Err("the answer is not a tool result".into());
+    }
+    let is_error = lite.is_error == Some(true);
+    let code = if is_error {
+        lite.structured
+            .and_then(|s| s.error)
+            .and_then(|e| e.code)
+            .map(|c| c.into_owned())
+    } else {
+        None
+    };
+    Ok((is_error, code))
 }
 
 #[cfg(test)]

@@ -269,7 +269,7 @@ pub struct Worker {
     note: Mutex<Option<String>>,
     pub peer: Peer<RoleClient>,
     /// `tools/call` goes here, past rmcp's request machinery
-    lane: Arc<crate::transport::Lane<tokio::process::ChildStdin>>,
+    lane: Arc<crate::transport::Lane>,
     service: Mutex<Option<RunningService<RoleClient, WorkerClient>>>,
     tools: RwLock<Arc<ToolSet>>,
     pub stats: Stats,
@@ -349,20 +349,22 @@ impl Worker {
         } else {
             cmd.env_remove("VANE_DRY_RUN");
         }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+        // stdin and stdout are plain pipes: threads of the front's direct
+        // path read and write them (see `pipes`)
+        let pipes = std::io::pipe().and_then(|a| std::io::pipe().map(|b| (a, b)));
+        let ((child_in, stdin), (stdout, child_out)) =
+            pipes.map_err(|e| format!("cannot make pipes for a worker: {e}"))?;
+        cmd.stdin(Stdio::from(child_in))
+            .stdout(Stdio::from(child_out))
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", spec.binary.display()))?;
+        let spawned = cmd.spawn();
+        // the child's ends must close here, or its death would go unseen
+        drop(cmd);
+        let mut child =
+            spawned.map_err(|e| format!("cannot start {}: {e}", spec.binary.display()))?;
         let pid = child.id().unwrap_or(0);
-        let (stdin, stdout, stderr) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take());
-        let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
-            let _ = child.start_kill();
-            return Err("the worker's stdio could not be captured".into());
-        };
+        let stderr = child.stderr.take();
         // Drain stderr into our log: an unread pipe would stall the worker.
         if let Some(stderr) = stderr {
             tokio::spawn(async move {
@@ -395,7 +397,12 @@ impl Worker {
             );
         };
         let ready = async {
-            let transport = crate::transport::WorkerTransport::new(stdout, stdin);
+            let transport = crate::transport::WorkerTransport::new(
+                stdout.into(),
+                stdin.into(),
+                format!("vane-worker-{id}"),
+            )
+            .map_err(|e| format!("cannot start the worker's reader: {e}"))?;
             let lane = transport.lane();
             let service = handler
                 .serve(transport)
@@ -553,6 +560,11 @@ impl Worker {
         self.tools.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The fast lane to this worker.
+    pub fn lane(&self) -> &Arc<crate::transport::Lane> {
+        &self.lane
+    }
+
     pub fn rss(&self) -> u64 {
         self.stats.rss_bytes.load(Ordering::Relaxed)
     }
@@ -675,7 +687,7 @@ impl Worker {
         if let Some(s) = service {
             let _ = tokio::time::timeout(grace, s.cancel()).await;
         }
-        self.lane.close_writer().await;
+        self.lane.close_writer();
         if self.wait_exit(grace).await {
             return;
         }

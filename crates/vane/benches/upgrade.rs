@@ -89,7 +89,7 @@ async fn main() {
         let mut i = 0u64;
         while !st.load(Ordering::Relaxed) {
             i += 1;
-            let (tool, args) = if i % 2 == 0 {
+            let (tool, args) = if i.is_multiple_of(2) {
                 ("status", json!({}))
             } else {
                 ("plan_next", json!({}))

@@ -758,7 +758,7 @@ pub async fn run_upgrade(
             last_growth = Instant::now();
         } else if last_growth.elapsed() >= Duration::from_millis(90) {
             // clients are idle: send a probe
-            let (tool, a) = if probes % 2 == 0 {
+            let (tool, a) = if probes.is_multiple_of(2) {
                 ("status", json!({}))
             } else {
                 ("plan_next", json!({}))

@@ -1,0 +1,403 @@
+//! The direct path of a `tools/call`: the client's reader thread writes the
+//! call to the active worker, the worker's reader thread writes the answer
+//! to the client — no event loop in between (see `pipes` for why). Anything
+//! out of the ordinary goes back to the task path, which has the whole
+//! retry logic: a worker that dies with the call (retried through its
+//! idempotency key), an `internal` error with somewhere else to retry, a
+//! reservation still in progress. Timeouts are swept on the event loop.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use vane_core::ErrorCode;
+use vane_tools::server::error_result;
+
+use super::{err, CallDone, DirectEntry, Front, FRONT_TOOLS, LONG_TOOLS};
+use crate::pipes::Out;
+use crate::transport::{answer_line, raw_answer_line, skim, DirectCall, Lane, RawAnswer, Waiter};
+use crate::worker::Worker;
+
+/// How often the front looks for direct calls past their deadline.
+const SWEEP: Duration = Duration::from_millis(50);
+
+/// The request id as the worker logs it: a string id as it is, a number as
+/// its digits.
+fn request_id_of(id_raw: &str) -> String {
+    match serde_json::from_str::<Value>(id_raw) {
+        Ok(Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => id_raw.to_string(),
+    }
+}
+
+struct Direct {
+    front: Arc<Front>,
+    worker: Arc<Worker>,
+    out: Arc<Out>,
+    id_raw: String,
+    params: CallToolRequestParams,
+    name: String,
+    n: u64,
+    started: Instant,
+    timed: bool,
+}
+
+impl Direct {
+    /// Off the front's books (the waiter is already off the lane).
+    fn settle(&self) {
+        self.front
+            .direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id_raw);
+        self.worker.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn finish(&self, r: &CallToolResult) {
+        self.front.finish_call(
+            CallDone {
+                name: self.name.clone(),
+                started: self.started,
+            },
+            r,
+        );
+    }
+
+    /// Tells the worker to stop the call (from any thread).
+    fn cancel_on_worker(&self, why: &str) {
+        let lane = self.worker.lane().clone();
+        let line = Lane::cancel_line(self.n, why);
+        self.front.rt.spawn(async move {
+            lane.send(line).await;
+        });
+    }
+
+    /// The front's own answer, written from whichever thread finished.
+    fn answer_with(&self, r: CallToolResult) {
+        if let Some(line) = answer_line(&self.id_raw, &r) {
+            let out = self.out.clone();
+            self.front.rt.spawn(async move {
+                let _ = out.line_async(line, Arc::new(|| false)).await;
+            });
+        }
+        self.finish(&r);
+    }
+}
+
+impl DirectCall for Direct {
+    fn answered(self: Box<Self>, answer: RawAnswer) {
+        self.settle();
+        let elapsed = self.started.elapsed();
+        let stats = &self.worker.stats;
+        match skim(&answer) {
+            Ok((is_error, code)) => {
+                let failed = code.as_deref() == Some("internal");
+                stats.record(elapsed, is_error, failed, self.timed);
+                let busy = code.as_deref() == Some("idempotency_key_in_progress");
+                let alt = if failed && self.front.cfg.max_retries > 0 {
+                    self.front.fallback(&self.worker)
+                } else {
+                    None
+                };
+                if busy || alt.is_some() {
+                    if let Some(alt) = &alt {
+                        self.front.emit(
+                            "call_retried",
+                            json!({ "tool": self.name, "from": self.worker.id, "to": alt.id, "why": "internal error" }),
+                        );
+                    }
+                    let faults = u32::from(alt.is_some());
+                    let delay = busy.then_some(Duration::from_millis(20));
+                    let Direct {
+                        front,
+                        id_raw,
+                        params,
+                        name,
+                        started,
+                        ..
+                    } = *self;
+                    front.resume(id_raw, params, name, started, alt, faults, delay);
+                    return;
+                }
+                // the worker's answer, as its bytes
+                let line = raw_answer_line(&self.id_raw, &answer);
+                let _ = self.out.line_blocking(&line, &|| false);
+                self.front.ctx.telemetry.metrics.call_finished(
+                    &self.name,
+                    !is_error,
+                    code.as_deref(),
+                    self.started.elapsed(),
+                );
+            }
+            Err(why) => {
+                stats.record(elapsed, true, true, self.timed);
+                let r = error_result(&err(ErrorCode::Internal, why));
+                if let Some(line) = answer_line(&self.id_raw, &r) {
+                    let _ = self.out.line_blocking(&line, &|| false);
+                }
+                self.finish(&r);
+            }
+        }
+    }
+
+    fn closed(self: Box<Self>) {
+        self.settle();
+        let w = &self.worker;
+        w.stats.record(self.started.elapsed(), true, true, false);
+        w.mark_broken();
+        w.kill();
+        let Direct {
+            front,
+            id_raw,
+            params,
+            name,
+            started,
+            ..
+        } = *self;
+        front.resume(id_raw, params, name, started, None, 0, None);
+    }
+
+    fn timed_out(self: Box<Self>) {
+        self.settle();
+        let t = self.front.timeout_for(&self.name);
+        self.worker
+            .stats
+            .record(self.started.elapsed(), true, true, self.timed);
+        self.cancel_on_worker("timeout");
+        self.answer_with(error_result(
+            &err(
+                ErrorCode::Timeout,
+                format!(
+                    "`{}` did not finish within {} ms; the worker was told to cancel it",
+                    self.name,
+                    t.as_millis()
+                ),
+            )
+            .with_details(json!({ "timeout_ms": t.as_millis() as u64 })),
+        ));
+    }
+
+    fn cancelled(self: Box<Self>) {
+        self.settle();
+        self.cancel_on_worker("cancelled by the client");
+        // no answer is due; the metrics still see the call end
+        self.finish(&error_result(&err(
+            ErrorCode::Internal,
+            "cancelled by the client",
+        )));
+    }
+}
+
+impl Front {
+    /// Where the answers to the client go (set once, by its transport).
+    pub fn set_client_out(&self, out: Arc<Out>) {
+        let _ = self.client_out.set(out);
+    }
+
+    /// Forwards a client's `tools/call` from the calling thread when the
+    /// ordinary case holds: a healthy active worker, no canary to shadow to,
+    /// not one of the front's own tools. Returns the call when it is not
+    /// taken (it then runs as a task, [`Front::spawn_call`]).
+    pub fn try_direct(
+        self: &Arc<Self>,
+        id_raw: &str,
+        mut params: CallToolRequestParams,
+    ) -> Option<CallToolRequestParams> {
+        if FRONT_TOOLS.contains(&params.name.as_ref()) {
+            return Some(params);
+        }
+        let Some(out) = self.client_out.get().cloned() else {
+            return Some(params);
+        };
+        let active = self.active_tx.borrow().clone();
+        let Some(w) = active.filter(|w| w.healthy()) else {
+            return Some(params);
+        };
+        if self.cfg.shadow.enabled && self.routes().canary.is_some() {
+            return Some(params);
+        }
+        let name = params.name.to_string();
+        self.annotate(&mut params, request_id_of(id_raw));
+        let read_only = w.tools().is_read_only(&name, params.arguments.as_ref());
+        let keyed = params
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.0.contains_key("vane/idempotency_key"));
+        if !read_only && !keyed {
+            let meta = params.meta.get_or_insert_with(Default::default);
+            meta.0
+                .insert("vane/idempotency_key".into(), Value::String(self.new_key()));
+        }
+        let lane = w.lane().clone();
+        let n = lane.next_call();
+        let Some(line) = Lane::request_line(n, &params) else {
+            return Some(params);
+        };
+        let started = Instant::now();
+        self.ctx.telemetry.metrics.call_started();
+        w.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id_raw.to_string(),
+                DirectEntry {
+                    worker: w.clone(),
+                    n,
+                    deadline: started + self.timeout_for(&name),
+                },
+            );
+        let call = Box::new(Direct {
+            front: self.clone(),
+            worker: w.clone(),
+            out,
+            id_raw: id_raw.to_string(),
+            params,
+            timed: !LONG_TOOLS.contains(&name.as_str()),
+            name,
+            n,
+            started,
+        });
+        if let Err(Waiter::Direct(call)) = lane.register(n, Waiter::Direct(call)) {
+            call.closed();
+            return None;
+        }
+        if !lane.send_blocking(&line, &|| !w.healthy()) {
+            if let Some(Waiter::Direct(call)) = lane.take(n) {
+                call.closed();
+            }
+        }
+        None
+    }
+
+    /// The client withdrew a direct-path call: `false` if it is not one.
+    pub fn cancel_direct(&self, id_raw: &str) -> bool {
+        let entry = self
+            .direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id_raw);
+        let Some(e) = entry else { return false };
+        if let Some(Waiter::Direct(call)) = e.worker.lane().take(e.n) {
+            call.cancelled();
+        }
+        true
+    }
+
+    /// The client withdrew a call running as a task: `false` if it is not one.
+    pub fn cancel_task(&self, id_raw: &str) -> bool {
+        let t = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id_raw);
+        t.map(|t| t.cancel()).is_some()
+    }
+
+    /// Answers direct-path calls past their deadline with `timeout`, for as
+    /// long as the front lives.
+    pub async fn sweep_direct(front: Weak<Front>) {
+        let mut tick = tokio::time::interval(SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(front) = front.upgrade() else { return };
+            let now = Instant::now();
+            let expired: Vec<DirectEntry> = {
+                let mut d = front.direct.lock().unwrap_or_else(|e| e.into_inner());
+                if d.is_empty() {
+                    continue;
+                }
+                let ids: Vec<String> = d
+                    .iter()
+                    .filter(|(_, e)| e.deadline <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter().filter_map(|id| d.remove(id)).collect()
+            };
+            for e in expired {
+                if let Some(Waiter::Direct(call)) = e.worker.lane().take(e.n) {
+                    call.timed_out();
+                }
+            }
+        }
+    }
+
+    /// One client `tools/call` as a task: the front's own tools, calls the
+    /// direct path declined, and every retry.
+    pub fn spawn_call(self: &Arc<Self>, id_raw: String, params: CallToolRequestParams) {
+        let ct = self.track(&id_raw);
+        let front = self.clone();
+        tokio::spawn(async move {
+            let (r, done) = front
+                .handle_call_deferred(params, ct.clone(), request_id_of(&id_raw))
+                .await;
+            front.answer_task(&id_raw, &ct, r, done).await;
+        });
+    }
+
+    fn track(&self, id_raw: &str) -> CancellationToken {
+        let ct = CancellationToken::new();
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id_raw.to_string(), ct.clone());
+        ct
+    }
+
+    /// Writes a task's answer (unless the client withdrew the call), then
+    /// records its metrics.
+    async fn answer_task(
+        &self,
+        id_raw: &str,
+        ct: &CancellationToken,
+        r: CallToolResult,
+        done: Option<CallDone>,
+    ) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id_raw);
+        if ct.is_cancelled() {
+            // no answer is due
+            crate::transport::discard(&r);
+        } else if let (Some(line), Some(out)) = (answer_line(id_raw, &r), self.client_out.get()) {
+            let _ = out.line_async(line, Arc::new(|| false)).await;
+        }
+        if let Some(done) = done {
+            self.finish_call(done, &r);
+        }
+    }
+
+    /// Continues a direct-path call as a task, from the retry logic's
+    /// point after the first attempt.
+    #[allow(clippy::too_many_arguments)]
+    fn resume(
+        self: Arc<Self>,
+        id_raw: String,
+        params: CallToolRequestParams,
+        name: String,
+        started: Instant,
+        prefer: Option<Arc<Worker>>,
+        faults: u32,
+        delay: Option<Duration>,
+    ) {
+        let ct = self.track(&id_raw);
+        let front = self.clone();
+        self.rt.spawn(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let r = front
+                .forward_call_with(params, ct.clone(), prefer, faults)
+                .await;
+            front
+                .answer_task(&id_raw, &ct, r, Some(CallDone { name, started }))
+                .await;
+        });
+    }
+}
