@@ -86,6 +86,9 @@ pub struct Front {
     next_id: AtomicU64,
     client: Mutex<Option<Peer<RoleServer>>>,
     client_protocol: Mutex<Value>,
+    /// the tail of `_meta["vane/client"]` as JSON text:
+    /// `,"protocol_version":…,"session_id":…}`
+    client_meta: Mutex<String>,
     /// the client finished the handshake: `tools/call` may take the fast lane
     pub initialized: std::sync::atomic::AtomicBool,
     events: mpsc::UnboundedSender<WorkerEvent>,
@@ -132,6 +135,13 @@ fn error_code(r: &CallToolResult) -> Option<&str> {
         .and_then(|v| v["error"]["code"].as_str())
 }
 
+fn client_meta(protocol: &Value, session_id: &impl serde::Serialize) -> String {
+    let v = json!({ "protocol_version": protocol, "session_id": session_id });
+    // `{"protocol_version":…,"session_id":…}` → `,"protocol_version":…}`
+    let s = v.to_string();
+    format!(",{}", &s[1..])
+}
+
 fn err(code: ErrorCode, msg: impl Into<String>) -> VaneError {
     VaneError::new(code, msg)
 }
@@ -172,6 +182,7 @@ impl Front {
             next_id: AtomicU64::new(1),
             client: Mutex::new(None),
             client_protocol: Mutex::new(Value::Null),
+            client_meta: Mutex::new(client_meta(&Value::Null, &ctx.telemetry.session_id)),
             initialized: std::sync::atomic::AtomicBool::new(false),
             events,
             decisions: Mutex::new(VecDeque::new()),
@@ -1770,6 +1781,8 @@ impl ServerHandler for FrontServer {
             .peer_info()
             .and_then(|p| serde_json::to_value(&p.protocol_version).ok())
             .unwrap_or(Value::Null);
+        *self.0.client_meta.lock().unwrap_or_else(|e| e.into_inner()) =
+            client_meta(&protocol, &self.0.ctx.telemetry.session_id);
         *self
             .0
             .client_protocol

@@ -648,13 +648,14 @@ fn read_client(
                     method: Some(m),
                     params: Some(params),
                 }) if m == "tools/call" => {
-                    if let Ok(params) =
-                        serde_json::from_str::<rmcp::model::CallToolRequestParams>(params.get())
-                    {
-                        if let Some(params) = front.try_direct(id.get(), params) {
+                    match front.try_direct(id.get(), params) {
+                        Ok(None) => continue,
+                        Ok(Some(params)) => {
                             let _ = tx.send(Inbound::Call(id.get().to_string(), Box::new(params)));
+                            continue;
                         }
-                        continue;
+                        // not a call: rmcp says why
+                        Err(_) => {}
                     }
                 }
                 Ok(Incoming {
@@ -802,8 +803,17 @@ pub fn skim(answer: &RawAnswer) -> Result<(bool, Option<String>), String> {
             _ => "the answer is not a tool result".into(),
         });
     }
-    let lite: Lite =
-        serde_json::from_slice(answer.bytes()).map_err(|e| format!("unreadable answer: {e}"))?;
+    // A vane worker writes a result's fields in rmcp's order — `content`,
+    // `structuredContent`, `isError`, `_meta` (its own `vane/` keys) — so
+    // the last `"isError":` is the result's own; a success is known
+    // without reading the answer. Anything else is read.
+    let b = answer.bytes();
+    if let Some(at) = memchr::memmem::rfind(b, b"\"isError\":") {
+        if b[at + 10..].starts_with(b"false") {
+            return Ok((false, None));
+        }
+    }
+    let lite: Lite = serde_json::from_slice(b).map_err(|e| format!("unreadable answer: {e}"))?;
     if lite.content.is_none() {
         return Err("the answer is not a tool result".into());
     }
@@ -901,6 +911,31 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, LaneError::Protocol(m) if m.contains("bad")));
+    }
+
+    #[test]
+    fn skim_reads_only_what_the_front_decides_by() {
+        let raw = |l: &[u8]| {
+            let (_, result) = lane_answer_shape(l).unwrap();
+            RawAnswer {
+                buf: l.to_vec(),
+                result,
+            }
+        };
+        // a success, with look-alikes inside the content and the structure
+        let ok = raw(br#"{"jsonrpc":"2.0","id":"f:1","result":{"content":[{"type":"text","text":"\"isError\":true"}],"structuredContent":{"isError":true},"isError":false}}"#);
+        assert_eq!(skim(&ok).unwrap(), (false, None));
+        let e = raw(br#"{"jsonrpc":"2.0","id":"f:2","result":{"content":[],"structuredContent":{"error":{"code":"internal"}},"isError":true,"_meta":{"vane/idempotent_replay":true}}}"#);
+        assert_eq!(skim(&e).unwrap(), (true, Some("internal".to_string())));
+        let not_a_tool = raw(br#"{"jsonrpc":"2.0","id":"f:3","result":{"tools":[]}}"#);
+        assert!(skim(&not_a_tool).is_err());
+        let rpc_error = RawAnswer {
+            buf:
+                br#"{"jsonrpc":"2.0","id":"f:4","error":{"code":-32602,"message":"no such tool"}}"#
+                    .to_vec(),
+            result: 0..0,
+        };
+        assert!(skim(&rpc_error).unwrap_err().contains("no such tool"));
     }
 
     #[test]

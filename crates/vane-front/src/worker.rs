@@ -150,6 +150,11 @@ impl ToolSet {
         })
     }
 
+    /// Whether [`ToolSet::is_read_only`] needs this call's arguments.
+    pub fn depends_on_arguments(&self, name: &str) -> bool {
+        !self.read_only.contains(name) && self.mutates_when.iter().any(|(t, _)| t == name)
+    }
+
     pub fn fingerprint(&self) -> Vec<String> {
         let mut v: Vec<String> = self.tools.iter().map(|t| t.name.to_string()).collect();
         v.sort();

@@ -11,7 +11,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 use vane_core::ErrorCode;
 use vane_tools::server::error_result;
@@ -34,12 +36,28 @@ fn request_id_of(id_raw: &str) -> String {
     }
 }
 
+/// A `tools/call`'s params, read without decoding the arguments; anything
+/// beyond these fields takes the general path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiteCall<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(rename = "_meta", borrow)]
+    meta: Option<&'a RawValue>,
+}
+
 struct Direct {
     front: Arc<Front>,
     worker: Arc<Worker>,
     out: Arc<Out>,
     id_raw: String,
-    params: CallToolRequestParams,
+    /// the request line sent, and where its `params` lie (decoded only if
+    /// the call must be resumed as a task)
+    request: Vec<u8>,
+    params_at: std::ops::Range<usize>,
     name: String,
     n: u64,
     started: Instant,
@@ -47,6 +65,12 @@ struct Direct {
 }
 
 impl Direct {
+    /// The call's parameters as sent (with the front's `_meta`).
+    fn params(&self) -> Result<CallToolRequestParams, String> {
+        serde_json::from_slice(&self.request[self.params_at.clone()])
+            .map_err(|e| format!("cannot resume the call: {e}"))
+    }
+
     /// Off the front's books (the waiter is already off the lane).
     fn settle(&self) {
         self.front
@@ -112,10 +136,10 @@ impl DirectCall for Direct {
                     }
                     let faults = u32::from(alt.is_some());
                     let delay = busy.then_some(Duration::from_millis(20));
+                    let params = self.params();
                     let Direct {
                         front,
                         id_raw,
-                        params,
                         name,
                         started,
                         ..
@@ -150,10 +174,10 @@ impl DirectCall for Direct {
         w.stats.record(self.started.elapsed(), true, true, false);
         w.mark_broken();
         w.kill();
+        let params = self.params();
         let Direct {
             front,
             id_raw,
-            params,
             name,
             started,
             ..
@@ -200,43 +224,98 @@ impl Front {
 
     /// Forwards a client's `tools/call` from the calling thread when the
     /// ordinary case holds: a healthy active worker, no canary to shadow to,
-    /// not one of the front's own tools. Returns the call when it is not
-    /// taken (it then runs as a task, [`Front::spawn_call`]).
+    /// not one of the front's own tools. `params` is the request's raw
+    /// `params`; the request line to the worker is spliced from its bytes
+    /// (name and arguments as the client wrote them, `_meta` the front's).
+    /// Returns the call, decoded, when it is not taken (it then runs as a
+    /// task, [`Front::spawn_call`]); `Err` when `params` is not a call.
     pub fn try_direct(
         self: &Arc<Self>,
         id_raw: &str,
-        mut params: CallToolRequestParams,
-    ) -> Option<CallToolRequestParams> {
-        if FRONT_TOOLS.contains(&params.name.as_ref()) {
-            return Some(params);
+        params: &RawValue,
+    ) -> Result<Option<CallToolRequestParams>, serde_json::Error> {
+        let decline = || serde_json::from_str::<CallToolRequestParams>(params.get()).map(Some);
+        let Ok(call) = serde_json::from_str::<LiteCall>(params.get()) else {
+            return decline();
+        };
+        if FRONT_TOOLS.contains(&call.name.as_ref()) {
+            return decline();
         }
         let Some(out) = self.client_out.get().cloned() else {
-            return Some(params);
+            return decline();
         };
         let active = self.active_tx.borrow().clone();
         let Some(w) = active.filter(|w| w.healthy()) else {
-            return Some(params);
+            return decline();
         };
         if self.cfg.shadow.enabled && self.routes().canary.is_some() {
-            return Some(params);
+            return decline();
         }
-        let name = params.name.to_string();
-        self.annotate(&mut params, request_id_of(id_raw));
-        let read_only = w.tools().is_read_only(&name, params.arguments.as_ref());
-        let keyed = params
-            .meta
-            .as_ref()
-            .is_some_and(|m| m.0.contains_key("vane/idempotency_key"));
+        let tools = w.tools();
+        let read_only = if tools.depends_on_arguments(&call.name) {
+            let args = call
+                .arguments
+                .and_then(|a| serde_json::from_str::<Map<String, Value>>(a.get()).ok());
+            tools.is_read_only(&call.name, args.as_ref())
+        } else {
+            tools.is_read_only(&call.name, None)
+        };
+        drop(tools);
+        // _meta: the client's (rarely any) without a progress token, plus
+        // who the client is and, for a mutation, an idempotency key
+        let mut meta = Vec::with_capacity(256);
+        let mut keyed = false;
+        if let Some(m) = call.meta {
+            let Ok(mut m) = serde_json::from_str::<Map<String, Value>>(m.get()) else {
+                return decline();
+            };
+            m.remove("progressToken");
+            keyed = m.contains_key("vane/idempotency_key");
+            for (k, v) in &m {
+                if k != "vane/client" {
+                    serde_json::to_writer(&mut meta, k)?;
+                    meta.push(b':');
+                    serde_json::to_writer(&mut meta, v)?;
+                    meta.push(b',');
+                }
+            }
+        }
         if !read_only && !keyed {
-            let meta = params.meta.get_or_insert_with(Default::default);
-            meta.0
-                .insert("vane/idempotency_key".into(), Value::String(self.new_key()));
+            meta.extend_from_slice(b"\"vane/idempotency_key\":");
+            serde_json::to_writer(&mut meta, &self.new_key())?;
+            meta.push(b',');
         }
+        meta.extend_from_slice(b"\"vane/client\":{\"request_id\":");
+        if id_raw.starts_with('"') {
+            meta.extend_from_slice(id_raw.as_bytes());
+        } else {
+            serde_json::to_writer(&mut meta, &request_id_of(id_raw))?;
+        }
+        meta.extend_from_slice(
+            self.client_meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_bytes(),
+        );
         let lane = w.lane().clone();
         let n = lane.next_call();
-        let Some(line) = Lane::request_line(n, &params) else {
-            return Some(params);
-        };
+        let mut line = Vec::with_capacity(params.get().len() + meta.len() + 96);
+        line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":\"f:");
+        line.extend_from_slice(n.to_string().as_bytes());
+        line.extend_from_slice(b"\",\"method\":\"tools/call\",\"params\":");
+        let from = line.len();
+        line.extend_from_slice(b"{\"name\":");
+        serde_json::to_writer(&mut line, call.name.as_ref())?;
+        if let Some(a) = call.arguments {
+            line.extend_from_slice(b",\"arguments\":");
+            line.extend_from_slice(a.get().as_bytes());
+        }
+        line.extend_from_slice(b",\"_meta\":{");
+        line.extend_from_slice(&meta);
+        line.extend_from_slice(b"}}");
+        let params_at = from..line.len();
+        line.extend_from_slice(b"}\n");
+        let name = call.name.into_owned();
         let started = Instant::now();
         self.ctx.telemetry.metrics.call_started();
         w.stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +335,8 @@ impl Front {
             worker: w.clone(),
             out,
             id_raw: id_raw.to_string(),
-            params,
+            request: line.clone(),
+            params_at,
             timed: !LONG_TOOLS.contains(&name.as_str()),
             name,
             n,
@@ -264,14 +344,14 @@ impl Front {
         });
         if let Err(Waiter::Direct(call)) = lane.register(n, Waiter::Direct(call)) {
             call.closed();
-            return None;
+            return Ok(None);
         }
         if !lane.send_blocking(&line, &|| !w.healthy()) {
             if let Some(Waiter::Direct(call)) = lane.take(n) {
                 call.closed();
             }
         }
-        None
+        Ok(None)
     }
 
     /// The client withdrew a direct-path call: `false` if it is not one.
@@ -379,7 +459,7 @@ impl Front {
     fn resume(
         self: Arc<Self>,
         id_raw: String,
-        params: CallToolRequestParams,
+        params: Result<CallToolRequestParams, String>,
         name: String,
         started: Instant,
         prefer: Option<Arc<Worker>>,
@@ -392,9 +472,14 @@ impl Front {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
-            let r = front
-                .forward_call_with(params, ct.clone(), prefer, faults)
-                .await;
+            let r = match params {
+                Ok(params) => {
+                    front
+                        .forward_call_with(params, ct.clone(), prefer, faults)
+                        .await
+                }
+                Err(why) => error_result(&err(ErrorCode::Internal, why)),
+            };
             front
                 .answer_task(&id_raw, &ct, r, Some(CallDone { name, started }))
                 .await;
