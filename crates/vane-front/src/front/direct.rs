@@ -266,17 +266,22 @@ impl Front {
         let mut meta = Vec::with_capacity(256);
         let mut keyed = false;
         if let Some(m) = call.meta {
-            let Ok(mut m) = serde_json::from_str::<Map<String, Value>>(m.get()) else {
+            // values kept as the client wrote them, never decoded
+            let Ok(m) =
+                serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(m.get())
+            else {
                 return decline();
             };
-            m.remove("progressToken");
-            keyed = m.contains_key("vane/idempotency_key");
             for (k, v) in &m {
-                if k != "vane/client" {
-                    serde_json::to_writer(&mut meta, k)?;
-                    meta.push(b':');
-                    serde_json::to_writer(&mut meta, v)?;
-                    meta.push(b',');
+                match k.as_ref() {
+                    "progressToken" | "vane/client" => {}
+                    k => {
+                        keyed |= k == "vane/idempotency_key";
+                        serde_json::to_writer(&mut meta, k)?;
+                        meta.push(b':');
+                        meta.extend_from_slice(v.get().as_bytes());
+                        meta.push(b',');
+                    }
                 }
             }
         }
