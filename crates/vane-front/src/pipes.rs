@@ -212,6 +212,13 @@ impl LineReader {
         }
     }
 
+    /// Replaces `buf` with the next line (with its `\n`, if any); `false`
+    /// at the end of input or on a read error.
+    pub fn next_line(&mut self, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        matches!(self.read_line(buf), Ok(n) if n > 0)
+    }
+
     /// Appends the next line (with its `\n`, if any) to `buf`; `Ok(0)` at
     /// the end of input.
     pub fn read_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {

@@ -70,12 +70,7 @@ fn read_worker(
     tx: mpsc::UnboundedSender<RxJsonRpcMessage<RoleClient>>,
 ) {
     let mut buf = Vec::with_capacity(8 * 1024);
-    loop {
-        buf.clear();
-        match reader.read_line(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+    while reader.next_line(&mut buf) {
         let line = buf.trim_ascii();
         if line.is_empty() {
             continue;
@@ -631,12 +626,7 @@ fn read_client(
     tx: mpsc::UnboundedSender<Inbound>,
 ) {
     let mut buf = Vec::with_capacity(8 * 1024);
-    loop {
-        buf.clear();
-        match reader.read_line(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+    while reader.next_line(&mut buf) {
         let line = trim_line(&buf);
         if line.is_empty() {
             continue;

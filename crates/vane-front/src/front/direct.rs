@@ -71,6 +71,19 @@ impl Direct {
             .map_err(|e| format!("cannot resume the call: {e}"))
     }
 
+    /// Continues the call as a task (see [`Front::resume`]).
+    fn resume(self, prefer: Option<Arc<Worker>>, faults: u32, delay: Option<Duration>) {
+        let params = self.params();
+        let Direct {
+            front,
+            id_raw,
+            name,
+            started,
+            ..
+        } = self;
+        front.resume(id_raw, params, name, started, prefer, faults, delay);
+    }
+
     /// Off the front's books (the waiter is already off the lane).
     fn settle(&self) {
         self.front
@@ -136,16 +149,7 @@ impl DirectCall for Direct {
                     }
                     let faults = u32::from(alt.is_some());
                     let delay = busy.then_some(Duration::from_millis(20));
-                    let params = self.params();
-                    let Direct {
-                        front,
-                        id_raw,
-                        name,
-                        started,
-                        ..
-                    } = *self;
-                    front.resume(id_raw, params, name, started, alt, faults, delay);
-                    return;
+                    return (*self).resume(alt, faults, delay);
                 }
                 // the worker's answer, as its bytes
                 let line = raw_answer_line(&self.id_raw, &answer);
@@ -174,15 +178,7 @@ impl DirectCall for Direct {
         w.stats.record(self.started.elapsed(), true, true, false);
         w.mark_broken();
         w.kill();
-        let params = self.params();
-        let Direct {
-            front,
-            id_raw,
-            name,
-            started,
-            ..
-        } = *self;
-        front.resume(id_raw, params, name, started, None, 0, None);
+        (*self).resume(None, 0, None);
     }
 
     fn timed_out(self: Box<Self>) {
