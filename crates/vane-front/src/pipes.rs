@@ -28,21 +28,23 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 /// How long a blocked writer waits before it asks whether to give up.
 const POLL_SLICE: Duration = Duration::from_millis(50);
 
-fn set_nonblocking(fd: &OwnedFd, on: bool) -> std::io::Result<()> {
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
     let mut flags = OFlag::from_bits_truncate(flags);
-    flags.set(OFlag::O_NONBLOCK, on);
+    flags.insert(OFlag::O_NONBLOCK);
     fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
     Ok(())
 }
 
-fn is_fifo(fd: &OwnedFd) -> bool {
+/// A pipe or a socket (Node's `child_process` gives a child socketpairs
+/// for its stdio): something that can be non-blocking and polled.
+fn is_stream(fd: &OwnedFd) -> bool {
     use std::os::unix::fs::FileTypeExt;
     fd.try_clone()
         .ok()
         .map(File::from)
         .and_then(|f| f.metadata().ok())
-        .is_some_and(|m| m.file_type().is_fifo())
+        .is_some_and(|m| m.file_type().is_fifo() || m.file_type().is_socket())
 }
 
 /// Waits until `fd` is ready for `what`, at most `slice`.
@@ -67,11 +69,11 @@ pub struct Out {
 }
 
 impl Out {
-    /// Takes over `fd`; a pipe is made non-blocking (anything else — a
-    /// terminal, a file — is written as it is).
+    /// Takes over `fd`; a pipe or socket is made non-blocking (anything
+    /// else — a terminal, a file — is written as it is).
     pub fn new(fd: OwnedFd) -> Arc<Out> {
-        if is_fifo(&fd) {
-            let _ = set_nonblocking(&fd, true);
+        if is_stream(&fd) {
+            let _ = set_nonblocking(&fd);
         }
         Arc::new(Out {
             state: Mutex::new(OutState {
@@ -196,17 +198,16 @@ impl Out {
     }
 }
 
-/// The reading end of a pipe, for a thread: blocking reads of whole lines
-/// (a non-blocking descriptor inherited from elsewhere is waited on).
+/// The reading end of a pipe, for a thread: blocking reads of whole lines.
 pub struct LineReader {
     inner: std::io::BufReader<File>,
 }
 
 impl LineReader {
+    /// Takes over `fd` with its flags as they are: a non-blocking one (it
+    /// may share its file description with the writing side, a socket as
+    /// both stdin and stdout) is waited on with `poll`.
     pub fn new(fd: OwnedFd) -> LineReader {
-        if is_fifo(&fd) {
-            let _ = set_nonblocking(&fd, false);
-        }
         LineReader {
             inner: std::io::BufReader::with_capacity(64 * 1024, File::from(fd)),
         }
@@ -289,6 +290,32 @@ mod tests {
             w.join().unwrap();
         }
         assert_eq!((a, b), (200, 200));
+    }
+
+    #[test]
+    fn a_socketpair_works_as_stdio_too() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let out = Out::new(OwnedFd::from(a));
+        let big = [b'z'; 300_000]
+            .iter()
+            .chain(b"\n")
+            .copied()
+            .collect::<Vec<u8>>();
+        // more than the socket takes at once: the rest waits in the buffer
+        assert!(!out.try_line(&big).unwrap());
+        assert!(!out.try_line(b"after\n").unwrap());
+        let reader = std::thread::spawn(move || {
+            let mut r = LineReader::new(OwnedFd::from(b));
+            let mut buf = Vec::new();
+            assert!(r.next_line(&mut buf));
+            let first = buf.len();
+            assert!(r.next_line(&mut buf));
+            (first, buf)
+        });
+        out.flush_blocking(&|| false).unwrap();
+        let (first, second) = reader.join().unwrap();
+        assert_eq!(first, big.len());
+        assert_eq!(second, b"after\n");
     }
 
     #[test]

@@ -987,6 +987,57 @@ fn a_quiet_pipe_and_a_file_as_stdio_still_work() {
     }
 }
 
+/// Node's `child_process` (Claude Code's) hands a child socketpairs, not
+/// pipes, for its stdio — here one socket as both stdin and stdout: the front
+/// answers the handshake and a tool call over it, and exits at EOF.
+#[test]
+fn a_socket_as_stdin_and_stdout_serves_the_front() {
+    use std::io::{BufRead, Write};
+    use std::os::fd::OwnedFd;
+    let (_d, ws) = workspace();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--workspace", ws.to_str().unwrap()])
+        .stdin(Stdio::from(OwnedFd::from(theirs.try_clone().unwrap())))
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ours.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut w = ours.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(ours.try_clone().unwrap());
+    let mut answer = |id: u64| -> Value {
+        loop {
+            let mut line = String::new();
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "EOF before answer {id}"
+            );
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    };
+    writeln!(w, "{}", json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})).unwrap();
+    assert!(answer(1)["result"]["protocolVersion"].is_string());
+    writeln!(
+        w,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    for id in 2..12u64 {
+        writeln!(w, "{}", json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "status", "arguments": {}}})).unwrap();
+        let a = answer(id);
+        assert_eq!(a["result"]["isError"], false, "{a}");
+        assert!(a["result"]["structuredContent"].is_object(), "{a}");
+    }
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 /// The README's first command: the demo runs a whole session through a real
 /// front, including a worker killed mid-session.
 #[test]
