@@ -89,7 +89,7 @@ pub struct Front {
     /// the tail of `_meta["vane/client"]` as JSON text:
     /// `,"protocol_version":…,"session_id":…}`
     client_meta: Mutex<String>,
-    /// the client finished the handshake: `tools/call` may take the fast lane
+    /// the client finished the handshake: `tools/call` may take the direct path
     pub initialized: std::sync::atomic::AtomicBool,
     events: mpsc::UnboundedSender<WorkerEvent>,
     decisions: Mutex<VecDeque<Value>>,
@@ -363,7 +363,7 @@ impl Front {
         )
     }
 
-    /// One client `tools/call`, from rmcp or from the fast lane: the front's
+    /// One client `tools/call` as a task (from rmcp or [`Front::spawn_call`]): the front's
     /// own tools, or forwarded (the client's request id, protocol version
     /// and the front's session go along in `_meta["vane/client"]`, so the
     /// worker logs and traces the client's request, not ours).

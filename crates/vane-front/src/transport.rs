@@ -1,18 +1,19 @@
-//! The front's transport to a worker: newline-delimited JSON-RPC over the
-//! worker's stdin/stdout, for the rmcp client — with a fast path for the
-//! message that dominates, a `tools/call` answer.
+//! The front's two transports — to its client and to each worker —
+//! newline-delimited JSON-RPC read by threads (see `pipes`), and the lane:
+//! the path of the message that dominates, a `tools/call` and its answer.
 //!
 //! rmcp decodes every incoming line as the untagged `ServerResult` enum: serde
 //! buffers the whole message into its generic `Content` tree and tries the
 //! variants in turn, building an error for each miss. For a tool answer of a
 //! few kilobytes that was most of the front's CPU per call (measured with
-//! `perf`). So a line that is a response whose `result` has `content` (a tool
-//! answer) is only skimmed — `isError` and the error code, all the front
-//! decides by — and handed to rmcp as a small stub carrying a token; the
-//! answer's bytes wait in a table and [`RawWriter`], under rmcp's writer to
-//! the client, puts them back in place of the stub. The client gets the
-//! worker's answer byte for byte, decoded and encoded zero times on the way.
-//! Anything else takes rmcp's own path.
+//! `perf`). So a lane answer (id `f:N`) is taken off the worker's pipe by its
+//! number and only skimmed — `isError` and the error code, all the front
+//! decides by ([`skim`]). On the direct path its bytes go to the client as
+//! they are; on the task path it becomes a small stub carrying a token, the
+//! bytes wait in a table, and the client's transport puts them back in place
+//! of the stub ([`substitute`], [`answer_line`]). Either way the client gets
+//! the worker's answer byte for byte, decoded and encoded zero times on the
+//! way. Anything else takes rmcp's own path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
