@@ -276,23 +276,25 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
         .unwrap();
     }
 
-    // 3. the standby is retired, then the contract migration runs
+    // 3. the standby is retired, then the contract migration runs (the
+    // decision is recorded once the migrating process has finished, a
+    // moment after its commit is visible in the store: wait for the record)
     let deadline = Instant::now() + Duration::from_secs(60);
-    let floor = loop {
-        let (s, _) = schema(&ws, &promoted);
-        if s["floor"].as_i64().unwrap_or(0) > 0 || Instant::now() > deadline {
-            break s;
+    let decisions = loop {
+        let h = json_of(&vane(&ws, &["workers", "--json"]));
+        let d = h["fronts"][0]["result"]["decisions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if d.iter().any(|d| d["action"] == "contract_applied") || Instant::now() > deadline {
+            break d;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let (floor, _) = schema(&ws, &promoted);
     assert_eq!(floor["floor"], n + 2, "{floor}");
     assert_eq!(floor["store_version"], n + 2);
     assert!(role(&ws, "standby").is_none(), "retired first");
-    let h = json_of(&vane(&ws, &["workers", "--json"]));
-    let decisions = h["fronts"][0]["result"]["decisions"]
-        .as_array()
-        .unwrap()
-        .clone();
     let contract = decisions
         .iter()
         .find(|d| d["action"] == "contract_applied")
