@@ -127,49 +127,56 @@ impl Direct {
 
 impl DirectCall for Direct {
     fn answered(self: Box<Self>, answer: RawAnswer) {
-        self.settle();
         let elapsed = self.started.elapsed();
-        let stats = &self.worker.stats;
-        match skim(&answer) {
-            Ok((is_error, code)) => {
-                let failed = code.as_deref() == Some("internal");
-                stats.record(elapsed, is_error, failed, self.timed);
-                let busy = code.as_deref() == Some("idempotency_key_in_progress");
-                let alt = if failed && self.front.cfg.max_retries > 0 {
-                    self.front.fallback(&self.worker)
-                } else {
-                    None
-                };
-                if busy || alt.is_some() {
-                    if let Some(alt) = &alt {
-                        self.front.emit(
-                            "call_retried",
-                            json!({ "tool": self.name, "from": self.worker.id, "to": alt.id, "why": "internal error" }),
-                        );
-                    }
-                    let faults = u32::from(alt.is_some());
-                    let delay = busy.then_some(Duration::from_millis(20));
-                    return (*self).resume(alt, faults, delay);
-                }
-                // the worker's answer, as its bytes
-                let line = raw_answer_line(&self.id_raw, &answer);
-                let _ = self.out.line_blocking(&line, &|| false);
-                self.front.ctx.telemetry.metrics.call_finished(
-                    &self.name,
-                    !is_error,
-                    code.as_deref(),
-                    self.started.elapsed(),
-                );
-            }
+        let (is_error, code) = match skim(&answer) {
+            Ok(skimmed) => skimmed,
             Err(why) => {
-                stats.record(elapsed, true, true, self.timed);
+                self.settle();
+                self.worker.stats.record(elapsed, true, true, self.timed);
                 let r = error_result(&err(ErrorCode::Internal, why));
                 if let Some(line) = answer_line(&self.id_raw, &r) {
                     let _ = self.out.line_blocking(&line, &|| false);
                 }
                 self.finish(&r);
+                return;
             }
+        };
+        let failed = code.as_deref() == Some("internal");
+        let busy = code.as_deref() == Some("idempotency_key_in_progress");
+        let alt = if failed && self.front.cfg.max_retries > 0 {
+            self.front.fallback(&self.worker)
+        } else {
+            None
+        };
+        if busy || alt.is_some() {
+            self.settle();
+            self.worker
+                .stats
+                .record(elapsed, is_error, failed, self.timed);
+            if let Some(alt) = &alt {
+                self.front.emit(
+                    "call_retried",
+                    json!({ "tool": self.name, "from": self.worker.id, "to": alt.id, "why": "internal error" }),
+                );
+            }
+            let faults = u32::from(alt.is_some());
+            let delay = busy.then_some(Duration::from_millis(20));
+            return (*self).resume(alt, faults, delay);
         }
+        // the ordinary case: the worker's answer, as its bytes, at once;
+        // the books after
+        let line = raw_answer_line(&self.id_raw, &answer);
+        let _ = self.out.line_blocking(&line, &|| false);
+        self.settle();
+        self.worker
+            .stats
+            .record(elapsed, is_error, failed, self.timed);
+        self.front.ctx.telemetry.metrics.call_finished(
+            &self.name,
+            !is_error,
+            code.as_deref(),
+            self.started.elapsed(),
+        );
     }
 
     fn closed(self: Box<Self>) {
