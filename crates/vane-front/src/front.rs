@@ -670,7 +670,10 @@ impl Front {
 
     fn front_tools() -> Vec<Tool> {
         let schema = |v: Value| match v {
-            Value::Object(m) => Arc::new(m),
+            Value::Object(mut m) => {
+                vane_tools::schema::portable(&mut m);
+                Arc::new(m)
+            }
             _ => Arc::new(Map::new()),
         };
         vec![

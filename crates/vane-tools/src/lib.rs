@@ -19,6 +19,7 @@ pub mod faults;
 pub mod handlers;
 pub mod policy;
 pub mod registry;
+pub mod schema;
 pub mod server;
 pub mod stdio;
 

@@ -64,6 +64,7 @@ fn schema_of<T: JsonSchema>() -> Map<String, Value> {
         if !m.contains_key("type") {
             m.insert("type".into(), json!("object"));
         }
+        crate::schema::portable(m);
         return m.clone();
     }
     Map::new()

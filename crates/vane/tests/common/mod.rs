@@ -143,3 +143,4 @@ pub async fn stop(l: Load) -> (u64, Vec<String>) {
     l.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     l.task.await.unwrap()
 }
+pub mod model_stub;
