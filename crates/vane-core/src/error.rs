@@ -35,6 +35,7 @@ pub enum ErrorCode {
     SchemaIncompatible,
     IdempotencyKeyReused,
     IdempotencyKeyInProgress,
+    NotAWorkspace,
     Internal,
 }
 
@@ -67,6 +68,7 @@ impl ErrorCode {
             ErrorCode::SchemaIncompatible => "schema_incompatible",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyKeyInProgress => "idempotency_key_in_progress",
+            ErrorCode::NotAWorkspace => "not_a_workspace",
             ErrorCode::Internal => "internal",
         }
     }

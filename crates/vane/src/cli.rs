@@ -430,8 +430,35 @@ fn emit(json_out: bool, v: &Value, table: impl FnOnce(&Value) -> String) {
     }
 }
 
+/// Refuses a command that only makes sense in a vane workspace when the
+/// state directory has no store: like `git status` outside a repository, a
+/// look creates nothing. `init`, `serve`/`worker` (which create what they
+/// need), `demo` and `tools` are the exceptions.
+fn require_workspace(cli: &Cli) -> Result<(), VaneError> {
+    if matches!(
+        cli.cmd,
+        Cmd::Init { .. } | Cmd::Serve(_) | Cmd::Worker(_) | Cmd::Demo { .. } | Cmd::Tools { .. }
+    ) {
+        return Ok(());
+    }
+    let paths = paths_of(cli)?;
+    if paths.db().is_file() {
+        return Ok(());
+    }
+    Err(VaneError::new(
+        ErrorCode::NotAWorkspace,
+        format!(
+            "not a vane workspace: {} has no store ({} does not exist)",
+            paths.workspace.display(),
+            paths.db().display()
+        ),
+    )
+    .with_details(json!({ "workspace": paths.workspace, "store": paths.db() })))
+}
+
 async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, VaneError> {
     let mut otel = Some(otel);
+    require_workspace(&cli)?;
     match &cli.cmd {
         Cmd::Init { roadmap, json } => {
             let v = init(

@@ -40,6 +40,9 @@ pub fn print_error(e: &VaneError) {
         vane_core::ErrorCode::RoadmapInvalid => {
             Some("fix the roadmap file at the place named above")
         }
+        vane_core::ErrorCode::NotAWorkspace => {
+            Some("run `vane init` here to make it one (or pass --workspace DIR / --state-dir DIR)")
+        }
         _ => None,
     };
     if let Some(h) = hint {
@@ -145,8 +148,23 @@ pub fn status(v: &Value) -> String {
             s(&r["p95_ms"])
         );
     }
-    let _ = writeln!(o, "sandbox {}", v["sandbox"]);
+    let _ = writeln!(o, "sandbox {}", sandbox_line(&v["sandbox"]));
     o
+}
+
+/// The sandbox in words: what confines a command (or that nothing does).
+fn sandbox_line(sb: &Value) -> String {
+    let mode = s(&sb["mode"]);
+    let network = if sb["network"] == true { "on" } else { "off" };
+    match (mode.as_str(), sb["bwrap_available"] == true) {
+        ("off", _) => "OFF: commands run unconfined (sandbox = \"off\" in vane.toml)".into(),
+        (_, true) => format!("bubblewrap (mode {mode}, network {network})"),
+        ("auto", false) => {
+            "none: bubblewrap is not usable here, commands run unconfined (install bubblewrap)"
+                .into()
+        }
+        (m, false) => format!("{m}: bubblewrap is not usable, so commands are refused"),
+    }
 }
 
 pub fn summary(v: &Value, out: &std::path::Path) -> String {
@@ -310,7 +328,22 @@ pub fn critics(v: &Value) -> String {
     let mut o = String::new();
     let runs = v["runs"].as_array().cloned().unwrap_or_default();
     if runs.is_empty() {
-        let _ = writeln!(o, "no critic selected ({})", v["selection"]);
+        let sel = &v["selection"];
+        let files: Vec<String> = sel["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let why = match sel["mode"].as_str() {
+            Some("git_changes") if files.is_empty() => "no file changed in git".to_string(),
+            Some("git_changes") | Some("paths") => {
+                format!("none matches {}", cut(&files.join(", "), 120))
+            }
+            Some("all") => "none configured".to_string(),
+            _ => "none named".to_string(),
+        };
+        let _ = writeln!(o, "no critic selected: {why}");
     }
     for r in runs {
         let _ = writeln!(

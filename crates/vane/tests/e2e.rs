@@ -1056,3 +1056,60 @@ fn the_demo_runs_end_to_end() {
     assert!(text.contains("the client never noticed"), "{text}");
     assert!(text.trim_end().ends_with("demo complete."), "{text}");
 }
+
+/// A look creates nothing: every read-only command in a directory that is not
+/// a vane workspace says so, with the `vane init` hint, exits non-zero and
+/// leaves the directory empty (like `git status` outside a repository).
+#[test]
+fn read_only_commands_outside_a_workspace_create_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let empty = d.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["status", "--json"],
+        &["next"],
+        &["task", "show", "T1"],
+        &["roadmap", "show"],
+        &["roadmap", "export"],
+        &["telemetry", "summary"],
+        &["telemetry", "tail", "--for", "1"],
+        &["flags", "list"],
+        &["flags", "get", "ADMIN_TOOLS"],
+        &["workers"],
+    ];
+    for args in commands {
+        // as a user types it: in the directory, no --workspace
+        let out = std::process::Command::new(BIN)
+            .args(*args)
+            .current_dir(&empty)
+            .env_remove("VANE_WORKSPACE")
+            .env_remove("VANE_STATE_DIR")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "vane {args:?} succeeded");
+        assert!(
+            err.contains("not_a_workspace") && err.contains("vane init"),
+            "vane {args:?}: {err}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "vane {args:?} printed {:?}",
+            out.stdout
+        );
+        let left: Vec<_> = std::fs::read_dir(&empty).unwrap().collect();
+        assert!(left.is_empty(), "vane {args:?} created {left:?}");
+    }
+}
+
+/// Human output is text, never a raw JSON fragment.
+#[test]
+fn status_for_people_prints_no_json() {
+    let (_d, ws) = workspace();
+    let out = vane(&ws, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sandbox "), "{text}");
+    assert!(!text.contains('{') && !text.contains('}'), "{text}");
+}
