@@ -83,6 +83,14 @@ pub struct Commands {
     /// Keep vane's built-in deny rules (privilege escalation, deleting the
     /// workspace or `/`, `git reset --hard`, force-push, deleting `.git`, …).
     pub builtin_deny: bool,
+    /// Environment variables a command receives from vane's own environment,
+    /// besides the always-passed basics (`PATH`, `HOME`, `LANG`, `LC_*`,
+    /// `TERM`, `USER`, `LOGNAME`, `SHELL`, `TZ`). Names, or prefixes ending in `*`.
+    /// Everything else — API keys above all — stays out.
+    pub env_allow: Vec<String>,
+    /// Extra paths the sandbox hides from commands (an empty directory or
+    /// file in their place), besides the built-in credential locations.
+    pub hide: Vec<String>,
 }
 
 impl Default for Commands {
@@ -92,6 +100,8 @@ impl Default for Commands {
             network: true,
             deny: Vec::new(),
             builtin_deny: true,
+            env_allow: Vec::new(),
+            hide: Vec::new(),
         }
     }
 }
@@ -426,6 +436,8 @@ claim_ttl_s = 1800               # default lease of plan_next claims
 sandbox = "auto"                 # auto (bubblewrap when installed) | bwrap (required) | off
 network = true                   # false: sandboxed commands get no network
 builtin_deny = true              # privilege escalation, rm -rf / or the workspace, git reset --hard, force-push, deleting .git …
+env_allow = []                   # variables commands get besides PATH, HOME, LANG, LC_*, TERM, USER, SHELL, TZ (e.g. ["CARGO_*", "RUSTFLAGS"])
+hide = []                        # more paths the sandbox hides (credentials in ~ are hidden already)
 deny = []                        # extra rules: a command and words among its arguments, e.g. ["npm publish", "git push origin main"]
 
 [telemetry]

@@ -36,6 +36,7 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     IdempotencyKeyInProgress,
     NotAWorkspace,
+    Unauthorized,
     Internal,
 }
 
@@ -69,6 +70,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyKeyInProgress => "idempotency_key_in_progress",
             ErrorCode::NotAWorkspace => "not_a_workspace",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal",
         }
     }

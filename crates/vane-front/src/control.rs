@@ -5,6 +5,15 @@
 //! `{"op": "probe", "tool": NAME, "arguments": {…}}` (a read-only call on the
 //! active worker and the canary, compared).
 //! Answers are `{"ok": true, "result": …}` or `{"ok": false, "error": {code, message}}`.
+//!
+//! Every request carries `"token"`: the contents of `front-PID.token` beside
+//! the socket (0600, 32 random bytes, written before the socket is bound).
+//! Connecting to a Unix socket needs no write access, so file permissions
+//! alone do not keep a process of the same user out; the token does, and the
+//! sandbox hides the whole state directory from commands besides (an agent
+//! never sees socket or token). Without the token a request is refused with
+//! `unauthorized` — the control socket is the operator's, not the agent's:
+//! it can start executables as workers.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,17 +43,24 @@ pub fn serve(front: Arc<Front>, state_dir: &Path) -> Result<PathBuf, VaneError> 
     std::fs::create_dir_all(&dir).map_err(io)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     let path = dir.join(format!("front-{}.sock", std::process::id()));
+    let token = new_token().map_err(io)?;
+    write_token(&token_path(&path), &token).map_err(io)?;
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).map_err(io)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let f = front.clone();
+            let token = token.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut lines = BufReader::new(r).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    let answer = match handle(&f, &line).await {
+                    let answer = match authorised(&line, &token) {
+                        Err(e) => Err(e),
+                        Ok(()) => handle(&f, &line).await,
+                    };
+                    let answer = match answer {
                         Ok(v) => json!({ "ok": true, "result": v }),
                         Err(e) => json!({ "ok": false, "error": e.to_json()["error"].clone() }),
                     };
@@ -58,6 +74,48 @@ pub fn serve(front: Arc<Front>, state_dir: &Path) -> Result<PathBuf, VaneError> 
         }
     });
     Ok(path)
+}
+
+/// The token file of a socket: `front-PID.token` beside `front-PID.sock`.
+pub fn token_path(socket: &Path) -> PathBuf {
+    socket.with_extension("token")
+}
+
+fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(hex::encode(b))
+}
+
+fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(token.as_bytes())
+}
+
+/// Checks a request's `token` against the front's, in constant time.
+fn authorised(line: &str, token: &str) -> Result<(), VaneError> {
+    let given = serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(VaneError::new(
+            ErrorCode::Unauthorized,
+            "control requests need the front's token (front-PID.token beside the socket, readable by its owner only)",
+        ))
+    }
 }
 
 async fn handle(front: &Arc<Front>, line: &str) -> Result<Value, VaneError> {
@@ -123,6 +181,7 @@ pub async fn fronts(state_dir: &Path) -> Vec<(u32, PathBuf)> {
             out.push((pid, p));
         } else {
             let _ = std::fs::remove_file(&p);
+            let _ = std::fs::remove_file(token_path(&p));
         }
     }
     out.sort();
@@ -137,6 +196,9 @@ pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Va
             format!("control socket {}: {e}", socket.display()),
         )
     };
+    let token = std::fs::read_to_string(token_path(socket)).map_err(io)?;
+    let mut req = req.clone();
+    req["token"] = json!(token.trim());
     let go = async {
         let stream = UnixStream::connect(socket).await.map_err(io)?;
         let (r, mut w) = stream.into_split();
@@ -160,6 +222,7 @@ pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Va
             let code = match code {
                 "invalid_input" => ErrorCode::InvalidInput,
                 "io_error" => ErrorCode::IoError,
+                "unauthorized" => ErrorCode::Unauthorized,
                 _ => ErrorCode::Internal,
             };
             Err(VaneError::new(code, msg).with_details(v["error"]["details"].clone()))

@@ -70,6 +70,7 @@ pub async fn run(
     };
     front.shutdown().await;
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(control::token_path(&socket));
     t.emit(
         t.event("process")
             .with("event", "stop")

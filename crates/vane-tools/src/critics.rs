@@ -16,13 +16,17 @@ use crate::ctx::ToolCtx;
 use crate::exec;
 
 /// Paths changed in the git working tree (staged, unstaged, untracked).
-pub async fn git_changed_paths(root: &Path) -> Result<Vec<String>, VaneError> {
-    let out = tokio::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=all"])
-        .current_dir(root)
-        .output()
-        .await
-        .map_err(|e| VaneError::new(ErrorCode::IoError, format!("git status: {e}")))?;
+pub async fn git_changed_paths(
+    root: &Path,
+    sandbox: Option<&crate::exec::Sandbox>,
+) -> Result<Vec<String>, VaneError> {
+    let out = crate::git::read(
+        root,
+        sandbox,
+        &["status", "--porcelain", "--untracked-files=all"],
+    )
+    .await
+    .map_err(|e| VaneError::new(ErrorCode::IoError, format!("git status: {e}")))?;
     if !out.status.success() {
         return Err(VaneError::invalid_input(
             "the workspace is not a git repository: name the critics, pass paths, or use all",
@@ -200,7 +204,7 @@ pub async fn run(
             json!({ "mode": "paths", "paths": paths }),
         )
     } else {
-        let changed = git_changed_paths(&ctx.ws.root).await?;
+        let changed = git_changed_paths(&ctx.ws.root, Some(&ctx.sandbox())).await?;
         (
             critics_for_paths(ctx, &changed)?,
             json!({ "mode": "git_changes", "paths": changed }),

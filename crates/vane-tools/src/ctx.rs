@@ -203,6 +203,14 @@ impl ToolCtx {
             workspace: self.ws.root.clone(),
             state_dir: self.ws.state_dir.clone(),
             read_only_workspace: self.dry_run(),
+            hide: self
+                .config
+                .commands
+                .hide
+                .iter()
+                .map(|h| self.ws.root.join(h))
+                .collect(),
+            env_allow: self.config.commands.env_allow.clone(),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Running shell commands in the workspace: own process group, timeout that
 //! kills the whole group, stdout/stderr captured with a byte cap (head and
-//! tail kept), optional bubblewrap sandbox.
+//! tail kept), in the sandbox (`sandbox.rs`) with a clean environment.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,6 @@ use nix::unistd::Pid;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
-use vane_core::config::SandboxMode;
 use vane_core::{ErrorCode, VaneError};
 
 /// Keeps the first and last `cap / 2` bytes of a stream.
@@ -84,95 +83,7 @@ pub struct CmdOutput {
     pub sandbox: String,
 }
 
-/// How commands are sandboxed.
-#[derive(Debug, Clone)]
-pub struct Sandbox {
-    pub mode: SandboxMode,
-    pub bwrap: Option<PathBuf>,
-    pub network: bool,
-    pub workspace: PathBuf,
-    pub state_dir: PathBuf,
-    /// bind the workspace read-only too (dry-run workers)
-    pub read_only_workspace: bool,
-}
-
-/// Finds `bwrap` on PATH and checks that it can start (user namespaces may be
-/// unavailable in containers).
-pub fn detect_bwrap() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let bin = std::env::split_paths(&path)
-        .map(|d| d.join("bwrap"))
-        .find(|p| p.is_file())?;
-    let ok = std::process::Command::new(&bin)
-        .args([
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--unshare-pid",
-            "--",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    ok.then_some(bin)
-}
-
-impl Sandbox {
-    /// `Ok(None)` means run without a sandbox.
-    pub fn wrapper(&self, cwd: &Path) -> Result<Option<Vec<String>>, VaneError> {
-        let bwrap = match (self.mode, &self.bwrap) {
-            (SandboxMode::Off, _) => return Ok(None),
-            (SandboxMode::Auto, None) => return Ok(None),
-            (SandboxMode::Bwrap, None) => {
-                return Err(VaneError::new(
-                    ErrorCode::SandboxUnavailable,
-                    "sandbox = \"bwrap\" but bubblewrap is not installed or cannot start (apt-get install bubblewrap)",
-                ))
-            }
-            (_, Some(b)) => b,
-        };
-        let s = |p: &Path| p.to_string_lossy().into_owned();
-        let mut args = vec![
-            s(bwrap),
-            "--ro-bind".into(),
-            "/".into(),
-            "/".into(),
-            "--dev".into(),
-            "/dev".into(),
-            "--proc".into(),
-            "/proc".into(),
-            "--tmpfs".into(),
-            "/tmp".into(),
-            if self.read_only_workspace {
-                "--ro-bind"
-            } else {
-                "--bind"
-            }
-            .into(),
-            s(&self.workspace),
-            s(&self.workspace),
-        ];
-        if self.state_dir.exists() {
-            args.extend(["--ro-bind".into(), s(&self.state_dir), s(&self.state_dir)]);
-        }
-        args.extend([
-            "--unshare-pid".into(),
-            "--die-with-parent".into(),
-            "--new-session".into(),
-        ]);
-        if !self.network {
-            args.push("--unshare-net".into());
-        }
-        args.extend(["--chdir".into(), s(cwd), "--".into()]);
-        Ok(Some(args))
-    }
-}
+pub use crate::sandbox::{detect_bwrap, Sandbox};
 
 fn shell() -> &'static str {
     if Path::new("/bin/bash").exists() {
@@ -201,7 +112,12 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        .env_clear()
+        .envs(crate::sandbox::command_env(
+            std::env::vars(),
+            &sandbox.env_allow,
+        ));
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -234,11 +234,8 @@ pub struct ContextSnapshotIn {
     pub reason: String,
 }
 
-async fn git(root: &std::path::Path, args: &[&str]) -> Option<String> {
-    let out = tokio::process::Command::new("git")
-        .args(args)
-        .current_dir(root)
-        .output()
+async fn git(ctx: &ToolCtx, args: &[&str]) -> Option<String> {
+    let out = crate::git::read(&ctx.ws.root, Some(&ctx.sandbox()), args)
         .await
         .ok()?;
     out.status
@@ -247,12 +244,11 @@ async fn git(root: &std::path::Path, args: &[&str]) -> Option<String> {
 }
 
 async fn context_snapshot(ctx: Arc<ToolCtx>, i: ContextSnapshotIn) -> R<Checkpoint> {
-    let root = ctx.ws.root.clone();
-    let git_info = match git(&root, &["rev-parse", "--is-inside-work-tree"]).await {
+    let git_info = match git(&ctx, &["rev-parse", "--is-inside-work-tree"]).await {
         Some(_) => json!({
-            "branch": git(&root, &["symbolic-ref", "--short", "-q", "HEAD"]).await,
-            "commit": git(&root, &["rev-parse", "HEAD"]).await,
-            "dirty": git(&root, &["status", "--porcelain"]).await.is_some_and(|s| !s.is_empty()),
+            "branch": git(&ctx, &["symbolic-ref", "--short", "-q", "HEAD"]).await,
+            "commit": git(&ctx, &["rev-parse", "HEAD"]).await,
+            "dirty": git(&ctx, &["status", "--porcelain"]).await.is_some_and(|s| !s.is_empty()),
         }),
         None => Value::Null,
     };
@@ -355,14 +351,12 @@ fn io_err(path: &str, e: std::io::Error) -> VaneError {
 }
 
 fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
+    use std::io::Seek;
     let p = ctx.ws.resolve(&i.path)?;
-    let meta = std::fs::metadata(&p).map_err(|e| io_err(&i.path, e))?;
-    if meta.is_dir() {
-        return Err(VaneError::invalid_input(format!(
-            "`{}` is a directory",
-            i.path
-        )));
-    }
+    // one descriptor for the whole call, opened beneath the workspace root
+    // without following symlinks: what was checked is what is read
+    let mut f = ctx.ws.open_read(&p, &i.path)?;
+    let meta = f.metadata().map_err(|e| io_err(&i.path, e))?;
     let cap = ctx.config.limits.fs_read_max_bytes;
     let size = meta.len();
     let rel = ctx.ws.relative(&p);
@@ -379,9 +373,11 @@ fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
         )
         .with_details(json!({ "path": rel, "size": size, "cap": cap })));
     }
-    let mut f = std::fs::File::open(&p).map_err(|e| io_err(&i.path, e))?;
-    let mut sniff = vec![0u8; 8192.min(size as usize)];
-    f.read_exact(&mut sniff).map_err(|e| io_err(&i.path, e))?;
+    let mut sniff = Vec::with_capacity(8192.min(size as usize));
+    (&mut f)
+        .take(8192)
+        .read_to_end(&mut sniff)
+        .map_err(|e| io_err(&i.path, e))?;
     let binary = |bytes: &[u8]| {
         bytes.contains(&0) || std::str::from_utf8(bytes).is_err_and(|e| e.error_len().is_some())
     };
@@ -395,9 +391,21 @@ fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
         )
         .with_details(json!({ "path": rel, "size": size })));
     }
-    drop(f);
+    let rewind = |f: &mut std::fs::File| f.rewind().map_err(|e| io_err(&i.path, e));
     if !ranged {
-        let bytes = std::fs::read(&p).map_err(|e| io_err(&i.path, e))?;
+        rewind(&mut f)?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut f)
+            .take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_err(&i.path, e))?;
+        if bytes.len() as u64 > cap {
+            return Err(VaneError::new(
+                ErrorCode::FileTooLarge,
+                format!("`{}` grew past the {cap}-byte cap while being read", i.path),
+            )
+            .with_details(json!({ "path": rel, "cap": cap })));
+        }
         let text = String::from_utf8(bytes).map_err(|_| {
             VaneError::new(
                 ErrorCode::BinaryFile,
@@ -419,7 +427,8 @@ fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
     }
     let start = i.start_line.unwrap_or(1);
     let end = i.end_line.unwrap_or(u64::MAX);
-    let reader = std::io::BufReader::new(std::fs::File::open(&p).map_err(|e| io_err(&i.path, e))?);
+    rewind(&mut f)?;
+    let reader = std::io::BufReader::new(&f);
     let mut content = String::new();
     let mut n = 0u64;
     let mut last = start.saturating_sub(1);
@@ -458,9 +467,13 @@ fn fs_read_sync(ctx: &ToolCtx, i: FsReadIn) -> R<FsReadOut> {
     }
     // the hash must be of the real bytes: recompute exactly when small enough
     let sha = if complete {
-        Some(sha256_hex(
-            &std::fs::read(&p).map_err(|e| io_err(&i.path, e))?,
-        ))
+        rewind(&mut f)?;
+        let mut all = Vec::new();
+        (&mut f)
+            .take(cap.saturating_mul(16) + 1)
+            .read_to_end(&mut all)
+            .map_err(|e| io_err(&i.path, e))?;
+        Some(sha256_hex(&all))
     } else {
         None
     };
@@ -531,17 +544,20 @@ fn fs_write_sync(ctx: &ToolCtx, i: FsWriteIn) -> R<FsWriteOut> {
         ));
     }
     let mode = i.mode.unwrap_or(WriteMode::Overwrite);
-    if p.is_dir() {
-        return Err(VaneError::invalid_input(format!(
-            "`{}` is a directory",
-            i.path
-        )));
+    // the directory held open beneath the root (created when missing):
+    // the file is read, replaced and renamed in it, never by path again
+    let (dir, name) = ctx.ws.parent_dir(&p, &i.path)?;
+    let old_cap = max.max(ctx.config.limits.fs_read_max_bytes).max(64 << 20);
+    let old = dir.read(name, old_cap)?;
+    if old.as_ref().is_some_and(|o| o.len() as u64 > old_cap) {
+        return Err(VaneError::new(
+            ErrorCode::FileTooLarge,
+            format!(
+                "`{}` is larger than {old_cap} bytes; fs_write does not replace it",
+                i.path
+            ),
+        ));
     }
-    let old = match std::fs::read(&p) {
-        Ok(b) => Some(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(&i.path, e)),
-    };
     let prev_sha = old.as_deref().map(sha256_hex);
     if let Some(exp) = &i.expected_sha256 {
         if prev_sha.as_deref() != Some(exp.to_ascii_lowercase().as_str()) {
@@ -572,14 +588,18 @@ fn fs_write_sync(ctx: &ToolCtx, i: FsWriteIn) -> R<FsWriteOut> {
         }
         _ => i.content.as_bytes().to_vec(),
     };
-    if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io_err(&i.path, e))?;
+    if mode == WriteMode::Append && new.len() as u64 > max {
+        return Err(VaneError::new(
+            ErrorCode::FileTooLarge,
+            format!(
+                "`{}` would have {} bytes; the cap is {max}",
+                i.path,
+                new.len()
+            ),
+        ));
     }
-    let perms = std::fs::metadata(&p).ok().map(|m| m.permissions());
-    vane_store::write_atomic(&p, &new)?;
-    if let Some(perms) = perms {
-        let _ = std::fs::set_permissions(&p, perms);
-    }
+    let perms = dir.mode_of(name).unwrap_or(0o644);
+    dir.write_atomic(name, &new, perms)?;
     let old_text = old
         .as_deref()
         .map(String::from_utf8_lossy)
@@ -793,11 +813,18 @@ async fn artifact_record(ctx: Arc<ToolCtx>, i: ArtifactRecordIn) -> R<Artifact> 
         let rel = match &i.path {
             Some(p) => {
                 let real = ctx.ws.resolve(p)?;
-                if let Ok(bytes) = std::fs::read(&real) {
-                    meta.insert("sha256".into(), json!(sha256_hex(&bytes)));
-                    meta.insert("bytes".into(), json!(bytes.len()));
-                } else {
-                    meta.insert("exists".into(), json!(false));
+                match ctx.ws.open_read(&real, p) {
+                    Ok(mut f) => {
+                        // streamed: any size, read once through the checked descriptor
+                        let mut h = Sha256::new();
+                        let n = std::io::copy(&mut f, &mut h).map_err(|e| io_err(p, e))?;
+                        meta.insert("sha256".into(), json!(hex::encode(h.finalize())));
+                        meta.insert("bytes".into(), json!(n));
+                    }
+                    Err(e) if e.code == ErrorCode::NotFound => {
+                        meta.insert("exists".into(), json!(false));
+                    }
+                    Err(e) => return Err(e),
                 }
                 Some(ctx.ws.relative(&real))
             }

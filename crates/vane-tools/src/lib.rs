@@ -9,6 +9,7 @@
 //! is caught and reported as an `internal` error result.
 #![forbid(unsafe_code)]
 
+pub mod beneath;
 pub mod client;
 pub mod confine;
 pub mod critics;
@@ -16,9 +17,11 @@ pub mod ctx;
 pub mod exec;
 #[cfg(feature = "failpoints")]
 pub mod faults;
+pub mod git;
 pub mod handlers;
 pub mod policy;
 pub mod registry;
+pub mod sandbox;
 pub mod schema;
 pub mod server;
 pub mod stdio;

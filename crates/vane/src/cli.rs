@@ -430,6 +430,33 @@ fn emit(json_out: bool, v: &Value, table: impl FnOnce(&Value) -> String) {
     }
 }
 
+/// Writes the default `vane.toml` when the workspace has none. The sandbox
+/// mounts the file read-only, so an agent's command cannot change vane's
+/// settings — but it could *create* one (sandbox off, another state
+/// directory) for the next worker to read; a file that exists closes that.
+fn ensure_config_file(ws: &Path) -> Result<(), VaneError> {
+    let p = ws.join(vane_tools::confine::CONFIG_FILE);
+    if p.exists() || !ws.is_dir() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+    {
+        Ok(mut f) => {
+            use std::io::Write;
+            f.write_all(vane_core::config::DEFAULT_TOML.as_bytes())
+                .map_err(|e| VaneError::new(ErrorCode::IoError, format!("{}: {e}", p.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(VaneError::new(
+            ErrorCode::IoError,
+            format!("{}: {e}", p.display()),
+        )),
+    }
+}
+
 /// Refuses a command that only makes sense in a vane workspace when the
 /// state directory has no store: like `git status` outside a repository, a
 /// look creates nothing. `init`, `serve`/`worker` (which create what they
@@ -473,6 +500,9 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
             // refuses every mutation
             let dry_run = std::env::var("VANE_DRY_RUN")
                 .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+            if !dry_run {
+                ensure_config_file(&workspace(&cli))?;
+            }
             let config = load_config(&workspace(&cli))?;
             let as_front = matches!(cli.cmd, Cmd::Serve(_))
                 && config.runtime.front

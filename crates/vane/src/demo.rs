@@ -70,10 +70,13 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
     let ws_s = ws.to_string_lossy().to_string();
     println!("vane demo — workspace {ws_s}");
     let st = std::process::Command::new(&exe)
-        .args(["--workspace", &ws_s, "roadmap", "import", "roadmap.yaml"])
+        .args(["--workspace", &ws_s, "init", "--roadmap", "roadmap.yaml"])
         .current_dir(&ws)
         .output()?;
     print!("{}", String::from_utf8_lossy(&st.stdout));
+    if !st.status.success() {
+        return Err(format!("vane init: {}", String::from_utf8_lossy(&st.stderr)).into());
+    }
 
     step(1, "start `vane serve` and complete the MCP handshake");
     let t0 = std::time::Instant::now();

@@ -127,9 +127,7 @@ impl Drop for UpgradeLock {
 }
 
 fn git_clean(ws: &Path, state_dir: &Path) -> Result<String, String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(ws)
+    let out = vane_tools::git::command(ws)
         .args(["status", "--porcelain", "--untracked-files=all"])
         .output()
         .map_err(|e| format!("git: {e}"))?;
@@ -1104,9 +1102,7 @@ async fn sh(command: &str, dir: &Path, timeout: Duration) -> (bool, Option<i32>,
 }
 
 fn git_out(ws: &Path, args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(ws)
+    let out = vane_tools::git::command(ws)
         .args(args)
         .output()
         .map_err(|e| format!("git: {e}"))?;

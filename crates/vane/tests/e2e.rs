@@ -639,11 +639,16 @@ async fn sandbox_confines_writes() {
     assert_ne!(o["exit_code"], 0, "{o}");
     assert!(o["stderr"].as_str().unwrap().contains("Read-only"), "{o}");
     assert!(!target.exists(), "wrote outside the workspace");
+    // vane's state directory is an empty tmpfs in there: no store, no
+    // control socket, and what is written to it vanishes
     let o = c
-        .call_ok("cmd_run", json!({ "cmd": "echo x > .vane/evil" }))
+        .call_ok(
+            "cmd_run",
+            json!({ "cmd": "ls -A .vane; echo x > .vane/evil; ls .vane/run 2>&1" }),
+        )
         .await
         .unwrap();
-    assert_ne!(o["exit_code"], 0);
+    assert!(!o["stdout"].as_str().unwrap().contains("vane.db"), "{o}");
     assert!(!ws.join(".vane/evil").exists());
     let o = c
         .call_ok(

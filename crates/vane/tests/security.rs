@@ -1,0 +1,391 @@
+//! Hostile rounds, performed for real: each test is an attack an agent could
+//! make through vane's tools (or a workspace could carry), against the real
+//! binary, the real sandbox and real git — and what must not happen.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{git, init_workspace, vane, BIN};
+use serde_json::{json, Value};
+use vane_tools::client::Client;
+
+const ROADMAP: &str = "epics:
+  - id: E1
+    title: Security
+    tasks:
+      - id: S1
+        title: Hold the line
+";
+
+fn bwrap() -> bool {
+    if vane_tools::exec::detect_bwrap().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "bubblewrap not usable: .ci/run installs it"
+    );
+    eprintln!("SKIPPED: bubblewrap not usable here");
+    false
+}
+
+async fn serve_env(ws: &Path, env: &[(&str, &str)]) -> Client {
+    Client::spawn(
+        Path::new(BIN),
+        &["serve", "--workspace", ws.to_str().unwrap()],
+        env,
+        true,
+    )
+    .await
+    .unwrap()
+}
+
+fn workspace() -> (tempfile::TempDir, PathBuf) {
+    let (d, ws) = init_workspace("", ROADMAP, &[("README.md", "security\n")]);
+    git(&ws, &["init", "-q"]);
+    (d, ws)
+}
+
+async fn run(c: &Client, cmd: &str) -> Value {
+    c.call_ok("cmd_run", json!({ "cmd": cmd }))
+        .await
+        .unwrap_or_else(|e| panic!("cmd_run {cmd}: {e}"))
+}
+
+/// vane often runs as root; bwrap started by root keeps every capability
+/// unless told otherwise, and with CAP_SYS_ADMIN a command remounts `/`
+/// writable and writes the host (found in this round: it did).
+#[tokio::test]
+async fn a_command_cannot_remount_the_host_writable() {
+    if !bwrap() {
+        return;
+    }
+    let (_d, ws) = workspace();
+    let c = serve_env(&ws, &[]).await;
+    let target = format!("/usr/vane-escape-{}", std::process::id());
+    // MS_REMOUNT | MS_BIND on / → read-write; an interpreter, so no deny rule sees it
+    let attack = format!(
+        "python3 -c \"import ctypes; l=ctypes.CDLL(None); print('mount', l.mount(b'none', b'/', None, 4128, None))\"; \
+         mount -o remount,bind,rw / 2>&1; echo x > {target} 2>&1; echo done"
+    );
+    let o = run(&c, &attack).await;
+    assert_eq!(o["sandbox"], "bwrap", "{o}");
+    assert!(o["stdout"].as_str().unwrap().contains("done"), "{o}");
+    let escaped = Path::new(&target).exists();
+    let _ = std::fs::remove_file(&target);
+    assert!(
+        !escaped,
+        "a sandboxed command wrote {target} on the host: {o}"
+    );
+    c.close().await;
+}
+
+/// The control socket starts executables as workers. Connecting to a Unix
+/// socket needs no write access, so a read-only state directory did not
+/// protect it: the sandbox must not see it at all, and a request without the
+/// front's token is refused.
+#[tokio::test]
+async fn the_control_socket_is_out_of_an_agents_reach() {
+    if !bwrap() {
+        return;
+    }
+    let (_d, ws) = workspace();
+    let c = serve_env(&ws, &[]).await;
+    let run_dir = ws.join(".vane/run");
+    let sock = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "sock"))
+        .expect("the front's control socket");
+    // from inside the sandbox: the socket's path, absolute
+    let attack = format!(
+        "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('{}'); s.sendall(b'{{\\\"op\\\":\\\"workers\\\"}}\\n'); print('ANSWER', s.recv(200))\" 2>&1; ls -A {} 2>&1",
+        sock.display(),
+        run_dir.display()
+    );
+    let o = run(&c, &attack).await;
+    let out = o["stdout"].as_str().unwrap();
+    assert!(
+        !out.contains("ANSWER"),
+        "the sandbox reached the socket: {o}"
+    );
+    assert!(!out.contains(".sock") && !out.contains(".token"), "{o}");
+    // from the host, without the token: refused
+    let answer = {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(b"{\"op\":\"canary_start\",\"binary\":\"/bin/true\"}\n")
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["error"]["code"], "unauthorized", "{answer}");
+    // with it (the operator's CLI): served
+    let out = vane(&ws, &["workers", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.close().await;
+}
+
+/// A repository's git config can make git execute programs. Written by an
+/// agent's command, it must be refused; arrived with the workspace, vane's
+/// own git (context_snapshot, critics_run, preflight) must not run it.
+#[tokio::test]
+async fn git_config_never_makes_vane_run_a_program() {
+    if !bwrap() {
+        return;
+    }
+    let (d, ws) = workspace();
+    let c = serve_env(&ws, &[]).await;
+    // 1. through the sandbox: .git/config, hooks and .git itself hold
+    let o = run(
+        &c,
+        "git config core.fsmonitor 'touch /tmp/x' 2>&1; echo '#!/bin/sh' > .git/hooks/pre-commit 2>&1; mv .git .git-away 2>&1; echo done",
+    )
+    .await;
+    let config = std::fs::read_to_string(ws.join(".git/config")).unwrap();
+    assert!(!config.contains("fsmonitor"), "{config}\n{o}");
+    assert!(!ws.join(".git/hooks/pre-commit").exists(), "{o}");
+    assert!(
+        ws.join(".git").is_dir() && !ws.join(".git-away").exists(),
+        "{o}"
+    );
+    // 2. planted on the host: every program-naming setting git knows
+    let marker = |n: &str| d.path().join(format!("ran-{n}"));
+    let mut cfg = config.clone();
+    cfg.push_str(&format!(
+        "[core]\n\tfsmonitor = \"touch {}\"\n\tpager = \"touch {}\"\n\thooksPath = hooks-evil\n[filter \"evil\"]\n\tclean = \"touch {}; cat\"\n\tsmudge = \"touch {}; cat\"\n\trequired = true\n[diff]\n\texternal = \"touch {}\"\n",
+        marker("fsmonitor").display(),
+        marker("pager").display(),
+        marker("clean").display(),
+        marker("smudge").display(),
+        marker("diff").display(),
+    ));
+    std::fs::write(ws.join(".git/config"), cfg).unwrap();
+    std::fs::write(ws.join(".gitattributes"), "* filter=evil\n").unwrap();
+    std::fs::write(ws.join("tracked.txt"), "x\n").unwrap();
+    c.call_ok("context_snapshot", json!({ "reason": "attack" }))
+        .await
+        .unwrap();
+    c.call_ok("critics_run", json!({})).await.unwrap();
+    let _ = vane(&ws, &["preflight", "--json"]);
+    for m in ["fsmonitor", "pager", "clean", "smudge", "diff"] {
+        assert!(
+            !marker(m).exists(),
+            "vane's git ran the repository's {m} program on the host"
+        );
+    }
+    c.close().await;
+}
+
+/// vane.toml holds the sandbox setting, the deny rules and where the state
+/// directory is: no tool may write it, and a workspace served without one
+/// gets one (so that an agent cannot create it for the next worker).
+#[tokio::test]
+async fn vane_toml_is_out_of_an_agents_reach() {
+    let (_d, ws) = workspace();
+    let c = serve_env(&ws, &[]).await;
+    let before = std::fs::read_to_string(ws.join("vane.toml")).unwrap();
+    let e = c
+        .call_err(
+            "fs_write",
+            json!({ "path": "vane.toml", "content": "[commands]\nsandbox = \"off\"\n" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "path_protected", "{e}");
+    let e = c
+        .call_err(
+            "fs_write",
+            json!({ "path": "./sub/../vane.toml", "content": "x", "mode": "append" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "path_protected", "{e}");
+    if bwrap() {
+        let o = run(
+            &c,
+            "printf '\\n[commands]\\nsandbox = \"off\"\\n' >> vane.toml 2>&1; rm -f vane.toml 2>&1; echo done",
+        )
+        .await;
+        assert!(o["stdout"].as_str().unwrap().contains("done"), "{o}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(ws.join("vane.toml")).unwrap(),
+        before
+    );
+    c.close().await;
+    // served without a vane.toml: vane writes the default one first
+    let d2 = tempfile::tempdir().unwrap();
+    let c = serve_env(d2.path(), &[]).await;
+    let toml = std::fs::read_to_string(d2.path().join("vane.toml")).unwrap();
+    assert!(toml.contains("[commands]"), "{toml}");
+    c.close().await;
+}
+
+/// The server's API keys are not a command's business — with the sandbox
+/// and without it.
+#[tokio::test]
+async fn commands_never_see_the_servers_secrets() {
+    let (_d, ws) = workspace();
+    // a home outside /tmp (the sandbox's /tmp is its own anyway)
+    let h = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let home = h.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(home.join(".ssh/id_ed25519"), "PRIVATE-KEY-MATERIAL\n").unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        "aws_secret_access_key=SECRETAWS\n",
+    )
+    .unwrap();
+    std::fs::write(home.join(".netrc"), "machine x password NETRCSECRET\n").unwrap();
+    let key = "sk-ant-api03-Zq9xVbT3kLmN8pQrStUvWxYz0123456789abcdefghijklmnopqrstuvwx";
+    let env = [
+        ("ANTHROPIC_API_KEY", key),
+        (
+            "OPENAI_API_KEY",
+            "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789",
+        ),
+        ("HOME", home.to_str().unwrap()),
+    ];
+    let c = serve_env(&ws, &env).await;
+    for mode in ["auto", "off"] {
+        assert!(vane(&ws, &["flags", "set", "SANDBOX_MODE", mode])
+            .status
+            .success());
+        let o = run(&c, "env; echo HOME=$HOME").await;
+        let out = o["stdout"].as_str().unwrap();
+        assert!(
+            !out.contains("sk-ant") && !out.contains("sk-proj"),
+            "{mode}: {out}"
+        );
+        assert!(!out.contains("API_KEY"), "{mode}: {out}");
+        assert!(out.contains("PATH="), "{mode}: {out}");
+        if mode == "auto" && bwrap() {
+            let o = run(
+                &c,
+                "cat ~/.ssh/id_ed25519 ~/.aws/credentials ~/.netrc 2>&1; ls -A ~/.ssh; echo done",
+            )
+            .await;
+            let out = o["stdout"].as_str().unwrap();
+            assert!(out.contains("done"), "{o}");
+            for s in ["PRIVATE-KEY", "SECRETAWS", "NETRCSECRET"] {
+                assert!(!out.contains(s), "the sandbox showed {s}: {o}");
+            }
+            // the rest of that home is there (only credentials are hidden)
+            std::fs::write(home.join("notes.txt"), "VISIBLE\n").unwrap();
+            let o = run(&c, "cat ~/notes.txt").await;
+            assert_eq!(o["stdout"], "VISIBLE\n", "{o}");
+        }
+    }
+    c.close().await;
+}
+
+/// A process swaps a workspace directory with a symlink to the outside as
+/// fast as it can (`renameat2(RENAME_EXCHANGE)`) while an agent reads and
+/// writes through that directory: no read may return the outside file, no
+/// write may land outside, not even a temporary file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_symlink_mid_call_never_leads_out() {
+    let (d, ws) = workspace();
+    let outside = d.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "OUTSIDE-SECRET\n").unwrap();
+    std::fs::create_dir_all(ws.join("a")).unwrap();
+    std::fs::write(ws.join("a/secret.txt"), "inside\n").unwrap();
+    std::os::unix::fs::symlink(&outside, ws.join("b")).unwrap();
+    let c = serve_env(&ws, &[]).await;
+    // the flipper: a real process exchanging `a` and `b` in a loop
+    let mut flipper = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import ctypes, time\n\
+             l = ctypes.CDLL(None, use_errno=True)\n\
+             end = time.time() + 30\n\
+             while time.time() < end:\n    l.renameat2(-100, b'a', -100, b'b', 2)\n",
+        )
+        .current_dir(&ws)
+        .spawn()
+        .unwrap();
+    let (mut reads_inside, mut writes_ok, mut refused) = (0, 0, 0);
+    for n in 0..300 {
+        match c
+            .call("fs_read", json!({ "path": "a/secret.txt" }))
+            .await
+            .unwrap()
+        {
+            r if r.is_error != Some(true) => {
+                let v = r.structured_content.unwrap();
+                assert_eq!(v["content"], "inside\n", "read the outside file: {v}");
+                reads_inside += 1;
+            }
+            _ => refused += 1,
+        }
+        let w = c
+            .call(
+                "fs_write",
+                json!({ "path": format!("a/new-{n}.txt"), "content": "x" }),
+            )
+            .await
+            .unwrap();
+        if w.is_error != Some(true) {
+            writes_ok += 1;
+        }
+    }
+    let _ = flipper.kill();
+    let _ = flipper.wait();
+    let leaked: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "secret.txt")
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "written outside the workspace: {leaked:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret.txt")).unwrap(),
+        "OUTSIDE-SECRET\n"
+    );
+    eprintln!("reads inside {reads_inside}, writes {writes_ok}, refused {refused}");
+    assert!(reads_inside + writes_ok > 0, "nothing got through at all");
+    c.close().await;
+}
+
+/// `fs_read` of a FIFO used to block the worker's only thread forever (not
+/// even `ping` answered); a special file is refused at once.
+#[tokio::test]
+async fn reading_a_fifo_is_refused_at_once() {
+    let (_d, ws) = workspace();
+    nix::unistd::mkfifo(
+        &ws.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let c = serve_env(&ws, &[]).await;
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        c.call_err("fs_read", json!({ "path": "pipe" })),
+    )
+    .await
+    .expect("fs_read of a FIFO answered within 5 s")
+    .unwrap();
+    assert_eq!(e["code"], "invalid_input", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("FIFO"), "{e}");
+    let e = c
+        .call_err("artifact_record", json!({ "kind": "log", "path": "pipe" }))
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "invalid_input", "{e}");
+    c.call_ok("status", json!({})).await.unwrap();
+    c.close().await;
+}
