@@ -170,6 +170,9 @@ pub struct Runtime {
     pub standby_ttl_s: u64,
     /// How many times one call is retried on another (or restarted) worker.
     pub max_retries: u32,
+    /// The longest request line a client may send; a longer one is answered
+    /// with a JSON-RPC error (-32600) and skipped, never buffered whole.
+    pub max_request_bytes: u64,
     pub shadow: Shadow,
     pub rollback: Rollback,
 }
@@ -189,6 +192,7 @@ impl Default for Runtime {
             term_grace_ms: 2_000,
             standby_ttl_s: 1_800,
             max_retries: 3,
+            max_request_bytes: 32 << 20,
             shadow: Shadow::default(),
             rollback: Rollback::default(),
         }
@@ -461,6 +465,7 @@ drain_timeout_ms = 30000         # in-flight calls of a replaced worker may fini
 term_grace_ms = 2000             # … then SIGTERM, then SIGKILL after this
 standby_ttl_s = 1800             # the previous worker stays a hot standby this long
 max_retries = 3                  # retries of one call after a crash or a worker fault
+max_request_bytes = 33554432     # longer request lines get a JSON-RPC error, never buffered whole
 
 [runtime.shadow]                 # read-only calls copied to a dry-run canary and compared
 enabled = true

@@ -78,7 +78,7 @@ pub struct CallDone {
 
 pub struct Front {
     pub ctx: Arc<ToolCtx>,
-    cfg: Runtime,
+    pub(crate) cfg: Runtime,
     base: Spec,
     timing: Timing,
     routes: Mutex<Routes>,
@@ -102,7 +102,7 @@ pub struct Front {
     restarts: AtomicU64,
     pub socket: Mutex<Option<PathBuf>>,
     /// the client's stdout, shared by the direct path's threads and rmcp
-    client_out: std::sync::OnceLock<Arc<crate::pipes::Out>>,
+    pub(crate) client_out: std::sync::OnceLock<Arc<crate::pipes::Out>>,
     /// the event loop, for work the direct path's threads hand over
     rt: tokio::runtime::Handle,
     /// calls running as tasks, by the client's request id (for cancelling)

@@ -199,6 +199,15 @@ impl Out {
 }
 
 /// The reading end of a pipe, for a thread: blocking reads of whole lines.
+/// What [`LineReader::next_line_capped`] read.
+#[derive(Debug, PartialEq)]
+pub enum Capped {
+    Line,
+    /// a line of this many bytes, over the cap (its head is in the buffer)
+    TooLong(usize),
+    End,
+}
+
 pub struct LineReader {
     inner: std::io::BufReader<File>,
 }
@@ -218,6 +227,57 @@ impl LineReader {
     pub fn next_line(&mut self, buf: &mut Vec<u8>) -> bool {
         buf.clear();
         matches!(self.read_line(buf), Ok(n) if n > 0)
+    }
+
+    /// Replaces `buf` with the next line of at most `max` bytes. A longer
+    /// line is not kept: its first `keep` bytes stay in `buf`, the rest is
+    /// read and dropped, and the answer is `Capped::TooLong(total)`.
+    pub fn next_line_capped(&mut self, buf: &mut Vec<u8>, max: usize, keep: usize) -> Capped {
+        buf.clear();
+        let mut total = 0usize;
+        loop {
+            let chunk = match self.inner.fill_buf() {
+                Ok(c) => c,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    wait(
+                        self.inner.get_ref(),
+                        PollFlags::POLLIN,
+                        Duration::from_secs(1),
+                    );
+                    continue;
+                }
+                Err(_) => return Capped::End,
+            };
+            if chunk.is_empty() {
+                return match total {
+                    0 => Capped::End,
+                    n if n > max => Capped::TooLong(n),
+                    _ => Capped::Line,
+                };
+            }
+            let (take, done) = match memchr::memchr(b'\n', chunk) {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            if total + take <= max {
+                buf.extend_from_slice(&chunk[..take]);
+            } else {
+                // over the cap: only the head is kept, for the error's id
+                buf.truncate(keep.min(buf.len()));
+                let n = keep.saturating_sub(buf.len()).min(take);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            total += take;
+            self.inner.consume(take);
+            if done {
+                return if total > max {
+                    Capped::TooLong(total)
+                } else {
+                    Capped::Line
+                };
+            }
+        }
     }
 
     /// Appends the next line (with its `\n`, if any) to `buf`; `Ok(0)` at

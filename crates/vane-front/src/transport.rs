@@ -620,6 +620,44 @@ fn trim_line(buf: &[u8]) -> &[u8] {
         .unwrap_or(line)
 }
 
+/// Answers a request line over the cap with a JSON-RPC error (-32600) for
+/// its id, when the head of the line names one.
+fn too_long(front: &crate::Front, head: &[u8], n: usize, max: usize) {
+    let id = request_id_in_head(head).unwrap_or(serde_json::Value::Null);
+    tracing::warn!(bytes = n, max, "a request line over the limit was refused");
+    let answer = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": -32600,
+            "message": format!("request of {n} bytes is over the limit of {max} bytes ([runtime] max_request_bytes)"),
+            "data": { "code": "invalid_input", "bytes": n, "max_bytes": max },
+        }
+    });
+    if let Some(out) = front.client_out.get() {
+        let mut line = answer.to_string().into_bytes();
+        line.push(b'\n');
+        let start = std::time::Instant::now();
+        let _ = out.line_blocking(&line, &|| {
+            start.elapsed() > std::time::Duration::from_secs(5)
+        });
+    }
+}
+
+/// The `"id"` of a JSON-RPC request from the first bytes of its line (the
+/// usual order puts it before `params`).
+fn request_id_in_head(head: &[u8]) -> Option<serde_json::Value> {
+    let at = memchr::memmem::find(head, b"\"id\"")?;
+    let rest = &head[at + 4..];
+    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = rest[colon..].strip_prefix(b":")?;
+    let mut de = serde_json::Deserializer::from_slice(rest).into_iter::<serde_json::Value>();
+    match de.next()? {
+        Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) => Some(v),
+        _ => None,
+    }
+}
+
 /// The client's stdin, line by line, until it closes.
 fn read_client(
     mut reader: LineReader,
@@ -627,7 +665,16 @@ fn read_client(
     tx: mpsc::UnboundedSender<Inbound>,
 ) {
     let mut buf = Vec::with_capacity(8 * 1024);
-    while reader.next_line(&mut buf) {
+    let max = usize::try_from(front.cfg.max_request_bytes).unwrap_or(usize::MAX);
+    loop {
+        match reader.next_line_capped(&mut buf, max, 64 * 1024) {
+            crate::pipes::Capped::End => break,
+            crate::pipes::Capped::Line => {}
+            crate::pipes::Capped::TooLong(n) => {
+                too_long(&front, &buf, n, max);
+                continue;
+            }
+        }
         let line = trim_line(&buf);
         if line.is_empty() {
             continue;

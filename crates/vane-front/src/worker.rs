@@ -349,6 +349,7 @@ impl Worker {
             cmd.arg("--state-dir").arg(sd);
         }
         cmd.env("VANE_WORKER_ID", id.to_string());
+        cmd.env(vane_tools::server::SELF_CHECK_ENV, self_check_token());
         if spec.dry_run {
             cmd.env("VANE_DRY_RUN", "1");
         } else {
@@ -426,7 +427,10 @@ impl Worker {
             }
             let mut probe = CallToolRequestParams::new("status");
             let mut meta = serde_json::Map::new();
-            meta.insert("vane/self_check".into(), serde_json::Value::Bool(true));
+            meta.insert(
+                "vane/self_check".into(),
+                serde_json::Value::String(self_check_token().to_string()),
+            );
             probe.meta = Some(rmcp::model::RequestMetaObject(rmcp::model::MetaObject(
                 meta,
             )));
@@ -703,4 +707,18 @@ impl Worker {
         self.kill();
         self.wait_exit(grace).await;
     }
+}
+
+/// This front's secret for marking its readiness probes: a worker counts and
+/// logs every call except one whose `_meta["vane/self_check"]` equals the
+/// token its front gave it — a client cannot hide its calls by claiming to be
+/// a self-check.
+pub fn self_check_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use std::io::Read;
+        let mut b = [0u8; 16];
+        let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+        hex::encode(b)
+    })
 }

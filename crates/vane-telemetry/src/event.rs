@@ -72,11 +72,7 @@ impl Event {
     pub fn to_line(&self) -> Vec<u8> {
         let mut redacted = self.clone();
         for v in redacted.fields.values_mut() {
-            if let Value::String(s) = v {
-                if let std::borrow::Cow::Owned(r) = crate::redact::redact(s) {
-                    *s = r;
-                }
-            }
+            crate::redact::redact_value(v);
         }
         let mut line = serde_json::to_vec(&redacted).unwrap_or_default();
         line.push(b'\n');
@@ -122,15 +118,37 @@ struct ToolCallLine<'a> {
 
 impl ToolCall {
     pub fn to_line(&self, ts: &str, process: &ProcessInfo) -> Vec<u8> {
-        let mut redacted;
-        let call = match &self.error_message {
-            Some(m) => {
-                redacted = self.clone();
-                redacted.error_message = Some(crate::redact::redact(m).into_owned());
-                &redacted
-            }
-            None => self,
+        // every text field a client chose (the tool name, ids, the task) or
+        // a tool wrote (the error) goes through redaction; a copy is made
+        // only when something was masked
+        let r = |s: &str| match crate::redact::redact(s) {
+            std::borrow::Cow::Owned(o) => Some(o),
+            std::borrow::Cow::Borrowed(_) => None,
         };
+        let (tool, code, msg) = (
+            r(&self.tool),
+            self.error_code.as_deref().and_then(r),
+            self.error_message.as_deref().and_then(r),
+        );
+        let (req, session, task) = (
+            r(&self.request_id),
+            r(&self.session_id),
+            self.task_id.as_deref().and_then(r),
+        );
+        let masked = [&tool, &code, &msg, &req, &session, &task]
+            .iter()
+            .any(|x| x.is_some());
+        let redacted = masked.then(|| {
+            let mut c = self.clone();
+            c.tool = tool.unwrap_or(c.tool);
+            c.error_code = code.or(c.error_code);
+            c.error_message = msg.or(c.error_message);
+            c.request_id = req.unwrap_or(c.request_id);
+            c.session_id = session.unwrap_or(c.session_id);
+            c.task_id = task.or(c.task_id);
+            c
+        });
+        let call = redacted.as_ref().unwrap_or(self);
         let mut line = serde_json::to_vec(&ToolCallLine {
             v: SCHEMA_VERSION,
             ts,

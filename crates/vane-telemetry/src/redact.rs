@@ -33,6 +33,32 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     patterns().replace_all(text, "[REDACTED]")
 }
 
+/// Redacts every string in `v`, nested ones included (keys too).
+pub fn redact_value(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => {
+            if let Cow::Owned(r) = redact(s) {
+                *s = r;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_value),
+        Value::Object(m) => {
+            let needs_key = m.keys().any(|k| matches!(redact(k), Cow::Owned(_)));
+            if needs_key {
+                let old = std::mem::take(m);
+                for (k, mut val) in old {
+                    redact_value(&mut val);
+                    m.insert(redact(&k).into_owned(), val);
+                }
+            } else {
+                m.values_mut().for_each(redact_value);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +94,8 @@ mod tests {
             redact("task T1 moved to done by agent-1"),
             "task T1 moved to done by agent-1"
         );
+        let mut v = serde_json::json!({"a": ["ok", {"b": "token=abcd1234efgh"}]});
+        redact_value(&mut v);
+        assert_eq!(v, serde_json::json!({"a": ["ok", {"b": "[REDACTED]"}]}));
     }
 }

@@ -914,7 +914,12 @@ pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
             .filter(|r| r.status != vane_store::CriticStatus::Pass)
             .collect(),
         critics_configured: ctx.config.critics.keys().cloned().collect(),
-        sandbox: json!({ "mode": sb.mode, "bwrap_available": sb.bwrap.is_some(), "network": sb.network }),
+        sandbox: json!({
+            "mode": sb.mode,
+            "bwrap_available": sb.bwrap.is_some(),
+            "network": sb.network,
+            "confined": sb.active().unwrap_or(false),
+        }),
         uptime_s: ctx.started.elapsed().as_secs(),
         recent_calls: ctx.telemetry.metrics.recent(),
     })

@@ -291,6 +291,17 @@ async fn cancellable(
 }
 
 /// What a span needs from a request's context.
+/// The environment variable through which a front gives its worker the
+/// secret that marks the front's own readiness probes.
+pub const SELF_CHECK_ENV: &str = "VANE_SELF_CHECK_TOKEN";
+
+fn self_check_secret() -> Option<&'static str> {
+    static SECRET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SECRET
+        .get_or_init(|| std::env::var(SELF_CHECK_ENV).ok().filter(|s| s.len() >= 16))
+        .as_deref()
+}
+
 fn request_facts(
     context: &RequestContext<RoleServer>,
     request_meta: Option<&Value>,
@@ -436,11 +447,14 @@ impl ServerHandler for VaneServer {
                     .and_then(Value::as_str)
                     .map(str::to_string)
             });
-        // a front's readiness probe is not traffic: no log, metrics or span
-        let self_check = [req_meta.as_ref(), ctx_meta.as_ref()]
-            .into_iter()
-            .flatten()
-            .any(|m| m.get("vane/self_check").is_some());
+        // a front's readiness probe is not traffic: no log, metrics or span —
+        // recognised by the front's secret, never by a client's say-so
+        let self_check = self_check_secret().is_some_and(|secret| {
+            [req_meta.as_ref(), ctx_meta.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|m| m.get("vane/self_check").and_then(Value::as_str) == Some(secret))
+        });
         if !t.enabled || self_check {
             let call = self.call_idempotent(&request.name, request.arguments, idem_key.as_deref());
             return Ok(cancellable(call, &context).await.into());

@@ -318,14 +318,37 @@ enum RoadmapCmd {
     },
 }
 
+/// stderr, with secrets masked: the fmt layer writes each event in one call.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(vane_telemetry::redact::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VANE_LOG")
+    // rmcp logs whole messages (tool arguments and results) at debug: only
+    // when asked for by name (`VANE_LOG=debug,rmcp=debug`)
+    let spec = std::env::var("VANE_LOG").unwrap_or_else(|_| "warn".into());
+    let spec = if spec.contains("rmcp") {
+        spec
+    } else {
+        format!("{spec},rmcp=info")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // stdout belongs to the protocol: every log goes to stderr
+    // stdout belongs to the protocol: every log goes to stderr, through the
+    // same redaction as every other writer
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_target(false)
         .init();
     // One thread is enough for a stdio server whose store work is sub-millisecond
@@ -543,6 +566,23 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                             )
                         })?;
                 tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
+            }
+            if as_front || role == "server" {
+                // said once per served session, by the process the client started
+                match ctx.sandbox().active() {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        "commands run UNCONFINED: no bubblewrap sandbox ({}); the deny policy \
+                         alone cannot stop an agent's interpreter or script — see the README's \
+                         Security model",
+                        if ctx.sandbox().mode == vane_core::config::SandboxMode::Off {
+                            "sandbox = \"off\""
+                        } else {
+                            "bubblewrap is not installed or cannot start"
+                        }
+                    ),
+                    Err(e) => tracing::warn!("{}", e.message),
+                }
             }
             if as_front {
                 let binary = std::env::current_exe().map_err(|e| {

@@ -157,10 +157,10 @@ fn sandbox_line(sb: &Value) -> String {
     let mode = s(&sb["mode"]);
     let network = if sb["network"] == true { "on" } else { "off" };
     match (mode.as_str(), sb["bwrap_available"] == true) {
-        ("off", _) => "OFF: commands run unconfined (sandbox = \"off\" in vane.toml)".into(),
+        ("off", _) => "OFF: commands run UNCONFINED (sandbox = \"off\")".into(),
         (_, true) => format!("bubblewrap (mode {mode}, network {network})"),
         ("auto", false) => {
-            "none: bubblewrap is not usable here, commands run unconfined (install bubblewrap)"
+            "none: bubblewrap is not usable here, commands run UNCONFINED (install bubblewrap)"
                 .into()
         }
         (m, false) => format!("{m}: bubblewrap is not usable, so commands are refused"),

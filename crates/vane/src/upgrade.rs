@@ -252,12 +252,18 @@ pub async fn preflight(
         Ok("BEGIN; ROLLBACK; and quick_check ok".into())
     }));
     checks.push(check("sandbox", || {
-        let needed = config.commands.sandbox == vane_core::config::SandboxMode::Bwrap;
+        use vane_core::config::SandboxMode;
+        let needed = config.commands.sandbox == SandboxMode::Bwrap;
         match (needed, vane_tools::exec::detect_bwrap()) {
+            _ if config.commands.sandbox == SandboxMode::Off => Ok(
+                "OFF ([commands] sandbox = \"off\"): agents' commands run UNCONFINED, with this user's rights"
+                    .into(),
+            ),
             (_, Some(p)) => Ok(format!("bubblewrap at {}", p.display())),
-            (false, None) => {
-                Ok("bubblewrap not installed; not required by the configuration".into())
-            }
+            (false, None) => Ok(
+                "bubblewrap not installed: agents' commands run UNCONFINED (apt-get install bubblewrap)"
+                    .into(),
+            ),
             (true, None) => {
                 Err("[commands] sandbox = \"bwrap\" but bubblewrap is not installed".into())
             }

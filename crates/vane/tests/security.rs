@@ -389,3 +389,144 @@ async fn reading_a_fifo_is_refused_at_once() {
     c.call_ok("status", json!({})).await.unwrap();
     c.close().await;
 }
+
+/// Raw JSON-RPC with the real `vane serve`: messages written as they are,
+/// answers read line by line.
+struct Raw {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Raw {
+    fn start(ws: &Path, env: &[(&str, &str)]) -> Raw {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["serve", "--workspace", ws.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut r = Raw { child, stdin, out };
+        r.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).to_string());
+        r.answer(0);
+        r.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
+        r
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn answer(&mut self, id: i64) -> Value {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            assert!(self.out.read_line(&mut line).unwrap() > 0, "stdout closed");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A 64 MiB request line used to be buffered whole by the front (1 GB line →
+/// 1 GB of memory), and lines over 16 MiB were dropped without an answer:
+/// now it gets a JSON-RPC error for its id, the front's memory stays flat,
+/// and the session goes on.
+#[test]
+fn an_oversized_request_gets_an_error_and_costs_no_memory() {
+    let (_d, ws) = workspace();
+    // a 1 MiB limit for this front (the default is 32 MiB)
+    std::fs::write(
+        ws.join("vane.toml"),
+        "[runtime]\nmax_request_bytes = 1048576\n",
+    )
+    .unwrap();
+    let mut raw = Raw::start(&ws, &[]);
+    raw.send(&json!({"jsonrpc": "2.0", "id": 6, "method": "ping"}).to_string());
+    raw.answer(6);
+    let before = raw.rss_kib();
+    let huge = "x".repeat(64 << 20);
+    raw.send(&format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{{\"name\":\"fs_write\",\"arguments\":{{\"path\":\"big.txt\",\"content\":\"{huge}\"}}}}}}"
+    ));
+    let a = raw.answer(7);
+    assert_eq!(a["error"]["code"], -32600, "{a}");
+    assert!(
+        a["error"]["message"].as_str().unwrap().contains("limit"),
+        "{a}"
+    );
+    let grew_mib = raw.rss_kib().saturating_sub(before) / 1024;
+    assert!(
+        grew_mib < 8,
+        "the front's peak memory grew by {grew_mib} MiB"
+    );
+    raw.send(&json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "status", "arguments": {}}}).to_string());
+    assert_eq!(raw.answer(8)["result"]["isError"], false);
+    assert!(!ws.join("big.txt").exists());
+}
+
+/// Calls marked as the front's self-checks are kept out of the operations
+/// log; a client claiming to be one is logged all the same — and every text
+/// field of a logged call is redacted.
+#[test]
+fn a_client_cannot_hide_its_calls_and_logged_fields_are_redacted() {
+    let (_d, ws) = workspace();
+    let mut raw = Raw::start(&ws, &[]);
+    let secret = "ghp_0123456789abcdefghijABCDEFGHIJklmn";
+    raw.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "fs_read", "arguments": {"path": "README.md"}, "_meta": {"vane/self_check": true}}}).to_string());
+    assert_eq!(raw.answer(1)["result"]["isError"], false);
+    raw.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "plan_update", "arguments": {"task_id": format!("token={secret}"), "status": "done"}}}).to_string());
+    assert_eq!(raw.answer(2)["result"]["isError"], true);
+    raw.send(&json!({"jsonrpc": "2.0", "id": format!("req-{secret}"), "method": "tools/call", "params": {"name": "status", "arguments": {}}}).to_string());
+    drop(raw);
+    let log_path = ws.join(".vane/telemetry/operations.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let calls: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["kind"] == "tool_call")
+            .collect();
+        let hidden_logged = calls.iter().any(|v| v["tool"] == "fs_read");
+        if hidden_logged && calls.iter().any(|v| v["tool"] == "plan_update") {
+            assert!(
+                !log.contains(secret),
+                "a secret reached the operations log:\n{log}"
+            );
+            assert!(log.contains("[REDACTED]"), "{log}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client's 'self-check' call was not logged:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
