@@ -42,6 +42,12 @@ pub struct Limits {
     pub cmd_max_timeout_s: u64,
     /// Default lease of a claim (seconds).
     pub claim_ttl_s: u64,
+    /// Memory one command may use, with everything it starts (MiB; 0: no limit).
+    pub cmd_max_memory_mb: u64,
+    /// Processes one command may have at once (0: no limit).
+    pub cmd_max_processes: u64,
+    /// Commands (and critics) one worker runs at once; more wait their turn.
+    pub cmd_max_concurrent: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +61,9 @@ impl Default for Limits {
             cmd_default_timeout_s: 120,
             cmd_max_timeout_s: 3600,
             claim_ttl_s: 1800,
+            cmd_max_memory_mb: 8192,
+            cmd_max_processes: 1024,
+            cmd_max_concurrent: 4,
         }
     }
 }
@@ -435,6 +444,9 @@ cmd_output_max_bytes = 65536     # per stream; head and tail kept, `truncated` s
 cmd_default_timeout_s = 120
 cmd_max_timeout_s = 3600
 claim_ttl_s = 1800               # default lease of plan_next claims
+cmd_max_memory_mb = 8192         # per command with all it starts (a cgroup where possible, else RLIMIT_AS); 0 = none
+cmd_max_processes = 1024         # per command (pids cgroup, else RLIMIT_NPROC); 0 = none
+cmd_max_concurrent = 4           # commands and critics one worker runs at once; more wait
 
 [commands]
 sandbox = "auto"                 # auto (bubblewrap when installed) | bwrap (required) | off

@@ -104,6 +104,7 @@ pub async fn run_one(
             format!("command refused by policy ({}): {}", d.rule, d.reason),
         ),
         Ok(()) => {
+            let _turn = ctx.cmd_slots.clone().acquire_owned().await.ok();
             let res = exec::run(
                 &c.command,
                 &ctx.ws.root,

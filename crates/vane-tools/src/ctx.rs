@@ -26,6 +26,8 @@ pub struct ToolCtx {
     pub started: Instant,
     pub telemetry: Arc<Telemetry>,
     bwrap: OnceLock<Option<PathBuf>>,
+    /// turns for commands and critics (`[limits] cmd_max_concurrent`)
+    pub cmd_slots: Arc<tokio::sync::Semaphore>,
     /// effective flags and the store's flags revision they were read at
     flags: std::sync::Mutex<(i64, vane_core::flags::Flags)>,
 }
@@ -132,6 +134,7 @@ impl ToolCtx {
             &config.commands.deny,
         );
         let telemetry = Arc::new(Telemetry::disabled(ProcessInfo::current("server", VERSION)));
+        let slots = config.limits.cmd_max_concurrent.max(1);
         Ok(ToolCtx {
             ws,
             paths,
@@ -141,6 +144,7 @@ impl ToolCtx {
             started: Instant::now(),
             telemetry,
             bwrap: OnceLock::new(),
+            cmd_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             flags: std::sync::Mutex::new((-1, vane_core::flags::Flags::default())),
         })
     }
@@ -211,6 +215,10 @@ impl ToolCtx {
                 .map(|h| self.ws.root.join(h))
                 .collect(),
             env_allow: self.config.commands.env_allow.clone(),
+            limits: crate::limits::Limits {
+                memory_bytes: self.config.limits.cmd_max_memory_mb.saturating_mul(1 << 20),
+                processes: self.config.limits.cmd_max_processes,
+            },
         }
     }
 }

@@ -103,7 +103,11 @@ pub async fn run(
     sandbox: &Sandbox,
 ) -> Result<CmdOutput, VaneError> {
     let wrapper = sandbox.wrapper(cwd)?;
-    let mut argv: Vec<String> = wrapper.clone().unwrap_or_default();
+    // a turn among the worker's commands is taken by the caller; the
+    // command's own memory and process limits are set here
+    let slot = crate::limits::Slot::new(sandbox.limits);
+    let mut argv: Vec<String> = slot.prefix();
+    argv.extend(wrapper.clone().unwrap_or_default());
     argv.extend([shell().to_string(), "-c".into(), cmdline.to_string()]);
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -209,6 +213,9 @@ pub async fn run(
             .and_then(|_| erx.try_recv().ok())
             .unwrap_or_default(),
     };
+    // the groups go once the command is gone (off the event loop: removal
+    // may wait for the kernel to finish with the last process)
+    tokio::task::spawn_blocking(move || drop(slot));
     use std::os::unix::process::ExitStatusExt;
     Ok(CmdOutput {
         exit_code: status.and_then(|s| s.code()),

@@ -730,6 +730,13 @@ async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
         .timeout_s
         .unwrap_or(limits.cmd_default_timeout_s)
         .min(limits.cmd_max_timeout_s);
+    // at most [limits] cmd_max_concurrent commands per worker; more wait
+    let _turn = ctx
+        .cmd_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| VaneError::internal(e.to_string()))?;
     let out = exec::run(
         &i.cmd,
         &cwd,
@@ -919,6 +926,12 @@ pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
             "bwrap_available": sb.bwrap.is_some(),
             "network": sb.network,
             "confined": sb.active().unwrap_or(false),
+            "limits": {
+                "enforced_by": crate::limits::enforcer().name(),
+                "memory_mb": ctx.config.limits.cmd_max_memory_mb,
+                "processes": ctx.config.limits.cmd_max_processes,
+                "concurrent": ctx.config.limits.cmd_max_concurrent,
+            },
         }),
         uptime_s: ctx.started.elapsed().as_secs(),
         recent_calls: ctx.telemetry.metrics.recent(),

@@ -19,6 +19,7 @@ pub mod exec;
 pub mod faults;
 pub mod git;
 pub mod handlers;
+pub mod limits;
 pub mod policy;
 pub mod registry;
 pub mod sandbox;

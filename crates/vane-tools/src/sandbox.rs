@@ -48,6 +48,8 @@ pub struct Sandbox {
     pub hide: Vec<PathBuf>,
     /// variables a command gets besides the basics (`[commands] env_allow`)
     pub env_allow: Vec<String>,
+    /// memory and process limits of one command (`[limits]`)
+    pub limits: crate::limits::Limits,
 }
 
 /// Finds `bwrap` on PATH and checks that it can start (user namespaces may be

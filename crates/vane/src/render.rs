@@ -149,6 +149,17 @@ pub fn status(v: &Value) -> String {
         );
     }
     let _ = writeln!(o, "sandbox {}", sandbox_line(&v["sandbox"]));
+    let l = &v["sandbox"]["limits"];
+    if l.is_object() {
+        let _ = writeln!(
+            o,
+            "limits  per command {} MiB, {} processes ({}); {} at once",
+            s(&l["memory_mb"]),
+            s(&l["processes"]),
+            s(&l["enforced_by"]),
+            s(&l["concurrent"])
+        );
+    }
     o
 }
 

@@ -530,3 +530,88 @@ fn a_client_cannot_hide_its_calls_and_logged_fields_are_redacted() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A command's memory and process count are limited by the kernel (a
+/// cgroup where vane can make one, else rlimits), and a worker runs only so
+/// many commands at once — a burst waits its turn instead of piling up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_held_to_memory_process_and_concurrency_limits() {
+    let (_d, ws) = workspace();
+    std::fs::write(
+        ws.join("vane.toml"),
+        "[limits]\ncmd_max_memory_mb = 200\ncmd_max_processes = 40\ncmd_max_concurrent = 2\n",
+    )
+    .unwrap();
+    let c = std::sync::Arc::new(serve_env(&ws, &[]).await);
+    let st = c.call_ok("status", json!({})).await.unwrap();
+    let enforced = st["sandbox"]["limits"]["enforced_by"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eprintln!("limits enforced by {enforced}");
+    // memory: 600 MB in one process
+    let o = run(
+        &c,
+        "python3 -c \"b = bytearray(600 * 1024 * 1024); print('ALLOCATED', len(b))\" 2>&1; echo exit=$?",
+    )
+    .await;
+    let out = o["stdout"].as_str().unwrap();
+    assert!(
+        !out.contains("ALLOCATED"),
+        "600 MB under a 200 MB limit: {o}"
+    );
+    // processes: 100 sleepers
+    let o = run(
+        &c,
+        "n=0; for i in $(seq 1 100); do sleep 3 & n=$((n+1)); done 2>/dev/null; echo started=$(jobs -p | wc -l); kill $(jobs -p) 2>/dev/null; true",
+    )
+    .await;
+    let started: u64 = o["stdout"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or(0);
+    if enforced != "rlimit" || std::env::var("USER").is_ok_and(|u| u != "root") {
+        assert!(started < 100, "100 processes under a limit of 40: {o}");
+    }
+    // concurrency: 6 commands of 400 ms at once, at most 2 running
+    let t0 = std::time::Instant::now();
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let c = c.clone();
+        calls.push(tokio::spawn(async move {
+            c.call_ok(
+                "cmd_run",
+                json!({ "cmd": "date +%s%N; sleep 0.4; date +%s%N" }),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut spans = Vec::new();
+    for call in calls {
+        let o = call.await.unwrap();
+        let t: Vec<u128> = o["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        spans.push((t[0], t[1]));
+    }
+    let most = spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap();
+    assert!(most <= 2, "{most} commands ran at once: {spans:?}");
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(1100));
+    match std::sync::Arc::try_unwrap(c) {
+        Ok(c) => c.close().await,
+        Err(_) => panic!("client still shared"),
+    }
+}
