@@ -20,6 +20,8 @@ pub struct Config {
     pub runtime: Runtime,
     /// `[upgrade]`: preflight and the upgrade pipeline.
     pub upgrade: Upgrade,
+    /// `[audit]`: what `vane audit` (and the `security` critic) ignores.
+    pub audit: Audit,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
 }
@@ -208,6 +210,30 @@ impl Default for Runtime {
     }
 }
 
+/// `[audit]`: the secret scan's allow-lists and threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Paths (globs, relative to the workspace) never scanned, e.g. test fixtures.
+    pub allow_paths: Vec<String>,
+    /// Regular expressions: a match that one of them matches is not a finding
+    /// (e.g. a documented example key).
+    pub allow: Vec<String>,
+    /// The lowest severity that fails `vane audit`, the `security` critic
+    /// and preflight: `critical`, `high`, `medium` or `low`.
+    pub fail_on: String,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            allow_paths: Vec::new(),
+            allow: Vec::new(),
+            fail_on: "high".into(),
+        }
+    }
+}
+
 /// `[upgrade]`: what `vane preflight` checks and how `vane upgrade` proves a
 /// new version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,6 +412,12 @@ impl Config {
                 return bad(format!("critic `{name}`: timeout_s must be at least 1"));
             }
         }
+        if !["critical", "high", "medium", "low"].contains(&self.audit.fail_on.as_str()) {
+            return bad(format!(
+                "audit: fail_on `{}`: use critical, high, medium or low",
+                self.audit.fail_on
+            ));
+        }
         if self.limits.cmd_default_timeout_s == 0
             || self.limits.cmd_default_timeout_s > self.limits.cmd_max_timeout_s
         {
@@ -496,6 +528,11 @@ min_latency_samples = 20
 rss_factor = 1.5                 # resident memory above 1.5x the old worker's …
 rss_window_s = 60                # … for this long
 set_disable_new = true           # an automatic rollback also sets DISABLE_NEW=1
+
+[audit]                          # vane audit, the built-in `security` critic, preflight
+allow_paths = []                 # globs never scanned (e.g. "tests/fixtures/**")
+allow = []                       # regexes of known non-secrets (e.g. a documented example key)
+fail_on = "high"                 # critical | high | medium | low
 
 [upgrade]                        # vane preflight / vane upgrade
 min_free_mb = 500                # free space needed on the state directory's volume

@@ -59,9 +59,13 @@ pub struct Root {
 const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_BENEATH.union(ResolveFlag::RESOLVE_NO_SYMLINKS);
 
 fn how(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
-        .resolve(RESOLVE)
+    // openat2 is strict: O_PATH takes no flags but O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC
+    let extra = if flags.contains(OFlag::O_PATH) {
+        OFlag::O_CLOEXEC
+    } else {
+        OFlag::O_CLOEXEC | OFlag::O_NOCTTY
+    };
+    OpenHow::new().flags(flags | extra).resolve(RESOLVE)
 }
 
 fn kind(mode: u32) -> &'static str {
