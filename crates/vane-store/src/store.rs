@@ -375,13 +375,20 @@ impl Store {
     pub fn open_mode(paths: &StatePaths, mode: OpenMode) -> Result<Store> {
         let read_only = mode == OpenMode::ReadOnly;
         let db = paths.db();
-        if !read_only {
-            std::fs::create_dir_all(&paths.state_dir).map_err(|e| {
-                VaneError::new(
-                    ErrorCode::IoError,
-                    format!("cannot create {}: {e}", paths.state_dir.display()),
-                )
-            })?;
+        if !read_only && !paths.state_dir.is_dir() {
+            // vane's state (store, logs, the control socket's token) is its
+            // owner's only: a new state directory is made 0700
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&paths.state_dir)
+                .map_err(|e| {
+                    VaneError::new(
+                        ErrorCode::IoError,
+                        format!("cannot create {}: {e}", paths.state_dir.display()),
+                    )
+                })?;
         }
         let flags = if read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX

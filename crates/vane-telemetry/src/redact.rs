@@ -70,10 +70,10 @@ mod tests {
             "token=abcd1234efgh",
             "Authorization: Bearer abcdefghijklmnop.qrs",
             "ghp_0123456789abcdefghijABCDEFGHIJ",
-            "AKIAIOSFODNN7EXAMPLE",
+            "AKIAIOSFODNN7EXAMPLE", // vane:allow-secret
             "{\"api_key\": \"s3cr3t-value\"}",
             "password: hunter22",
-            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", // vane:allow-secret
         ] {
             let r = redact(s);
             assert!(r.contains("[REDACTED]"), "{s} -> {r}");

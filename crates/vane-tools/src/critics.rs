@@ -79,6 +79,54 @@ pub fn critics_for_paths(ctx: &ToolCtx, paths: &[String]) -> Result<Vec<String>,
     Ok(out)
 }
 
+/// The built-in critic: `vane audit` in process (a `[critics.security]`
+/// table in vane.toml replaces it). It fails on findings at or above
+/// `[audit] fail_on`; its output is the audit's report, secrets masked.
+pub const SECURITY: &str = "security";
+
+/// Runs the built-in `security` critic and records the result.
+pub async fn run_security(
+    ctx: &ToolCtx,
+    trigger: serde_json::Value,
+) -> Result<CriticRun, VaneError> {
+    let started = now_ms();
+    let report = {
+        // the audit reads files and runs git: off the event loop
+        let (ws, config) = (ctx.ws.clone(), ctx.config.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::audit::run(&ws, &config, &crate::audit::Options::default())
+        })
+        .await
+        .map_err(|e| VaneError::internal(e.to_string()))?
+    };
+    let (status, exit_code, tail) = match report {
+        Ok(v) => {
+            let failed = v["failed"] == true;
+            let text = crate::audit::render(&v);
+            let tail: String = {
+                let chars: Vec<char> = text.chars().collect();
+                chars[chars.len().saturating_sub(4000)..].iter().collect()
+            };
+            if failed {
+                (CriticStatus::Fail, Some(3), tail)
+            } else {
+                (CriticStatus::Pass, Some(0), tail)
+            }
+        }
+        Err(e) => (CriticStatus::Error, None, e.message),
+    };
+    record(
+        ctx,
+        SECURITY,
+        "vane audit (built-in)",
+        started,
+        status,
+        exit_code,
+        tail,
+        trigger,
+    )
+}
+
 /// Runs one critic and records the result.
 pub async fn run_one(
     ctx: &ToolCtx,
@@ -138,6 +186,23 @@ pub async fn run_one(
             }
         }
     };
+    record(
+        ctx, name, &c.command, started, status, exit_code, tail, trigger,
+    )
+}
+
+/// Records a critic's run (a dry run only reports it).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    ctx: &ToolCtx,
+    name: &str,
+    command: &str,
+    started: i64,
+    status: CriticStatus,
+    exit_code: Option<i32>,
+    tail: String,
+    trigger: serde_json::Value,
+) -> Result<CriticRun, VaneError> {
     if ctx.dry_run() {
         // a dry run reports what the critic says and records nothing
         let finished = now_ms();
@@ -146,7 +211,7 @@ pub async fn run_one(
             name: name.to_string(),
             status,
             exit_code,
-            command: c.command.clone(),
+            command: command.to_string(),
             started_at: vane_store::iso(started),
             finished_at: vane_store::iso(finished),
             duration_ms: finished - started,
@@ -160,7 +225,7 @@ pub async fn run_one(
         name: name.to_string(),
         status,
         exit_code,
-        command: c.command.clone(),
+        command: command.to_string(),
         started_at_ms: started,
         finished_at_ms: now_ms(),
         output_tail: tail,
@@ -190,10 +255,10 @@ pub async fn run(
         (configured.clone(), json!({ "mode": "all" }))
     } else if let Some(names) = names.filter(|n| !n.is_empty()) {
         for n in &names {
-            if !ctx.config.critics.contains_key(n) {
+            if !ctx.config.critics.contains_key(n) && n != SECURITY {
                 return Err(VaneError::new(
                     ErrorCode::CriticNotFound,
-                    format!("no critic `{n}` in vane.toml"),
+                    format!("no critic `{n}` in vane.toml (built in: `{SECURITY}`)"),
                 )
                 .with_details(json!({ "critic": n, "configured": configured })));
             }
@@ -215,6 +280,8 @@ pub async fn run(
     for name in &selected {
         if let Some(c) = ctx.config.critics.get(name) {
             runs.push(run_one(ctx, name, c, how.clone()).await?);
+        } else if name == SECURITY {
+            runs.push(run_security(ctx, how.clone()).await?);
         }
     }
     Ok((runs, how))

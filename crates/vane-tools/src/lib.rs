@@ -9,6 +9,7 @@
 //! is caught and reported as an `internal` error result.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod beneath;
 pub mod client;
 pub mod confine;

@@ -61,6 +61,19 @@ enum Cmd {
     },
     /// Upgrade the running front to a new vane build (or: upgrade status | abort)
     Upgrade(UpgradeCli),
+    /// Secrets and credential hygiene: workspace files (tracked and untracked), git history
+    /// (--history), vane's state, vane.toml, credential files, permissions, what commands'
+    /// environment holds. Exits 3 at or above --fail-on.
+    Audit {
+        /// Also scan every line ever added in git history
+        #[arg(long)]
+        history: bool,
+        /// Lowest severity that fails: critical, high, medium, low (default: [audit] fail_on, high)
+        #[arg(long, value_parser = ["critical", "high", "medium", "low"])]
+        fail_on: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Store schema: apply this vane's expand migrations (default), show where the store
     /// stands, validate a private copy, or apply contracting migrations
     Migrate {
@@ -678,6 +691,28 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                         return Ok(ExitCode::from(3));
                     }
                 }
+            }
+        }
+        Cmd::Audit {
+            history,
+            fail_on,
+            json,
+        } => {
+            let ctx = open(&cli)?;
+            let opts = vane_tools::audit::Options {
+                history: *history,
+                fail_on: fail_on
+                    .as_deref()
+                    .and_then(vane_tools::audit::Severity::parse),
+            };
+            let (ws, config) = (ctx.ws.clone(), ctx.config.clone());
+            let v =
+                tokio::task::spawn_blocking(move || vane_tools::audit::run(&ws, &config, &opts))
+                    .await
+                    .map_err(|e| VaneError::internal(e.to_string()))??;
+            emit(*json, &v, vane_tools::audit::render);
+            if v["failed"] == true {
+                return Ok(ExitCode::from(3));
             }
         }
         Cmd::Workers { json } => {

@@ -269,6 +269,40 @@ pub async fn preflight(
             }
         }
     }));
+    checks.push(check("audit", || {
+        // `vane audit`: fails closed on findings at or above [audit] fail_on
+        let w =
+            vane_tools::confine::Workspace::new(ws, &paths.state_dir).map_err(|e| e.to_string())?;
+        let v = vane_tools::audit::run(&w, config, &vane_tools::audit::Options::default())
+            .map_err(|e| e.message)?;
+        let c = &v["counts"];
+        let summary = format!(
+            "{} critical, {} high, {} medium, {} low (fails at {})",
+            c["critical"],
+            c["high"],
+            c["medium"],
+            c["low"],
+            v["fail_on"].as_str().unwrap_or("high")
+        );
+        if v["failed"] == true {
+            let first: Vec<String> = v["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(3)
+                .map(|f| {
+                    format!(
+                        "{} at {}",
+                        f["rule"].as_str().unwrap_or(""),
+                        f["location"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            Err(format!("{summary}: {}; run `vane audit`", first.join(", ")))
+        } else {
+            Ok(summary)
+        }
+    }));
     checks.push(check("secrets", || {
         let missing: Vec<&String> = config
             .upgrade

@@ -247,12 +247,12 @@ async fn commands_never_see_the_servers_secrets() {
     )
     .unwrap();
     std::fs::write(home.join(".netrc"), "machine x password NETRCSECRET\n").unwrap();
-    let key = "sk-ant-api03-Zq9xVbT3kLmN8pQrStUvWxYz0123456789abcdefghijklmnopqrstuvwx";
+    let key = "sk-ant-api03-Zq9xVbT3kLmN8pQrStUvWxYz0123456789abcdefghijklmnopqrstuvwx"; // vane:allow-secret
     let env = [
         ("ANTHROPIC_API_KEY", key),
         (
             "OPENAI_API_KEY",
-            "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789",
+            "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789", // vane:allow-secret
         ),
         ("HOME", home.to_str().unwrap()),
     ];
@@ -498,7 +498,7 @@ fn an_oversized_request_gets_an_error_and_costs_no_memory() {
 fn a_client_cannot_hide_its_calls_and_logged_fields_are_redacted() {
     let (_d, ws) = workspace();
     let mut raw = Raw::start(&ws, &[]);
-    let secret = "ghp_0123456789abcdefghijABCDEFGHIJklmn";
+    let secret = "ghp_0123456789abcdefghijABCDEFGHIJklmn"; // vane:allow-secret
     raw.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "fs_read", "arguments": {"path": "README.md"}, "_meta": {"vane/self_check": true}}}).to_string());
     assert_eq!(raw.answer(1)["result"]["isError"], false);
     raw.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "plan_update", "arguments": {"task_id": format!("token={secret}"), "status": "done"}}}).to_string());
