@@ -22,6 +22,8 @@ pub struct Config {
     pub upgrade: Upgrade,
     /// `[audit]`: what `vane audit` (and the `security` critic) ignores.
     pub audit: Audit,
+    /// `[rate_limits]`: calls per client session and tool.
+    pub rate_limits: RateLimits,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
 }
@@ -206,6 +208,50 @@ impl Default for Runtime {
             max_request_bytes: 32 << 20,
             shadow: Shadow::default(),
             rollback: Rollback::default(),
+        }
+    }
+}
+
+/// One quota: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// `[rate_limits]`: how many calls one client session may make of one tool,
+/// by tier — `health` (`status`, `tool_manifest`), `admin` (the admin
+/// tools), `tools` (the rest) — with per-tool overrides. A call over its
+/// quota is answered `rate_limited` with `retry_after_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub enabled: bool,
+    pub tools: Quota,
+    pub admin: Quota,
+    pub health: Quota,
+    /// e.g. `{ cmd_run = { per_second = 5, burst = 20 } }`
+    pub per_tool: IndexMap<String, Quota>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            enabled: true,
+            tools: Quota {
+                per_second: 200,
+                burst: 1000,
+            },
+            admin: Quota {
+                per_second: 5,
+                burst: 20,
+            },
+            health: Quota {
+                per_second: 500,
+                burst: 2000,
+            },
+            per_tool: IndexMap::new(),
         }
     }
 }
@@ -412,6 +458,23 @@ impl Config {
                 return bad(format!("critic `{name}`: timeout_s must be at least 1"));
             }
         }
+        let quotas = [
+            ("tools", &self.rate_limits.tools),
+            ("admin", &self.rate_limits.admin),
+            ("health", &self.rate_limits.health),
+        ];
+        for (name, q) in quotas.into_iter().chain(
+            self.rate_limits
+                .per_tool
+                .iter()
+                .map(|(k, q)| (k.as_str(), q)),
+        ) {
+            if q.per_second == 0 || q.burst == 0 {
+                return bad(format!(
+                    "rate_limits.{name}: per_second and burst must be at least 1 (enabled = false turns limits off)"
+                ));
+            }
+        }
         if !["critical", "high", "medium", "low"].contains(&self.audit.fail_on.as_str()) {
             return bad(format!(
                 "audit: fail_on `{}`: use critical, high, medium or low",
@@ -528,6 +591,13 @@ min_latency_samples = 20
 rss_factor = 1.5                 # resident memory above 1.5x the old worker's …
 rss_window_s = 60                # … for this long
 set_disable_new = true           # an automatic rollback also sets DISABLE_NEW=1
+
+[rate_limits]                    # per client session and tool; over it: rate_limited + retry_after_ms
+enabled = true
+tools = { per_second = 200, burst = 1000 }
+admin = { per_second = 5, burst = 20 }      # flags_*, panic_disable_new, worker_health, route_switch, upgrade_*
+health = { per_second = 500, burst = 2000 } # status, tool_manifest
+per_tool = {}                    # e.g. { cmd_run = { per_second = 5, burst = 20 } }
 
 [audit]                          # vane audit, the built-in `security` critic, preflight
 allow_paths = []                 # globs never scanned (e.g. "tests/fixtures/**")

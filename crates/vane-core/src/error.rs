@@ -37,6 +37,7 @@ pub enum ErrorCode {
     IdempotencyKeyInProgress,
     NotAWorkspace,
     Unauthorized,
+    RateLimited,
     Internal,
 }
 
@@ -71,6 +72,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyInProgress => "idempotency_key_in_progress",
             ErrorCode::NotAWorkspace => "not_a_workspace",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }

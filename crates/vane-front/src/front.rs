@@ -456,6 +456,7 @@ impl Front {
             .is_some_and(|m| m.0.contains_key("vane/idempotency_key"));
         let timed = !LONG_TOOLS.contains(&name.as_str());
         let mut closed = 0u32;
+        let mut pause = crate::retry::backoff();
         loop {
             let w = match prefer.take() {
                 Some(w) => w,
@@ -491,7 +492,11 @@ impl Front {
                         .record(elapsed, res.is_error == Some(true), failed, timed);
                     if code == Some("idempotency_key_in_progress") && Instant::now() < deadline {
                         crate::transport::discard(&res);
-                        tokio::time::sleep(ms(20)).await;
+                        let d = pause.next().unwrap_or(ms(20));
+                        tokio::time::sleep(
+                            d.min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
                         continue;
                     }
                     if failed && faults < self.cfg.max_retries {

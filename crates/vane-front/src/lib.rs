@@ -9,6 +9,7 @@ pub mod compare;
 pub mod control;
 pub mod front;
 pub mod pipes;
+pub mod retry;
 pub mod transport;
 pub mod upgrades;
 pub mod worker;

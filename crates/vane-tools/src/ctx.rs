@@ -28,6 +28,8 @@ pub struct ToolCtx {
     bwrap: OnceLock<Option<PathBuf>>,
     /// turns for commands and critics (`[limits] cmd_max_concurrent`)
     pub cmd_slots: Arc<tokio::sync::Semaphore>,
+    /// calls per client session and tool (`[rate_limits]`)
+    pub rate: crate::rate::Limiter,
     /// effective flags and the store's flags revision they were read at
     flags: std::sync::Mutex<(i64, vane_core::flags::Flags)>,
 }
@@ -135,6 +137,7 @@ impl ToolCtx {
         );
         let telemetry = Arc::new(Telemetry::disabled(ProcessInfo::current("server", VERSION)));
         let slots = config.limits.cmd_max_concurrent.max(1);
+        let rate = crate::rate::Limiter::new(&config.rate_limits);
         Ok(ToolCtx {
             ws,
             paths,
@@ -145,6 +148,7 @@ impl ToolCtx {
             telemetry,
             bwrap: OnceLock::new(),
             cmd_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            rate,
             flags: std::sync::Mutex::new((-1, vane_core::flags::Flags::default())),
         })
     }

@@ -22,6 +22,7 @@ pub mod git;
 pub mod handlers;
 pub mod limits;
 pub mod policy;
+pub mod rate;
 pub mod registry;
 pub mod sandbox;
 pub mod schema;

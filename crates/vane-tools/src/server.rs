@@ -13,7 +13,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
-use vane_core::VaneError;
+use vane_core::{ErrorCode, VaneError};
 use vane_telemetry::event::{content_hash, ToolCall};
 use vane_telemetry::otel::SpanHandle;
 
@@ -455,6 +455,25 @@ impl ServerHandler for VaneServer {
                 .flatten()
                 .any(|m| m.get("vane/self_check").and_then(Value::as_str) == Some(secret))
         });
+        // rate limits per client session and tool (never the front's probes)
+        if !self_check {
+            let session = forwarded(&ctx_meta, req_meta.as_ref())
+                .and_then(|c| c["session_id"].as_str())
+                .unwrap_or(&t.session_id);
+            let admin = self.registry.get(&request.name).is_some_and(|d| d.admin);
+            if let Err(wait) = self.ctx.rate.check(session, &request.name, admin) {
+                let ms = wait.as_millis().max(1) as u64;
+                let e = VaneError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "`{}` is over this session's rate limit ([rate_limits]); retry in {ms} ms",
+                        request.name
+                    ),
+                )
+                .with_details(json!({ "tool": request.name, "retry_after_ms": ms }));
+                return Ok(error_result(&e).into());
+            }
+        }
         if !t.enabled || self_check {
             let call = self.call_idempotent(&request.name, request.arguments, idem_key.as_deref());
             return Ok(cancellable(call, &context).await.into());

@@ -210,7 +210,12 @@ async fn bench() {
     let ws = d.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("file.txt"), "line\n".repeat(200)).unwrap();
-    std::fs::write(ws.join("vane.toml"), "[runtime]\nping_interval_ms = 2000\n").unwrap();
+    // benchmarks measure speed: no rate limits
+    std::fs::write(
+        ws.join("vane.toml"),
+        "[runtime]\nping_interval_ms = 2000\n[rate_limits]\nenabled = false\n",
+    )
+    .unwrap();
     let small = "tasks:\n".to_string()
         + &(0..50)
             .map(|i| format!("  - id: S{i}\n    title: t{i}\n"))

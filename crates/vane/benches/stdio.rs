@@ -121,6 +121,8 @@ async fn main() {
     let d = tempfile::tempdir().unwrap();
     let ws = d.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
+    // benchmarks measure speed: no rate limits
+    std::fs::write(ws.join("vane.toml"), "[rate_limits]\nenabled = false\n").unwrap();
     std::fs::write(ws.join("file.txt"), "line\n".repeat(200)).unwrap();
     let small = "tasks:\n".to_string()
         + &(0..50)

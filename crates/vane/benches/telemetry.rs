@@ -19,7 +19,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn workspace(dir: &Path, toml: &str) -> std::path::PathBuf {
     let ws = dir.to_path_buf();
     std::fs::create_dir_all(&ws).unwrap();
-    std::fs::write(ws.join("vane.toml"), toml).unwrap();
+    // benchmarks measure speed: no rate limits
+    std::fs::write(
+        ws.join("vane.toml"),
+        format!("{toml}\n[rate_limits]\nenabled = false\n"),
+    )
+    .unwrap();
     std::fs::write(ws.join("file.txt"), "line\n".repeat(200)).unwrap();
     std::fs::write(
         ws.join("r.yaml"),

@@ -51,6 +51,8 @@ async fn main() {
     let d = tempfile::tempdir().unwrap();
     let ws = d.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
+    // benchmarks measure speed: no rate limits
+    std::fs::write(ws.join("vane.toml"), "[rate_limits]\nenabled = false\n").unwrap();
     let roadmap = "tasks:\n".to_string()
         + &(0..50)
             .map(|i| format!("  - id: S{i}\n    title: t{i}\n"))

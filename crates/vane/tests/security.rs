@@ -615,3 +615,36 @@ async fn commands_are_held_to_memory_process_and_concurrency_limits() {
         Err(_) => panic!("client still shared"),
     }
 }
+
+/// A session over its quota gets `rate_limited` with `retry_after_ms`, per
+/// tool; after that wait it is served again.
+#[tokio::test]
+async fn a_session_over_its_rate_limit_is_told_when_to_retry() {
+    let (_d, ws) = workspace();
+    std::fs::write(
+        ws.join("vane.toml"),
+        "[rate_limits]\ntools = { per_second = 2, burst = 3 }\n",
+    )
+    .unwrap();
+    let c = serve_env(&ws, &[]).await;
+    for _ in 0..3 {
+        c.call_ok("fs_read", json!({ "path": "README.md" }))
+            .await
+            .unwrap();
+    }
+    let e = c
+        .call_err("fs_read", json!({ "path": "README.md" }))
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "rate_limited", "{e}");
+    let wait = e["details"]["retry_after_ms"].as_u64().unwrap();
+    assert!((1..=1000).contains(&wait), "{e}");
+    // another tool has its own quota; health calls theirs
+    c.call_ok("plan_next", json!({})).await.unwrap();
+    c.call_ok("status", json!({})).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(wait + 20)).await;
+    c.call_ok("fs_read", json!({ "path": "README.md" }))
+        .await
+        .unwrap();
+    c.close().await;
+}

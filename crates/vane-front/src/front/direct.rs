@@ -160,7 +160,7 @@ impl DirectCall for Direct {
                 );
             }
             let faults = u32::from(alt.is_some());
-            let delay = busy.then_some(Duration::from_millis(20));
+            let delay = busy.then(|| crate::retry::backoff().next().unwrap_or_default());
             return (*self).resume(alt, faults, delay);
         }
         // the ordinary case: the worker's answer, as its bytes, at once;
