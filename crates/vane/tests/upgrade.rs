@@ -106,6 +106,7 @@ async fn preflight_checks_and_the_upgrade_lock() {
             "disk_free",
             "store",
             "sandbox",
+            "audit",
             "secrets",
             "front_reachable",
             "upgrade_lock"
