@@ -1005,3 +1005,65 @@ mod tests {
         assert!(substitute(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#).is_none());
     }
 }
+
+/// Entry points for the fuzz targets (`fuzz/`): the front's framing of what
+/// a client and a worker send, exactly as the reader threads run it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Feeds `data` as a client's stdin through the capped line reader and
+    /// the decoding the client's reader thread does on each line. Returns
+    /// the number of lines and of oversized lines seen.
+    pub fn client_input(data: &[u8], max: usize) -> (usize, usize) {
+        use std::io::Write;
+        let (r, mut w) = std::io::pipe().expect("a pipe");
+        let data = data.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+        let mut reader = crate::pipes::LineReader::new(OwnedFd::from(r));
+        let (mut lines, mut long) = (0, 0);
+        let mut buf = Vec::new();
+        loop {
+            match reader.next_line_capped(&mut buf, max, 64 * 1024) {
+                crate::pipes::Capped::End => break,
+                crate::pipes::Capped::TooLong(n) => {
+                    assert!(n > max && buf.len() <= 64 * 1024);
+                    long += 1;
+                    let _ = request_id_in_head(&buf);
+                }
+                crate::pipes::Capped::Line => {
+                    assert!(buf.len() <= max);
+                    lines += 1;
+                    let line = trim_line(&buf);
+                    if let Ok(Incoming { id, method, params }) =
+                        serde_json::from_slice::<Incoming>(line)
+                    {
+                        let _ = (id.map(RawValue::get), method);
+                        if let Some(p) = params {
+                            let _ = serde_json::from_str::<CancelParams>(p.get());
+                            let _ = serde_json::from_str::<rmcp::model::CallToolRequestParams>(
+                                p.get(),
+                            );
+                        }
+                    }
+                    let _ = request_id_in_head(line);
+                }
+            }
+        }
+        let _ = writer.join();
+        (lines, long)
+    }
+
+    /// What the worker's reader thread does with one answer line.
+    pub fn worker_answer(line: &[u8]) {
+        if let Some((_, result)) = lane_answer_shape(line) {
+            assert!(result.end <= line.len());
+            let _ = skim(&RawAnswer {
+                buf: line.to_vec(),
+                result,
+            });
+        }
+    }
+}

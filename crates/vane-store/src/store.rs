@@ -948,6 +948,19 @@ impl Store {
                 _ => content.to_string(),
             };
             let words = text.split_whitespace().count();
+            // a budget of words is also one of bytes: one long "word" must
+            // not carry a section past it (16 bytes a word is generous)
+            let max_bytes = word_budget.saturating_mul(16);
+            if text.len() > max_bytes {
+                return Err(VaneError::new(
+                    ErrorCode::ContextBudgetExceeded,
+                    format!(
+                        "section `{section}` would hold {} bytes; the budget is {max_bytes} ({word_budget} words × 16). Summarise it, or split it into sections",
+                        text.len()
+                    ),
+                )
+                .with_details(json!({ "section": section, "bytes": text.len(), "max_bytes": max_bytes, "budget": word_budget })));
+            }
             if words > word_budget {
                 return Err(VaneError::new(
                     ErrorCode::ContextBudgetExceeded,

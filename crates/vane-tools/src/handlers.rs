@@ -121,18 +121,23 @@ async fn plan_next(ctx: Arc<ToolCtx>, i: PlanNextIn) -> R<PlanNextOut> {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanUpdateIn {
+    #[schemars(length(min = 1, max = 200))]
     pub task_id: String,
     /// pending | in_progress | blocked | review | done | cancelled
     pub status: Option<Status>,
+    #[schemars(length(max = 8000))]
     pub notes: Option<String>,
+    #[schemars(length(max = 200))]
     pub owner: Option<String>,
     pub priority: Option<Priority>,
     /// fail with version_conflict unless the task is at this version
     pub expected_version: Option<i64>,
     /// complete despite unmet critic exit criteria (needs `reason`, recorded)
     pub force: Option<bool>,
+    #[schemars(length(max = 2000))]
     pub reason: Option<String>,
     /// who makes the change (recorded)
+    #[schemars(length(max = 200))]
     pub agent: Option<String>,
 }
 
@@ -817,6 +822,12 @@ pub struct ArtifactRecordIn {
 async fn artifact_record(ctx: Arc<ToolCtx>, i: ArtifactRecordIn) -> R<Artifact> {
     blocking(move || {
         let mut meta = i.metadata.unwrap_or_default();
+        let meta_bytes = serde_json::to_vec(&meta).map(|v| v.len()).unwrap_or(0);
+        if meta_bytes > 16 * 1024 {
+            return Err(VaneError::invalid_input(format!(
+                "metadata is {meta_bytes} bytes; at most 16384 (keep large content in a file and record its path)"
+            )));
+        }
         let rel = match &i.path {
             Some(p) => {
                 let real = ctx.ws.resolve(p)?;
@@ -853,8 +864,9 @@ async fn artifact_record(ctx: Arc<ToolCtx>, i: ArtifactRecordIn) -> R<Artifact> 
 pub struct DecisionRecordIn {
     #[schemars(length(min = 1, max = 300))]
     pub title: String,
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 8000))]
     pub summary: String,
+    #[schemars(length(max = 8000))]
     pub impact: Option<String>,
     pub task_id: Option<String>,
 }

@@ -54,6 +54,7 @@ pub struct ToolDef {
     input_validator: OnceLock<Option<jsonschema::Validator>>,
     output_validator: OnceLock<Option<jsonschema::Validator>>,
     handler: Handler,
+    decode: fn(&Value) -> Result<(), VaneError>,
 }
 
 fn schema_of<T: JsonSchema>() -> Map<String, Value> {
@@ -110,10 +111,82 @@ where
         input_validator: OnceLock::new(),
         output_validator: OnceLock::new(),
         handler,
+        decode: |v| {
+            I::deserialize(v)
+                .map(|_| ())
+                .map_err(|e| VaneError::invalid_input(format!("arguments: {e}")))
+        },
     }
 }
 
 impl ToolDef {
+    /// Steps 4–5 of the pipeline: unknown fields (naming the allowed ones),
+    /// then the input schema. The arguments as one JSON value.
+    pub fn check_args(&self, args: Map<String, Value>) -> Result<Value, VaneError> {
+        // Unknown fields first, with the allowed names: the clearest message.
+        if self.input_schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+            let allowed: Vec<&str> = self
+                .input_schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let unknown: Vec<&str> = args
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !allowed.contains(k))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(VaneError::invalid_input(format!(
+                    "{}: unknown field(s) {}; allowed: {}",
+                    self.name,
+                    unknown
+                        .iter()
+                        .map(|u| format!("`{u}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                ))
+                .with_details(json!({ "unknown": unknown, "allowed": allowed })));
+            }
+        }
+        let args = Value::Object(args);
+        if let Some(v) = validator(&self.input_validator, &self.input_schema) {
+            let problems: Vec<Value> = v
+                .iter_errors(&args)
+                .take(10)
+                .map(|e| json!({ "path": e.instance_path().to_string(), "problem": e.to_string() }))
+                .collect();
+            if !problems.is_empty() {
+                let first = problems[0]["problem"]
+                    .as_str()
+                    .unwrap_or("invalid")
+                    .to_string();
+                let at = problems[0]["path"].as_str().unwrap_or("").to_string();
+                return Err(VaneError::invalid_input(format!(
+                    "{}: {first}{}",
+                    self.name,
+                    if at.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (at {at})")
+                    }
+                ))
+                .with_details(json!({ "problems": problems, "schema": "see tool_manifest" })));
+            }
+        }
+        Ok(args)
+    }
+
+    /// The typed decode a handler starts with, without running it.
+    pub fn decode(&self, args: &Value) -> Result<(), VaneError> {
+        (self.decode)(args)
+    }
+
     /// Marks a mutating tool that handles dry-run mode itself.
     pub fn dry_run_aware(mut self) -> ToolDef {
         self.dry_run_aware = true;
@@ -192,6 +265,17 @@ impl Registry {
         &self.tools
     }
 
+    /// Everything the pipeline checks about a call's arguments before a
+    /// handler runs (tool known, unknown fields, schema, typed decode) —
+    /// nothing is executed. What the fuzz target of argument decoding drives.
+    pub fn validate(&self, name: &str, args: Map<String, Value>) -> Result<(), VaneError> {
+        let def = self.get(name).ok_or_else(|| {
+            VaneError::new(ErrorCode::NotFound, format!("no tool named `{name}`"))
+        })?;
+        let v = def.check_args(args)?;
+        def.decode(&v)
+    }
+
     pub fn get(&self, name: &str) -> Option<&ToolDef> {
         self.tools.iter().find(|t| t.name == name)
     }
@@ -242,61 +326,7 @@ impl Registry {
         if ctx.dry_run() && !def.hints.read_only && !def.dry_run_aware {
             return Err(dry_run_refusal(name));
         }
-        let args = args.unwrap_or_default();
-        // Unknown fields first, with the allowed names: the clearest message.
-        if def.input_schema.get("additionalProperties") == Some(&Value::Bool(false)) {
-            let allowed: Vec<&str> = def
-                .input_schema
-                .get("properties")
-                .and_then(Value::as_object)
-                .map(|p| p.keys().map(String::as_str).collect())
-                .unwrap_or_default();
-            let unknown: Vec<&str> = args
-                .keys()
-                .map(String::as_str)
-                .filter(|k| !allowed.contains(k))
-                .collect();
-            if !unknown.is_empty() {
-                return Err(VaneError::invalid_input(format!(
-                    "{name}: unknown field(s) {}; allowed: {}",
-                    unknown
-                        .iter()
-                        .map(|u| format!("`{u}`"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if allowed.is_empty() {
-                        "none".to_string()
-                    } else {
-                        allowed.join(", ")
-                    }
-                ))
-                .with_details(json!({ "unknown": unknown, "allowed": allowed })));
-            }
-        }
-        let args = Value::Object(args);
-        if let Some(v) = validator(&def.input_validator, &def.input_schema) {
-            let problems: Vec<Value> = v
-                .iter_errors(&args)
-                .take(10)
-                .map(|e| json!({ "path": e.instance_path().to_string(), "problem": e.to_string() }))
-                .collect();
-            if !problems.is_empty() {
-                let first = problems[0]["problem"]
-                    .as_str()
-                    .unwrap_or("invalid")
-                    .to_string();
-                let at = problems[0]["path"].as_str().unwrap_or("").to_string();
-                return Err(VaneError::invalid_input(format!(
-                    "{name}: {first}{}",
-                    if at.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (at {at})")
-                    }
-                ))
-                .with_details(json!({ "problems": problems, "schema": "see tool_manifest" })));
-            }
-        }
+        let args = def.check_args(args.unwrap_or_default())?;
         let handler = def.handler.clone();
         let ctx2 = ctx.clone();
         // A spawned task turns a panic into a JoinError instead of unwinding

@@ -31,6 +31,7 @@ const ANTHROPIC: &str = concat!(
 const OPENAI: &str = concat!("sk-", "proj-Xy7Qz2Lm9Np4Rs8Tu1Vw6Yb3Cd5Ef0Gh");
 const SLACK: &str = concat!("xox", "b-2045678901-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx");
 const GENERIC: &str = concat!("Tr0ub4dor", "&3xQ9zLkW");
+const KEY_BEGIN: &str = concat!("-----BEGIN OPENSSH ", "PRIVATE KEY-----");
 const KEY_BODY: &str = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
 const HISTORIC: &str = concat!("ghp_", "H1st0ryH1st0ryH1st0ryH1st0ryH1st0ryA");
 const IN_STATE: &str = concat!("sk-", "proj-StAtEdIrStAtEdIr0123456789abcd");
@@ -57,7 +58,7 @@ fn seeded() -> (tempfile::TempDir, std::path::PathBuf) {
         ("settings.toml", format!("db_password = \"{GENERIC}\"\n")),
         (
             "keys/deploy_ed25519",
-            format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----\n"),
+            format!("{KEY_BEGIN}\n{KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----\n"),
         ),
     ];
     for (p, body) in &files {

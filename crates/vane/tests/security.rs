@@ -648,3 +648,38 @@ async fn a_session_over_its_rate_limit_is_told_when_to_retry() {
         .unwrap();
     c.close().await;
 }
+
+/// Size budgets hold for text without spaces too: one 200 KB "word" in a
+/// context section, 100 KB of notes or metadata are refused.
+#[tokio::test]
+async fn long_words_and_notes_do_not_slip_past_size_budgets() {
+    let (_d, ws) = workspace();
+    let c = serve_env(&ws, &[]).await;
+    let word = "x".repeat(200_000);
+    let e = c
+        .call_err("context_write", json!({ "section": "notes", "content": word }))
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "context_budget_exceeded", "{e}");
+    let e = c
+        .call_err(
+            "plan_update",
+            json!({ "task_id": "S1", "notes": "y".repeat(100_000) }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "invalid_input", "{e}");
+    let e = c
+        .call_err(
+            "artifact_record",
+            json!({ "kind": "log", "metadata": { "blob": "z".repeat(100_000) } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "invalid_input", "{e}");
+    // ordinary sizes still pass
+    c.call_ok("context_write", json!({ "section": "notes", "content": "short and fine" }))
+        .await
+        .unwrap();
+    c.close().await;
+}
