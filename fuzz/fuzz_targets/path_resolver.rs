@@ -31,7 +31,9 @@ fn ws() -> &'static Ws {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(p) = std::str::from_utf8(data) else { return };
+    let Ok(p) = std::str::from_utf8(data) else {
+        return;
+    };
     let w = &ws().ws;
     if let Ok(r) = w.resolve(p) {
         assert!(r.starts_with(&w.root), "{p:?} resolved to {r:?}");

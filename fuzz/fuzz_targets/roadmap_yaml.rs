@@ -4,7 +4,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok((roadmap, _report)) = vane_core::roadmap::parse_yaml(text) {
         let again = vane_core::roadmap::to_yaml(&roadmap);
         let (back, _) = vane_core::roadmap::parse_yaml(&again)

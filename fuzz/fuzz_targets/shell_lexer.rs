@@ -13,7 +13,9 @@ fn policy() -> &'static vane_tools::policy::Policy {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(cmd) = std::str::from_utf8(data) else { return };
+    let Ok(cmd) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Err(d) = policy().check(cmd, Path::new("/ws")) {
         assert!(!d.rule.is_empty());
     }

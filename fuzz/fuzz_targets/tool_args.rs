@@ -11,7 +11,9 @@ fn registry() -> &'static vane_tools::registry::Registry {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, rest)) = data.split_first() else { return };
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
     let tools = registry().tools();
     let tool = &tools[pick as usize % tools.len()];
     let args = match serde_json::from_slice::<serde_json::Value>(rest) {

@@ -60,6 +60,8 @@ struct OutState {
     /// bytes written by someone but not yet taken by the pipe; they go
     /// before anything else
     pending: Vec<u8>,
+    /// a thread is draining `pending` ([`Out::line_queued`])
+    flusher: bool,
 }
 
 /// The writing end of a pipe shared by threads and the event loop; see the
@@ -79,6 +81,7 @@ impl Out {
             state: Mutex::new(OutState {
                 file: Some(Arc::new(File::from(fd))),
                 pending: Vec::new(),
+                flusher: false,
             }),
         })
     }
@@ -168,6 +171,42 @@ impl Out {
             return Ok(());
         }
         self.flush_blocking(give_up)
+    }
+
+    /// One whole line from a thread that must never wait for the reader (a
+    /// worker's reader thread writing an answer to the client): what the
+    /// pipe does not take now waits in the buffer, drained by a flusher
+    /// thread started for the occasion. A client that stops reading then
+    /// holds up nobody — its own reader applies the backpressure
+    /// ([`Out::pending_len`]).
+    pub fn line_queued(self: &Arc<Self>, line: &[u8]) -> std::io::Result<()> {
+        if self.try_line(line)? {
+            return Ok(());
+        }
+        let mut s = self.state();
+        if s.flusher {
+            return Ok(());
+        }
+        s.flusher = true;
+        drop(s);
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("vane-out-flush".into())
+            .spawn(move || loop {
+                let r = me.flush_blocking(&|| false);
+                let mut s = me.state();
+                // decided under the lock appends take: nothing is stranded
+                if r.is_err() || s.pending.is_empty() || s.file.is_none() {
+                    s.flusher = false;
+                    return;
+                }
+            })
+            .map(|_| ())
+    }
+
+    /// Bytes written but not yet taken by the reader.
+    pub fn pending_len(&self) -> usize {
+        self.state().pending.len()
     }
 
     /// One whole line from the event loop: one non-blocking write, and only

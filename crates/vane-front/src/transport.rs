@@ -620,6 +620,10 @@ fn trim_line(buf: &[u8]) -> &[u8] {
         .unwrap_or(line)
 }
 
+/// Answer bytes a client may leave unread before the front stops taking its
+/// requests.
+const MAX_UNREAD: usize = 8 << 20;
+
 /// Answers a request line over the cap with a JSON-RPC error (-32600) for
 /// its id, when the head of the line names one.
 fn too_long(front: &crate::Front, head: &[u8], n: usize, max: usize) {
@@ -678,6 +682,13 @@ fn read_client(
         let line = trim_line(&buf);
         if line.is_empty() {
             continue;
+        }
+        // backpressure: while the client leaves answers unread, take no new
+        // request from it (nothing else waits on it: answers are queued)
+        if let Some(out) = front.client_out.get() {
+            while out.pending_len() > MAX_UNREAD && !out.is_closed() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
         if front.initialized.load(Ordering::Acquire) {
             match serde_json::from_slice::<Incoming>(line) {
@@ -1043,9 +1054,8 @@ pub mod fuzzing {
                         let _ = (id.map(RawValue::get), method);
                         if let Some(p) = params {
                             let _ = serde_json::from_str::<CancelParams>(p.get());
-                            let _ = serde_json::from_str::<rmcp::model::CallToolRequestParams>(
-                                p.get(),
-                            );
+                            let _ =
+                                serde_json::from_str::<rmcp::model::CallToolRequestParams>(p.get());
                         }
                     }
                     let _ = request_id_in_head(line);

@@ -936,7 +936,9 @@ impl Policy {
                     1
                 };
             }
-            i
+            // an option that wants a value may be the last word (`exec -c`):
+            // never past the end (found by fuzzing: a panic)
+            i.min(ws.len())
         };
         Ok(match prog {
             p if SHELLS.contains(&p) => {
@@ -1119,6 +1121,28 @@ mod tests {
 
     fn denied(cmd: &str) -> Option<Denied> {
         policy().check(cmd, Path::new("/ws/proj")).err()
+    }
+
+    #[test]
+    fn inputs_found_by_fuzzing_get_a_verdict() {
+        // fuzz/artifacts/shell_lexer/crash-0fa8affc…: an option wanting a
+        // value as the last word made a wrapper's slice start past the end
+        let p = Policy::new(Path::new("/ws"), true, &[]);
+        for cmd in [
+            "xar;g\u{1c}fisdo;&exec -c",
+            "exec -c",
+            "nice -n",
+            "ionice -c",
+            "timeout -s",
+            "timeout",
+            "xargs -n",
+            "env -u",
+            "env -S",
+            "stdbuf -o",
+            "flock -w",
+        ] {
+            let _ = p.check(cmd, Path::new("/ws"));
+        }
     }
 
     #[test]

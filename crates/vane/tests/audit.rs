@@ -53,7 +53,10 @@ fn seeded() -> (tempfile::TempDir, std::path::PathBuf) {
         ("deploy/aws.sh", format!("export AWS_ACCESS_KEY_ID={AWS}\n")),
         ("src/gh.rs", format!("const T: &str = \"{GITHUB}\";\n")),
         (".env", format!("ANTHROPIC_API_KEY={ANTHROPIC}\n")),
-        ("tools/openai.py", format!("client = OpenAI(api_key=\"{OPENAI}\")\n")),
+        (
+            "tools/openai.py",
+            format!("client = OpenAI(api_key=\"{OPENAI}\")\n"),
+        ),
         ("ci/slack.yml", format!("slack: {SLACK}\n")),
         ("settings.toml", format!("db_password = \"{GENERIC}\"\n")),
         (

@@ -657,7 +657,10 @@ async fn long_words_and_notes_do_not_slip_past_size_budgets() {
     let c = serve_env(&ws, &[]).await;
     let word = "x".repeat(200_000);
     let e = c
-        .call_err("context_write", json!({ "section": "notes", "content": word }))
+        .call_err(
+            "context_write",
+            json!({ "section": "notes", "content": word }),
+        )
         .await
         .unwrap();
     assert_eq!(e["code"], "context_budget_exceeded", "{e}");
@@ -678,8 +681,83 @@ async fn long_words_and_notes_do_not_slip_past_size_budgets() {
         .unwrap();
     assert_eq!(e["code"], "invalid_input", "{e}");
     // ordinary sizes still pass
-    c.call_ok("context_write", json!({ "section": "notes", "content": "short and fine" }))
-        .await
-        .unwrap();
+    c.call_ok(
+        "context_write",
+        json!({ "section": "notes", "content": "short and fine" }),
+    )
+    .await
+    .unwrap();
     c.close().await;
+}
+
+/// A client that stops reading its answers used to stall the front's worker
+/// reader on the client's full pipe: the worker's pings went unread, its
+/// circuit opened, a healthy worker was killed and in-flight commands ran
+/// twice. Now answers queue (bounded: the front stops taking requests), the
+/// worker stays, and every answer arrives once the client reads again.
+#[test]
+fn a_client_that_stops_reading_stalls_nothing() {
+    use std::io::BufRead;
+    let (_d, ws) = workspace();
+    std::fs::write(ws.join("big.txt"), "0123456789abcdef ".repeat(30_000)).unwrap(); // ~510 KB
+    std::fs::write(
+        ws.join("vane.toml"),
+        "[limits]\nfs_read_max_bytes = 1048576\noutput_token_budget = 400000\n",
+    )
+    .unwrap();
+    let mut raw = Raw::start(&ws, &[]);
+    raw.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "status", "arguments": {}}}).to_string());
+    raw.answer(1);
+    let workers = |ws: &Path| -> Value {
+        let out = vane(ws, &["workers", "--json"]);
+        json_of_ok(&out)["fronts"][0]["result"].clone()
+    };
+    let before = workers(&ws);
+    let active = |h: &Value| {
+        h["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["role"] == "active")
+            .map(|w| w["pid"].clone())
+    };
+    let first = active(&before).expect("an active worker");
+    // 60 answers of ~510 KB each, and nobody reading for 9 s: more than the
+    // 3 missed pings (2 s apart) that open a worker's circuit
+    for n in 0..60 {
+        raw.send(&json!({"jsonrpc": "2.0", "id": 100 + n, "method": "tools/call", "params": {"name": "fs_read", "arguments": {"path": "big.txt"}}}).to_string());
+    }
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    let during = workers(&ws);
+    assert_eq!(
+        active(&during),
+        Some(first.clone()),
+        "the worker was replaced: {during}"
+    );
+    assert_eq!(during["front"]["restarts"], 0, "{during}");
+    // now read: every answer arrives, each once
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 60 {
+        let mut line = String::new();
+        assert!(raw.out.read_line(&mut line).unwrap() > 0, "stdout closed");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if let Some(id) = v["id"].as_i64().filter(|i| *i >= 100) {
+            assert_eq!(
+                v["result"]["isError"],
+                false,
+                "{}",
+                &line[..line.len().min(300)]
+            );
+            assert!(seen.insert(id), "answer {id} twice");
+        }
+    }
+}
+
+fn json_of_ok(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

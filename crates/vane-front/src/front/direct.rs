@@ -135,7 +135,7 @@ impl DirectCall for Direct {
                 self.worker.stats.record(elapsed, true, true, self.timed);
                 let r = error_result(&err(ErrorCode::Internal, why));
                 if let Some(line) = answer_line(&self.id_raw, &r) {
-                    let _ = self.out.line_blocking(&line, &|| false);
+                    let _ = self.out.line_queued(&line);
                 }
                 self.finish(&r);
                 return;
@@ -166,7 +166,7 @@ impl DirectCall for Direct {
         // the ordinary case: the worker's answer, as its bytes, at once;
         // the books after
         let line = raw_answer_line(&self.id_raw, &answer);
-        let _ = self.out.line_blocking(&line, &|| false);
+        let _ = self.out.line_queued(&line);
         self.settle();
         self.worker
             .stats
