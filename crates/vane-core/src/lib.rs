@@ -15,6 +15,7 @@ pub mod error;
 pub mod flags;
 pub mod model;
 pub mod planner;
+pub mod redact;
 pub mod roadmap;
 pub mod transitions;
 

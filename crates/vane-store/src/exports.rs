@@ -144,6 +144,11 @@ pub(crate) fn refresh(store: &Store, kind: ExportKind) -> Result<bool> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         }
+        // exports are files people commit and share: secrets masked
+        let bytes = match vane_core::redact::redact(&String::from_utf8_lossy(&bytes)) {
+            std::borrow::Cow::Owned(r) => r.into_bytes(),
+            std::borrow::Cow::Borrowed(_) => bytes,
+        };
         write_atomic(&path, &bytes)?;
     }
     revs.insert(kind.meta_key().to_string(), rev);

@@ -49,6 +49,8 @@ pub struct ToolDef {
     pub dry_run_aware: bool,
     /// mutating only when this argument is present (see [`ToolDef::mutates_when`])
     pub mutates_when: Option<&'static str>,
+    /// keeps free text in the store: its arguments pass through redaction
+    pub stores_text: bool,
     pub input_schema: Arc<Map<String, Value>>,
     pub output_schema: Arc<Map<String, Value>>,
     input_validator: OnceLock<Option<jsonschema::Validator>>,
@@ -106,6 +108,7 @@ where
         admin: false,
         dry_run_aware: false,
         mutates_when: None,
+        stores_text: false,
         input_schema: Arc::new(schema_of::<I>()),
         output_schema: Arc::new(schema_of::<O>()),
         input_validator: OnceLock::new(),
@@ -185,6 +188,16 @@ impl ToolDef {
     /// The typed decode a handler starts with, without running it.
     pub fn decode(&self, args: &Value) -> Result<(), VaneError> {
         (self.decode)(args)
+    }
+
+    /// Marks a tool that keeps its free text (context, notes, decisions,
+    /// reasons, metadata) in the store: secrets in its arguments are masked
+    /// before the handler sees them, so they never reach the store, the
+    /// exports or the answers. (`fs_write` and `cmd_run` are not marked:
+    /// writing a file or running a command is the agent's own act.)
+    pub fn stores_text(mut self) -> ToolDef {
+        self.stores_text = true;
+        self
     }
 
     /// Marks a mutating tool that handles dry-run mode itself.
@@ -326,7 +339,10 @@ impl Registry {
         if ctx.dry_run() && !def.hints.read_only && !def.dry_run_aware {
             return Err(dry_run_refusal(name));
         }
-        let args = def.check_args(args.unwrap_or_default())?;
+        let mut args = def.check_args(args.unwrap_or_default())?;
+        if def.stores_text {
+            vane_core::redact::redact_value(&mut args);
+        }
         let handler = def.handler.clone();
         let ctx2 = ctx.clone();
         // A spawned task turns a panic into a JoinError instead of unwinding
@@ -409,7 +425,8 @@ fn budget(ctx: &Arc<ToolCtx>, tool: &str, v: Value) -> (Value, Option<Value>) {
         None,
         &json!({ "tool": tool, "bytes": full.len() }),
         None,
-        Some(full.as_bytes()),
+        // the kept copy of a long answer is an artifact like any other: masked
+        Some(vane_core::redact::redact(&full).as_bytes()),
     );
     let mut cut = v;
     let mut size = full.len();

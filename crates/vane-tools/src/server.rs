@@ -59,12 +59,14 @@ fn to_tool(def: &ToolDef) -> Tool {
 }
 
 /// An `isError` result carrying `{"error": {code, message, details}}`.
+/// Messages and details pass through redaction: an error never repeats a
+/// secret (an id, a path or a command line may hold one).
 pub fn error_result(e: &VaneError) -> CallToolResult {
-    let mut r = CallToolResult::structured_error(e.to_json());
-    r.content = vec![ContentBlock::text(format!(
-        "error {}: {}",
-        e.code, e.message
-    ))];
+    let mut wire = e.to_json();
+    vane_core::redact::redact_value(&mut wire);
+    let message = vane_core::redact::redact(&e.message).into_owned();
+    let mut r = CallToolResult::structured_error(wire);
+    r.content = vec![ContentBlock::text(format!("error {}: {message}", e.code))];
     r
 }
 

@@ -761,3 +761,73 @@ fn json_of_ok(out: &std::process::Output) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// One redaction layer for every writer: what an agent stores as text
+/// (context, notes, decisions), what vane exports, and what an error says
+/// never holds a secret in full.
+#[tokio::test]
+async fn secrets_are_masked_in_the_store_exports_and_errors() {
+    let (_d, ws) = workspace();
+    let key = concat!(
+        "sk-ant-",
+        "api03-Zq9xVbT3kLmN8pQrStUvWxYz0123456789abcdefghijklmnopqrstuvwxAA"
+    );
+    let c = serve_env(&ws, &[]).await;
+    c.call_ok(
+        "context_write",
+        json!({ "section": "findings", "content": format!("the key is {key}") }),
+    )
+    .await
+    .unwrap();
+    c.call_ok(
+        "plan_update",
+        json!({ "task_id": "S1", "notes": format!("api_key={key}") }),
+    )
+    .await
+    .unwrap();
+    c.call_ok(
+        "decision_record",
+        json!({ "title": "rotate", "summary": format!("leaked {key}") }),
+    )
+    .await
+    .unwrap();
+    c.call_ok(
+        "context_snapshot",
+        json!({ "reason": format!("after {key}") }),
+    )
+    .await
+    .unwrap();
+    let e = c
+        .call_err("plan_update", json!({ "task_id": key, "status": "done" }))
+        .await
+        .unwrap();
+    assert!(!e.to_string().contains(key), "{e}");
+    let ctx = c.read_text("vane://context").await.unwrap();
+    assert!(ctx.contains("[REDACTED]") && !ctx.contains(key), "{ctx}");
+    let task = vane(&ws, &["task", "show", "S1", "--json"]);
+    assert!(!String::from_utf8_lossy(&task.stdout).contains(key));
+    c.close().await;
+    // every file vane wrote: exports, checkpoint, the log
+    let mut files = vec![ws.join(".vane")];
+    let mut texts = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else if !p.to_string_lossy().contains("vane.db") {
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                texts += 1;
+                assert!(!t.contains(key), "{} holds the key", p.display());
+            }
+        }
+    }
+    assert!(texts >= 3, "exports were written");
+    // the store itself, its write-ahead log included
+    let needle = key.as_bytes();
+    for f in ["vane.db", "vane.db-wal"] {
+        let db = std::fs::read(ws.join(".vane").join(f)).unwrap_or_default();
+        assert!(
+            !db.windows(needle.len()).any(|w| w == needle),
+            "the key reached {f}"
+        );
+    }
+}
