@@ -405,6 +405,10 @@ pub fn run(ws: &Workspace, config: &Config, opts: &Options) -> Result<Value, Van
         }
     }
 
+    // the repository's own ways to run programs: what an agent (or anyone)
+    // may have left for the user's next `git commit`
+    git_executables(root, &mut findings);
+
     // vane's state: what it wrote (never the store, never the run directory)
     let state = &ws.state_dir;
     for rel in walk(state, Path::new("/nonexistent")) {
@@ -503,6 +507,90 @@ pub fn run(ws: &Workspace, config: &Config, opts: &Options) -> Result<Value, Van
         "fail_on": fail_on.as_str(),
         "failed": failed,
     }))
+}
+
+/// Settings and files of `.git` that make git run a program: hooks,
+/// `core.fsmonitor`, `core.hooksPath`, filters, external diff and textconv,
+/// the pager, `core.sshCommand`, shell aliases — and a `commondir` or
+/// `config.worktree` that moves git's configuration elsewhere. vane's own git
+/// neutralises all of them; the user's git does not.
+fn git_executables(root: &Path, out: &mut Vec<Finding>) {
+    let git = root.join(".git");
+    if !git.is_dir() {
+        return;
+    }
+    for (f, why) in [
+        (
+            "commondir",
+            "points git's configuration and hooks to another directory",
+        ),
+        ("config.worktree", "adds per-worktree configuration"),
+    ] {
+        if git.join(f).exists() {
+            out.push(Finding {
+                severity: Severity::High,
+                rule: "git-config-redirect",
+                location: format!(".git/{f}"),
+                message: format!("`.git/{f}` {why} (a plain clone has none)"),
+                preview: None,
+            });
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(git.join("hooks")) {
+        use std::os::unix::fs::PermissionsExt;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let exec = e
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            if exec && !name.ends_with(".sample") {
+                out.push(Finding {
+                    severity: Severity::Medium,
+                    rule: "git-hook",
+                    location: format!(".git/hooks/{name}"),
+                    message: "an executable git hook: it runs at the matching git command — check who wrote it".into(),
+                    preview: None,
+                });
+            }
+        }
+    }
+    let Ok(text) = std::fs::read_to_string(git.join("config")) else {
+        return;
+    };
+    let mut section = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            section = l
+                .trim_matches(|c| c == '[' || c == ']')
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            continue;
+        }
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        let runs = match (section.as_str(), k.as_str()) {
+            ("core", "fsmonitor") => !matches!(v, "false" | "0" | ""),
+            ("core", "hookspath" | "pager" | "sshcommand" | "editor" | "askpass") => !v.is_empty(),
+            ("filter", "clean" | "smudge" | "process") => !v.is_empty(),
+            ("diff", "external" | "textconv" | "command") => !v.is_empty(),
+            ("alias", _) => v.starts_with('!'),
+            _ => false,
+        };
+        if runs {
+            out.push(Finding {
+                severity: Severity::Medium,
+                rule: "git-config-runs-program",
+                location: format!(".git/config:{}", i + 1),
+                message: format!("`{section}.{k}` makes git run `{}` (vane's own git ignores it; yours does not)", v.chars().take(60).collect::<String>()),
+                preview: None,
+            });
+        }
+    }
 }
 
 /// Permission bits of `p` that `mask` forbids, if any.

@@ -196,6 +196,12 @@ impl Sandbox {
         // what vane and git trust in the workspace, read-only
         let git = self.workspace.join(".git");
         if git.is_dir() {
+            // a missing hooks/ or info/ could be created in the sandbox and
+            // hold what the user's next commit runs: make them (empty) to
+            // mount them read-only (git creates both in every new repository)
+            for d in ["hooks", "info"] {
+                let _ = std::fs::create_dir(git.join(d));
+            }
             let g = s(&git);
             a.extend([rw.to_string(), g.clone(), g]); // a mount point: cannot be renamed
             for f in GIT_EXECUTES_FROM {

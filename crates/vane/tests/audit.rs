@@ -142,6 +142,24 @@ fn audit_finds_every_kind_and_prints_none() {
             assert!(!shown.contains(s), "printed a secret in full: {s}\n{shown}");
         }
     }
+    // the repository's ways of running programs, as the user's git would
+    std::fs::write(ws.join(".git/hooks/pre-commit"), "#!/bin/sh\ntrue\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            ws.join(".git/hooks/pre-commit"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    git(&ws, &["config", "core.fsmonitor", "touch /tmp/x"]);
+    std::fs::write(ws.join(".git/commondir"), "../elsewhere\n").unwrap();
+    let v = json_of(&audit(&ws, &["--json"]));
+    std::fs::remove_file(ws.join(".git/commondir")).unwrap();
+    let f = v["findings"].as_array().unwrap();
+    for rule in ["git-hook", "git-config-runs-program", "git-config-redirect"] {
+        assert!(f.iter().any(|x| x["rule"] == rule), "no {rule}: {v:#}");
+    }
     // without --history the removed one is not seen
     let v = json_of(&audit(&ws, &["--json"]));
     assert!(!v["findings"]

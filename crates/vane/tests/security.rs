@@ -235,8 +235,21 @@ async fn vane_toml_is_out_of_an_agents_reach() {
 #[tokio::test]
 async fn commands_never_see_the_servers_secrets() {
     let (_d, ws) = workspace();
-    // a home outside /tmp (the sandbox's /tmp is its own anyway)
-    let h = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // a home outside /tmp and /var/tmp (the sandbox has its own of those, which
+    // would hide everything there and prove nothing about credentials)
+    let ephemeral = |p: &Path| p.starts_with("/tmp") || p.starts_with("/var/tmp");
+    let base = [
+        std::env::var_os("HOME").map(std::path::PathBuf::from),
+        Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_dir() && !ephemeral(p))
+    .expect("a writable directory outside /tmp");
+    let h = tempfile::Builder::new()
+        .prefix(".vane-test-home-")
+        .tempdir_in(base)
+        .unwrap();
     let home = h.path().join("home");
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     std::fs::create_dir_all(home.join(".aws")).unwrap();
