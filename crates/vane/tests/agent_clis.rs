@@ -271,6 +271,24 @@ fn command(words: &[String]) -> (&str, &[String]) {
     (words[0].as_str(), &words[1..])
 }
 
+/// The CLI's version, printed as the test starts with it.
+fn announce(cli: &Path) -> String {
+    let out = run(Command::new(cli).arg("--version"), Duration::from_secs(30));
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eprintln!("== {} ({version})", cli.display());
+    version
+}
+
+/// A CLI started as a user would in `ws`: its own `HOME`, this build's
+/// `vane` first on `PATH`, nothing else from the test's environment.
+fn clean_env<'c>(c: &'c mut Command, home: &Path, ws: &Path) -> &'c mut Command {
+    c.env_clear()
+        .env("HOME", home)
+        .env("PATH", path_with_vane())
+        .env("LANG", "C.UTF-8")
+        .current_dir(ws)
+}
+
 #[test]
 fn claude_code_calls_vane_tools() {
     let clis = clis_or_skip("claude");
@@ -283,16 +301,7 @@ fn claude_round_trip(claude: &Path) {
     let (d, ws) = workspace();
     let home = d.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let version = String::from_utf8_lossy(
-        &run(
-            Command::new(claude).arg("--version"),
-            Duration::from_secs(30),
-        )
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    eprintln!("== {} ({version})", claude.display());
+    let version = announce(claude);
     let (file, content) = ("from-claude.txt", "written by Claude Code through vane\n");
     let stub = ModelStub::start(
         Wire::Anthropic,
@@ -300,15 +309,11 @@ fn claude_round_trip(claude: &Path) {
         "Done: vane answered.",
     );
     let env = |c: &mut Command| {
-        c.env_clear()
-            .env("HOME", &home)
-            .env("PATH", path_with_vane())
-            .env("LANG", "C.UTF-8")
+        clean_env(c, &home, &ws)
             .env("ANTHROPIC_BASE_URL", stub.base_url())
             .env("ANTHROPIC_API_KEY", "sk-ant-stub-not-a-real-key")
             .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            .env("DISABLE_AUTOUPDATER", "1")
-            .current_dir(&ws);
+            .env("DISABLE_AUTOUPDATER", "1");
     };
     // registered exactly as the README tells users to
     let add = readme_command("claude mcp add vane -- ", &ws);
@@ -361,16 +366,7 @@ fn codex_round_trip(codex: &Path) {
     let home = d.path().join("home");
     let codex_home = home.join(".codex");
     std::fs::create_dir_all(&codex_home).unwrap();
-    let version = String::from_utf8_lossy(
-        &run(
-            Command::new(codex).arg("--version"),
-            Duration::from_secs(30),
-        )
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    eprintln!("== {} ({version})", codex.display());
+    let version = announce(codex);
     let (file, content) = ("from-codex.txt", "written by Codex through vane\n");
     let stub = ModelStub::start(
         Wire::Responses,
@@ -378,12 +374,7 @@ fn codex_round_trip(codex: &Path) {
         "Done: vane answered.",
     );
     let env = |c: &mut Command| {
-        c.env_clear()
-            .env("HOME", &home)
-            .env("PATH", path_with_vane())
-            .env("LANG", "C.UTF-8")
-            .env("RUST_LOG", "error")
-            .current_dir(&ws);
+        clean_env(c, &home, &ws).env("RUST_LOG", "error");
     };
     // registered exactly as the README tells users to: `codex mcp add` …
     let add = readme_command("codex mcp add vane -- ", &ws);
