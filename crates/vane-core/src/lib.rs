@@ -17,6 +17,7 @@ pub mod model;
 pub mod planner;
 pub mod redact;
 pub mod roadmap;
+pub mod text;
 pub mod transitions;
 
 pub use error::{ErrorCode, VaneError};

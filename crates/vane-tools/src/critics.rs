@@ -103,10 +103,7 @@ pub async fn run_security(
         Ok(v) => {
             let failed = v["failed"] == true;
             let text = crate::audit::render(&v);
-            let tail: String = {
-                let chars: Vec<char> = text.chars().collect();
-                chars[chars.len().saturating_sub(4000)..].iter().collect()
-            };
+            let tail = vane_core::text::tail(&text, 4000);
             if failed {
                 (CriticStatus::Fail, Some(3), tail)
             } else {
@@ -170,10 +167,7 @@ pub async fn run_one(
                         combined.push_str("\n--- stderr ---\n");
                         combined.push_str(&o.stderr);
                     }
-                    let tail: String = {
-                        let chars: Vec<char> = combined.chars().collect();
-                        chars[chars.len().saturating_sub(4000)..].iter().collect()
-                    };
+                    let tail = vane_core::text::tail(&combined, 4000);
                     let status = if o.timed_out {
                         CriticStatus::Timeout
                     } else if o.exit_code == Some(0) {

@@ -756,18 +756,13 @@ async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
             ErrorCode::Timeout,
             format!("command timed out after {timeout} s; its process group was killed"),
         )
-        .with_details(json!({ "timeout_s": timeout, "stdout_tail": tail(&out.stdout, 2000), "stderr_tail": tail(&out.stderr, 2000), "duration_ms": out.duration_ms })));
+        .with_details(json!({ "timeout_s": timeout, "stdout_tail": vane_core::text::tail(&out.stdout, 2000), "stderr_tail": vane_core::text::tail(&out.stderr, 2000), "duration_ms": out.duration_ms })));
     }
     Ok(CmdRunOut {
         cmd: i.cmd,
         cwd: ctx.ws.relative(&cwd),
         output: out,
     })
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    chars[chars.len().saturating_sub(n)..].iter().collect()
 }
 
 // ---------- critics_run ----------

@@ -1120,8 +1120,7 @@ async fn sh(command: &str, dir: &Path, timeout: Duration) -> (bool, Option<i32>,
         Ok(Ok(out)) => {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&out.stderr));
-            let chars: Vec<char> = text.chars().collect();
-            let tail: String = chars[chars.len().saturating_sub(2000)..].iter().collect();
+            let tail = vane_core::redact::redact(&vane_core::text::tail(&text, 4000)).into_owned();
             (out.status.success(), out.status.code(), tail)
         }
         Ok(Err(e)) => (false, None, format!("wait failed: {e}")),
