@@ -8,6 +8,11 @@ use serde_json::json;
 
 use crate::error::{ErrorCode, VaneError};
 
+pub mod dispatch;
+pub use dispatch::{
+    Budget, BudgetLimits, Dispatch, OnExceeded, OnSuccess, ProviderConfig, ProviderKind,
+};
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -26,6 +31,14 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
+    /// `[providers.NAME]`: the agents `vane run` dispatches to.
+    pub providers: IndexMap<String, ProviderConfig>,
+    /// `[dispatch]`: order of providers, retries, the circuit breaker.
+    pub dispatch: Dispatch,
+    /// `[budgets.ENV]`: spending limits per environment (`VANE_ENV`).
+    pub budgets: IndexMap<String, Budget>,
+    /// `[prices."PROVIDER/MODEL"]` or `[prices.MODEL]`: USD per million tokens.
+    pub prices: IndexMap<String, crate::dispatch::Price>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -520,7 +533,7 @@ impl Config {
                 return bad("commands.deny: empty rule".into());
             }
         }
-        Ok(())
+        dispatch::validate(self)
     }
 }
 
