@@ -38,6 +38,8 @@ pub enum ErrorCode {
     NotAWorkspace,
     Unauthorized,
     RateLimited,
+    BudgetExceeded,
+    NoProvider,
     Internal,
 }
 
@@ -73,6 +75,8 @@ impl ErrorCode {
             ErrorCode::NotAWorkspace => "not_a_workspace",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::BudgetExceeded => "budget_exceeded",
+            ErrorCode::NoProvider => "no_provider",
             ErrorCode::Internal => "internal",
         }
     }

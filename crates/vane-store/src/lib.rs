@@ -13,6 +13,7 @@
 //! command: callers do slow work first, then record its result.
 #![forbid(unsafe_code)]
 
+pub mod dispatch;
 mod exports;
 pub mod journal;
 mod paths;
@@ -23,5 +24,8 @@ pub use exports::{write_atomic, ExportKind};
 pub use paths::StatePaths;
 pub use schema::{
     Applied, Migration, MigrationRef, Phase, Reach, SchemaInfo, MIGRATIONS, SCHEMA_VERSION,
+};
+pub use dispatch::{
+    Attempt, AttemptEnd, BudgetAlert, BudgetCheck, CostBy, CostRow, NewAttempt, Spent,
 };
 pub use store::*;

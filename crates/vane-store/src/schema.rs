@@ -224,6 +224,60 @@ INSERT INTO schema_migrations(version, name, phase, applied_at_ms, applied_by) V
 INSERT INTO meta(key, value) VALUES ('schema_floor', 0);
 "#,
     },
+    // 6: dispatch — attempts (the cost ledger), provider health, budget alerts
+    Migration {
+        version: 6,
+        name: "dispatch",
+        phase: Phase::Expand,
+        sql: r#"
+CREATE TABLE dispatch_attempts (
+  id INTEGER PRIMARY KEY,
+  task_id TEXT NOT NULL,
+  runner TEXT NOT NULL,             -- host:pid:slot of the `vane run` that made it
+  runner_pid INTEGER NOT NULL,
+  env TEXT NOT NULL,                -- VANE_ENV
+  provider TEXT NOT NULL,
+  model TEXT,
+  started_at_ms INTEGER NOT NULL,
+  finished_at_ms INTEGER,
+  outcome TEXT NOT NULL DEFAULT 'running',
+  exit_status INTEGER,
+  session_id TEXT,
+  input_tokens INTEGER NOT NULL DEFAULT 0,
+  cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+  cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+  output_tokens INTEGER NOT NULL DEFAULT 0,
+  estimate_micros INTEGER NOT NULL DEFAULT 0,   -- vane's price table
+  reported_micros INTEGER,                      -- the provider's own figure
+  cost_micros INTEGER NOT NULL DEFAULT 0,       -- what budgets count: reported, else estimate
+  ceiling_micros INTEGER NOT NULL,              -- reserved while running
+  priced INTEGER NOT NULL DEFAULT 1,
+  num_turns INTEGER,
+  transcript_artifact INTEGER,
+  error TEXT,
+  detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX dispatch_attempts_env_time ON dispatch_attempts(env, started_at_ms);
+CREATE INDEX dispatch_attempts_task ON dispatch_attempts(task_id);
+CREATE INDEX dispatch_attempts_running ON dispatch_attempts(outcome) WHERE outcome = 'running';
+CREATE TABLE provider_health (
+  provider TEXT PRIMARY KEY,
+  data TEXT NOT NULL,               -- vane_core::dispatch::ProviderHealth
+  updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE budget_alerts (
+  env TEXT NOT NULL,
+  scope TEXT NOT NULL,              -- total | a provider
+  window TEXT NOT NULL,             -- hour | day | month
+  window_start_ms INTEGER NOT NULL,
+  level TEXT NOT NULL,              -- warning (80 %) | critical (100 %)
+  at_ms INTEGER NOT NULL,
+  spent_micros INTEGER NOT NULL,
+  limit_micros INTEGER NOT NULL,
+  PRIMARY KEY (env, scope, window, window_start_ms, level)
+);
+"#,
+    },
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

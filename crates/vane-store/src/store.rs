@@ -462,7 +462,7 @@ impl Store {
         self.read_only
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A poisoned lock only means another thread panicked mid-call; the
         // connection itself is still consistent (SQLite rolled back).
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -494,7 +494,7 @@ impl Store {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and bumps the revision of
     /// the given exports, then refreshes those exports.
-    fn write<T: Serialize + serde::de::DeserializeOwned>(
+    pub(crate) fn write<T: Serialize + serde::de::DeserializeOwned>(
         &self,
         kinds: &[ExportKind],
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
