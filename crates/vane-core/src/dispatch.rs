@@ -82,7 +82,9 @@ impl Outcome {
 }
 
 /// Tokens an attempt used, as its provider reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Usage {
     /// input tokens not read from a cache
     pub input_tokens: u64,
@@ -132,7 +134,10 @@ impl Price {
     pub fn cost_micros(&self, u: &Usage) -> i64 {
         let parts = [
             (u.input_tokens, self.input),
-            (u.cached_input_tokens, self.cached_input.unwrap_or(self.input)),
+            (
+                u.cached_input_tokens,
+                self.cached_input.unwrap_or(self.input),
+            ),
             (u.cache_write_tokens, self.cache_write.unwrap_or(self.input)),
             (u.output_tokens, self.output),
         ];
@@ -310,13 +315,13 @@ impl ProviderHealth {
             Outcome::RateLimited => {
                 h.state = HealthState::Cooling;
                 h.cooling_until_ms = Some(cap(
-                    resets_at_ms.unwrap_or(now + p.rate_limit_cooldown_s as i64 * 1000),
+                    resets_at_ms.unwrap_or(now + p.rate_limit_cooldown_s as i64 * 1000)
                 ));
             }
             Outcome::QuotaExhausted => {
                 h.state = HealthState::Cooling;
                 h.cooling_until_ms = Some(cap(
-                    resets_at_ms.unwrap_or(now + p.quota_cooldown_s as i64 * 1000),
+                    resets_at_ms.unwrap_or(now + p.quota_cooldown_s as i64 * 1000)
                 ));
             }
             _ => {
@@ -343,20 +348,62 @@ mod tests {
 
     #[test]
     fn cost_is_exact_micro_dollars_rounded_up() {
-        let p = Price { input: 3.0, cached_input: Some(0.3), cache_write: Some(3.75), output: 15.0 };
-        let u = Usage { input_tokens: 1_000_000, cached_input_tokens: 0, cache_write_tokens: 0, output_tokens: 0 };
+        let p = Price {
+            input: 3.0,
+            cached_input: Some(0.3),
+            cache_write: Some(3.75),
+            output: 15.0,
+        };
+        let u = Usage {
+            input_tokens: 1_000_000,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 0,
+        };
         assert_eq!(p.cost_micros(&u), 3_000_000);
-        let u = Usage { input_tokens: 1, cached_input_tokens: 10, cache_write_tokens: 100, output_tokens: 1000 };
+        let u = Usage {
+            input_tokens: 1,
+            cached_input_tokens: 10,
+            cache_write_tokens: 100,
+            output_tokens: 1000,
+        };
         // 3 + 3 + 375 + 15000 micro-dollars
         assert_eq!(p.cost_micros(&u), 15_381);
-        let tiny = Price { input: 0.15, cached_input: None, cache_write: None, output: 0.6 };
-        let one = Usage { input_tokens: 1, ..Default::default() };
-        assert_eq!(tiny.cost_micros(&one), 1, "0.15 micro-dollars round up to 1");
-        let u = Usage { input_tokens: 12_345, cached_input_tokens: 20_000, cache_write_tokens: 1_000, output_tokens: 2_000 };
+        let tiny = Price {
+            input: 0.15,
+            cached_input: None,
+            cache_write: None,
+            output: 0.6,
+        };
+        let one = Usage {
+            input_tokens: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            tiny.cost_micros(&one),
+            1,
+            "0.15 micro-dollars round up to 1"
+        );
+        let u = Usage {
+            input_tokens: 12_345,
+            cached_input_tokens: 20_000,
+            cache_write_tokens: 1_000,
+            output_tokens: 2_000,
+        };
         // 37035 + 6000 + 3750 + 30000 = 76785
         assert_eq!(p.cost_micros(&u), 76_785);
-        let no_cache_price = Price { input: 2.0, cached_input: None, cache_write: None, output: 8.0 };
-        let u = Usage { input_tokens: 0, cached_input_tokens: 500_000, cache_write_tokens: 0, output_tokens: 0 };
+        let no_cache_price = Price {
+            input: 2.0,
+            cached_input: None,
+            cache_write: None,
+            output: 8.0,
+        };
+        let u = Usage {
+            input_tokens: 0,
+            cached_input_tokens: 500_000,
+            cache_write_tokens: 0,
+            output_tokens: 0,
+        };
         assert_eq!(no_cache_price.cost_micros(&u), 1_000_000);
         assert_eq!(usd(1_234_567), "$1.234567");
         assert_eq!(usd(5), "$0.000005");
@@ -364,7 +411,12 @@ mod tests {
 
     #[test]
     fn breaker_opens_after_allowed_fails_and_recovers() {
-        let p = BreakerPolicy { allowed_fails: 3, cooldown_s: 5, min_attempts: 100, ..Default::default() };
+        let p = BreakerPolicy {
+            allowed_fails: 3,
+            cooldown_s: 5,
+            min_attempts: 100,
+            ..Default::default()
+        };
         let mut h = ProviderHealth::new("a", 0);
         for i in 0..2 {
             h = h.after(Outcome::Transient, Some("500"), None, i, &p);
@@ -382,7 +434,11 @@ mod tests {
 
     #[test]
     fn breaker_opens_on_failure_rate_in_a_minute() {
-        let p = BreakerPolicy { allowed_fails: 100, min_attempts: 4, ..Default::default() };
+        let p = BreakerPolicy {
+            allowed_fails: 100,
+            min_attempts: 4,
+            ..Default::default()
+        };
         let mut h = ProviderHealth::new("a", 0);
         h = h.after(Outcome::Succeeded, None, None, 1, &p);
         h = h.after(Outcome::Transient, None, None, 2, &p);
@@ -401,7 +457,10 @@ mod tests {
         let p = BreakerPolicy::default();
         let h = ProviderHealth::new("a", 0);
         let r = h.after(Outcome::RateLimited, Some("429"), Some(90_000), 1_000, &p);
-        assert_eq!((r.state, r.cooling_until_ms), (HealthState::Cooling, Some(90_000)));
+        assert_eq!(
+            (r.state, r.cooling_until_ms),
+            (HealthState::Cooling, Some(90_000))
+        );
         let q = h.after(Outcome::QuotaExhausted, None, None, 1_000, &p);
         assert_eq!(q.cooling_until_ms, Some(1_000 + 3_600_000));
         let far = h.after(Outcome::QuotaExhausted, None, Some(i64::MAX / 2), 0, &p);

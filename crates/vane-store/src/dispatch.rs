@@ -392,7 +392,11 @@ impl Store {
         since_ms: Option<i64>,
         by: CostBy,
     ) -> Result<Vec<CostRow>> {
-        let order = if by == CostBy::Day { "key DESC" } else { "cost DESC, key" };
+        let order = if by == CostBy::Day {
+            "key DESC"
+        } else {
+            "cost DESC, key"
+        };
         let sql = format!(
             "SELECT {} AS key, count(*), sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens),
                     sum(output_tokens), sum(cost_micros) AS cost, sum(estimate_micros), coalesce(sum(reported_micros), 0),

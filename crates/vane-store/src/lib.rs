@@ -20,12 +20,12 @@ mod paths;
 pub mod schema;
 mod store;
 
+pub use dispatch::{
+    Attempt, AttemptEnd, BudgetAlert, BudgetCheck, CostBy, CostRow, NewAttempt, Spent,
+};
 pub use exports::{write_atomic, ExportKind};
 pub use paths::StatePaths;
 pub use schema::{
     Applied, Migration, MigrationRef, Phase, Reach, SchemaInfo, MIGRATIONS, SCHEMA_VERSION,
-};
-pub use dispatch::{
-    Attempt, AttemptEnd, BudgetAlert, BudgetCheck, CostBy, CostRow, NewAttempt, Spent,
 };
 pub use store::*;

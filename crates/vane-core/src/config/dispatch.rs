@@ -219,7 +219,10 @@ pub fn price_of(
     model: Option<&str>,
 ) -> Option<Price> {
     if let Some(m) = model {
-        if let Some(p) = prices.get(&format!("{provider}/{m}")).or_else(|| prices.get(m)) {
+        if let Some(p) = prices
+            .get(&format!("{provider}/{m}"))
+            .or_else(|| prices.get(m))
+        {
             return Some(*p);
         }
         let builtin = BUILTIN_PRICES
@@ -235,27 +238,25 @@ pub fn price_of(
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 /// The checks of `[providers]`, `[dispatch]`, `[budgets]` and `[prices]`.
 pub(crate) fn validate(c: &super::Config) -> Result<(), crate::VaneError> {
-    let bad = |m: String| {
-        Err(crate::VaneError::new(
-            crate::ErrorCode::ConfigInvalid,
-            m,
-        ))
-    };
+    let bad = |m: String| Err(crate::VaneError::new(crate::ErrorCode::ConfigInvalid, m));
     for (name, p) in &c.providers {
         if !valid_name(name) {
             return bad(format!(
                 "provider name `{name}`: use letters, digits, `_`, `-` and `.`"
             ));
         }
-        if p.kind == ProviderKind::Command && p.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
-            return bad(format!("providers.{name}: kind = \"command\" needs `command`"));
+        if p.kind == ProviderKind::Command
+            && p.command.as_deref().is_none_or(|c| c.trim().is_empty())
+        {
+            return bad(format!(
+                "providers.{name}: kind = \"command\" needs `command`"
+            ));
         }
         if p.kind == ProviderKind::Openai && (p.base_url.is_none() || p.model.is_none()) {
             return bad(format!(
@@ -264,7 +265,9 @@ pub(crate) fn validate(c: &super::Config) -> Result<(), crate::VaneError> {
         }
         if let Some(u) = &p.base_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return bad(format!("providers.{name}: base_url must start with http:// or https://"));
+                return bad(format!(
+                    "providers.{name}: base_url must start with http:// or https://"
+                ));
             }
         }
         if p.timeout_s == 0 || p.max_turns == 0 || !(p.max_cost_usd > 0.0) {
@@ -303,7 +306,9 @@ pub(crate) fn validate(c: &super::Config) -> Result<(), crate::VaneError> {
     }
     for (env, budget) in &c.budgets {
         if !valid_name(env) {
-            return bad(format!("budgets.{env}: use letters, digits, `_`, `-` and `.`"));
+            return bad(format!(
+                "budgets.{env}: use letters, digits, `_`, `-` and `.`"
+            ));
         }
         for (scope, l) in std::iter::once(("total", &budget.total))
             .chain(budget.providers.iter().map(|(k, v)| (k.as_str(), v)))
@@ -320,14 +325,19 @@ pub(crate) fn validate(c: &super::Config) -> Result<(), crate::VaneError> {
             }
         }
     }
-    for (k, p) in c.prices.iter().map(|(k, p)| (k, Some(p))).chain(
-        c.providers
-            .iter()
-            .map(|(k, p)| (k, p.price.as_ref())),
-    ) {
+    for (k, p) in c
+        .prices
+        .iter()
+        .map(|(k, p)| (k, Some(p)))
+        .chain(c.providers.iter().map(|(k, p)| (k, p.price.as_ref())))
+    {
         if let Some(p) = p {
             let all = [Some(p.input), p.cached_input, p.cache_write, Some(p.output)];
-            if all.into_iter().flatten().any(|v| !(v >= 0.0) || !v.is_finite()) {
+            if all
+                .into_iter()
+                .flatten()
+                .any(|v| !(v >= 0.0) || !v.is_finite())
+            {
                 return bad(format!("price of `{k}`: USD per million tokens, >= 0"));
             }
         }
@@ -344,12 +354,25 @@ mod tests {
         let mut prices = IndexMap::new();
         prices.insert("gpt-5".to_string(), p(9.0, 9.0, 9.0, 9.0));
         prices.insert("gw/gpt-5".to_string(), p(1.0, 1.0, 1.0, 1.0));
-        assert_eq!(price_of(&prices, "gw", None, Some("gpt-5")).unwrap().input, 1.0);
-        assert_eq!(price_of(&prices, "other", None, Some("gpt-5")).unwrap().input, 9.0);
+        assert_eq!(
+            price_of(&prices, "gw", None, Some("gpt-5")).unwrap().input,
+            1.0
+        );
+        assert_eq!(
+            price_of(&prices, "other", None, Some("gpt-5"))
+                .unwrap()
+                .input,
+            9.0
+        );
         let none = IndexMap::new();
         let dated = price_of(&none, "c", None, Some("claude-sonnet-4-5-20250929")).unwrap();
         assert_eq!(dated.output, 15.0);
-        assert_eq!(price_of(&none, "c", None, Some("gpt-5-mini")).unwrap().output, 2.0);
+        assert_eq!(
+            price_of(&none, "c", None, Some("gpt-5-mini"))
+                .unwrap()
+                .output,
+            2.0
+        );
         assert!(price_of(&none, "c", None, Some("llama-3")).is_none());
     }
 
@@ -387,10 +410,22 @@ hour_usd = 3
         for (text, needle) in [
             ("[dispatch]\nproviders = [\"x\"]", "no [providers.x]"),
             ("[providers.c]\nkind = \"command\"", "needs `command`"),
-            ("[providers.o]\nkind = \"openai\"\nmodel = \"m\"", "base_url"),
-            ("[providers.o]\nkind = \"claude\"\napi_key_env = \"sk-ant-123 x\"", "never by value"),
-            ("[budgets.dev.providers.nope]\nday_usd = 1", "no [providers.nope]"),
-            ("[providers.c]\nkind = \"claude\"\nsecret = \"x\"", "unknown field"),
+            (
+                "[providers.o]\nkind = \"openai\"\nmodel = \"m\"",
+                "base_url",
+            ),
+            (
+                "[providers.o]\nkind = \"claude\"\napi_key_env = \"sk-ant-123 x\"",
+                "never by value",
+            ),
+            (
+                "[budgets.dev.providers.nope]\nday_usd = 1",
+                "no [providers.nope]",
+            ),
+            (
+                "[providers.c]\nkind = \"claude\"\nsecret = \"x\"",
+                "unknown field",
+            ),
         ] {
             let e = crate::config::Config::parse(text).unwrap_err();
             assert!(e.message.contains(needle), "{text}: {}", e.message);
