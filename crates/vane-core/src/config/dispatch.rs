@@ -270,7 +270,11 @@ pub(crate) fn validate(c: &super::Config) -> Result<(), crate::VaneError> {
                 ));
             }
         }
-        if p.timeout_s == 0 || p.max_turns == 0 || !(p.max_cost_usd > 0.0) {
+        if p.timeout_s == 0
+            || p.max_turns == 0
+            || !p.max_cost_usd.is_finite()
+            || p.max_cost_usd <= 0.0
+        {
             return bad(format!(
                 "providers.{name}: timeout_s, max_turns and max_cost_usd must be > 0"
             ));
@@ -319,7 +323,7 @@ pub(crate) fn validate(c: &super::Config) -> Result<(), crate::VaneError> {
                 ));
             }
             for v in [l.hour_usd, l.day_usd, l.month_usd].into_iter().flatten() {
-                if !(v >= 0.0) || !v.is_finite() {
+                if !v.is_finite() || v < 0.0 {
                     return bad(format!("budgets.{env}: limits are USD amounts >= 0"));
                 }
             }
@@ -333,11 +337,7 @@ pub(crate) fn validate(c: &super::Config) -> Result<(), crate::VaneError> {
     {
         if let Some(p) = p {
             let all = [Some(p.input), p.cached_input, p.cache_write, Some(p.output)];
-            if all
-                .into_iter()
-                .flatten()
-                .any(|v| !(v >= 0.0) || !v.is_finite())
-            {
+            if all.into_iter().flatten().any(|v| !v.is_finite() || v < 0.0) {
                 return bad(format!("price of `{k}`: USD per million tokens, >= 0"));
             }
         }
