@@ -51,6 +51,20 @@ pub const FLAGS: &[FlagDef] = &[
         doc: "1: the admin tools (flags_list, flags_set, panic_disable_new) are listed and callable",
     },
     FlagDef {
+        key: "PROMPT_MODE",
+        allowed: &["compact", "verbose"],
+        default: "compact",
+        safe: "compact",
+        doc: "prompts `vane run` gives agents: compact (the task, its exit criteria, dependencies' outcomes, the context's section names and the last checkpoint's summary) or verbose (every context section and the whole checkpoint)",
+    },
+    FlagDef {
+        key: "SELECTIVE_TESTS",
+        allowed: &["0", "1"],
+        default: "0",
+        safe: "0",
+        doc: "critics `vane run` runs after an agent finished a task without critic exit criteria: 0 every configured critic, 1 only those whose paths match the files the run changed",
+    },
+    FlagDef {
         key: "DISABLE_NEW",
         allowed: &["0", "1"],
         default: "0",
@@ -109,6 +123,10 @@ pub struct Flags {
     pub sandbox_mode: Option<String>,
     pub verbose_output: bool,
     pub admin_tools: bool,
+    /// `PROMPT_MODE=verbose`
+    pub verbose_prompt: bool,
+    /// `SELECTIVE_TESTS=1`
+    pub selective_tests: bool,
     pub disable_new: bool,
 }
 
@@ -150,6 +168,8 @@ impl Flags {
             },
             verbose_output: value("OUTPUT_MODE") == "verbose",
             admin_tools: value("ADMIN_TOOLS") == "1",
+            verbose_prompt: value("PROMPT_MODE") == "verbose",
+            selective_tests: value("SELECTIVE_TESTS") == "1",
             disable_new: kill,
         }
     }
