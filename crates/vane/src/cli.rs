@@ -137,11 +137,66 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Dispatch ready tasks to agent providers: claim, prompt, run, critics, done
+    Run {
+        /// One task, then stop
+        #[arg(long)]
+        once: bool,
+        /// Stop after this many tasks
+        #[arg(long)]
+        max_tasks: Option<usize>,
+        /// Runners working at once (default: [dispatch] parallel)
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// Only this provider
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only tasks of this epic
+        #[arg(long)]
+        epic: Option<String>,
+        /// Assemble prompts and choose providers; claim, call and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dispatch providers: configuration and health (or: providers reset NAME)
+    Providers {
+        #[command(subcommand)]
+        cmd: Option<ProvidersCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cost ledger
+    #[command(subcommand)]
+    Cost(CostCmd),
     /// Build a sample workspace, start `vane serve`, and walk through a session as an MCP client
     Demo {
         /// Keep the sample workspace instead of deleting it
         #[arg(long)]
         keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProvidersCmd {
+    /// Put a provider back in rotation now (after fixing its login or configuration)
+    Reset { name: String },
+}
+
+#[derive(Subcommand)]
+enum CostCmd {
+    /// Spend by provider, model, task, day or outcome (this VANE_ENV unless --all-envs)
+    Summary {
+        /// Only attempts started within this long (30m, 24h, 7d)
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value = "provider", value_parser = ["provider", "model", "task", "day", "outcome"])]
+        by: String,
+        #[arg(long)]
+        all_envs: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -973,6 +1028,64 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                 .collect();
             let out = json!({ "tasks": rows, "ready": v["total"] });
             emit(*json, &out, render::roadmap);
+        }
+        Cmd::Run {
+            once,
+            max_tasks,
+            parallel,
+            provider,
+            epic,
+            dry_run,
+            json,
+        } => {
+            let ctx = if *dry_run {
+                open_with(
+                    &cli,
+                    "runner",
+                    vane_telemetry::otel::Otel::disabled(),
+                    vane_store::OpenMode::ReadOnly,
+                )?
+            } else {
+                open_as(&cli, "runner", vane_telemetry::otel::Otel::disabled())?
+            };
+            let opts = vane_dispatch::runner::Options {
+                once: *once,
+                max_tasks: *max_tasks,
+                parallel: parallel.unwrap_or(0),
+                provider: provider.clone(),
+                epic: epic.clone(),
+                dry_run: *dry_run,
+            };
+            return crate::dispatch_cli::run(ctx, opts, *json).await;
+        }
+        Cmd::Providers { cmd, json } => {
+            let ctx = open(&cli)?;
+            match cmd {
+                Some(ProvidersCmd::Reset { name }) => {
+                    let v = crate::dispatch_cli::reset_provider(&ctx, name)?;
+                    emit(*json, &v, |v| {
+                        format!(
+                            "{} is back in rotation ({})\n",
+                            name,
+                            v["state"].as_str().unwrap_or("")
+                        )
+                    });
+                }
+                None => {
+                    let v = crate::dispatch_cli::providers(&ctx)?;
+                    emit(*json, &v, crate::dispatch_cli::render_providers);
+                }
+            }
+        }
+        Cmd::Cost(CostCmd::Summary {
+            since,
+            by,
+            all_envs,
+            json,
+        }) => {
+            let ctx = open(&cli)?;
+            let v = crate::dispatch_cli::cost_summary(&ctx, since.as_deref(), by, *all_envs)?;
+            emit(*json, &v, crate::dispatch_cli::render_cost);
         }
         Cmd::Tools { json } => {
             let v = json!({ "tools": vane_tools::handlers::registry().manifest() });

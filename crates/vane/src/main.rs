@@ -7,6 +7,7 @@
 
 mod cli;
 mod demo;
+mod dispatch_cli;
 mod render;
 mod upgrade;
 
