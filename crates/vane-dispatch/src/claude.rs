@@ -324,7 +324,11 @@ impl Provider for Claude {
                 timeout: req.timeout,
             };
             let mut s = Stream::default();
-            let exit = process::run(&spec, |l| s.feed(l)).await;
+            let exit = process::run(&spec, &*req.on_spawn, |l| {
+                s.feed(l);
+                false
+            })
+            .await;
             let mut r = s.finish(&exit, crate::now_ms());
             r.transcript = transcript(&exit);
             r

@@ -62,17 +62,21 @@ pub struct Stream {
     errors: Vec<String>,
     last_text: Option<String>,
     garbage: usize,
+    /// Codex said it is waiting for the network
+    offline: bool,
 }
 
 impl Stream {
-    pub fn feed(&mut self, line: &str) {
+    /// Takes one line; true when the run should end now (Codex waits for
+    /// the network forever once it is unreachable: that is an outage).
+    pub fn feed(&mut self, line: &str) -> bool {
         let line = line.trim();
         if line.is_empty() {
-            return;
+            return false;
         }
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             self.garbage += 1;
-            return;
+            return false;
         };
         match v["type"].as_str() {
             Some("thread.started") => self.thread_id = v["thread_id"].as_str().map(String::from),
@@ -99,6 +103,10 @@ impl Stream {
             Some("error") => {
                 if let Some(m) = v["message"].as_str() {
                     self.errors.push(m.to_string());
+                    if m.starts_with("Reconnecting... waiting for network") {
+                        self.offline = true;
+                        return true;
+                    }
                 }
             }
             Some("item.completed") => {
@@ -117,6 +125,7 @@ impl Stream {
             }
             _ => {}
         }
+        false
     }
 
     pub fn finish(self, exit: &Exit, now_ms: i64) -> AttemptResult {
@@ -160,6 +169,26 @@ impl Stream {
             .find(|e| !e.starts_with("Reconnecting"))
             .or(self.errors.last())
             .cloned();
+        if self.offline {
+            // the errors before it say why (DNS, connection refused …)
+            let cause = self
+                .errors
+                .iter()
+                .rev()
+                .find(|e| !e.contains("waiting for network"))
+                .cloned()
+                .unwrap_or_default();
+            return (
+                Outcome::Transient,
+                Some(
+                    format!(
+                        "the model API is unreachable (Codex is waiting for the network) {cause}"
+                    )
+                    .trim()
+                    .to_string(),
+                ),
+            );
+        }
         if exit.timed_out {
             let why = match &last_error {
                 Some(e) => format!("the agent ran past its timeout (last error: {e})"),
@@ -206,7 +235,7 @@ impl Provider for Codex {
                 timeout: req.timeout,
             };
             let mut s = Stream::default();
-            let exit = process::run(&spec, |l| s.feed(l)).await;
+            let exit = process::run(&spec, &*req.on_spawn, |l| s.feed(l)).await;
             let mut r = s.finish(&exit, crate::now_ms());
             if r.model.is_none() {
                 r.model = req.model.clone();

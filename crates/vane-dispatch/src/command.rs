@@ -152,7 +152,11 @@ impl Provider for Command {
                 timeout: req.timeout,
             };
             let mut s = Stream::default();
-            let exit = process::run(&spec, |l| s.feed(l)).await;
+            let exit = process::run(&spec, &*req.on_spawn, |l| {
+                s.feed(l);
+                false
+            })
+            .await;
             let mut r = s.finish(&exit, crate::now_ms());
             if r.model.is_none() {
                 r.model = req.model.clone();

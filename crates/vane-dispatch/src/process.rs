@@ -77,8 +77,14 @@ impl Drop for GroupGuard {
 }
 
 /// Runs the process to its end or its timeout; `on_line` sees every stdout
-/// line as it arrives (lossy UTF-8, without the newline).
-pub async fn run(spec: &Spawn, mut on_line: impl FnMut(&str)) -> Exit {
+/// line as it arrives (lossy UTF-8, without the newline) and returns true
+/// to end the run early (the adapter has seen enough: the group is killed).
+/// `on_spawn` gets the process group id once the agent started.
+pub async fn run(
+    spec: &Spawn,
+    on_spawn: &(dyn Fn(i32) + Send + Sync),
+    mut on_line: impl FnMut(&str) -> bool,
+) -> Exit {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -99,6 +105,9 @@ pub async fn run(spec: &Spawn, mut on_line: impl FnMut(&str)) -> Exit {
         }
     };
     let mut guard = GroupGuard(child.id().map(|p| p as i32));
+    if let Some(pgid) = guard.0 {
+        on_spawn(pgid);
+    }
     let stdin = child.stdin.take();
     let input = spec.stdin.clone();
     let writer = tokio::spawn(async move {
@@ -131,6 +140,7 @@ pub async fn run(spec: &Spawn, mut on_line: impl FnMut(&str)) -> Exit {
     let mut out = BufReader::new(child.stdout.take().expect("piped"));
     let mut transcript = Vec::new();
     let mut cut_line = false;
+    let mut early = false;
     let read_all = async {
         let mut line = Vec::new();
         loop {
@@ -149,13 +159,16 @@ pub async fn run(spec: &Spawn, mut on_line: impl FnMut(&str)) -> Exit {
                     let complete = line.last() == Some(&b'\n');
                     cut_line = !complete;
                     let text = String::from_utf8_lossy(&line);
-                    on_line(text.trim_end_matches(['\n', '\r']));
+                    if on_line(text.trim_end_matches(['\n', '\r'])) {
+                        early = true;
+                        break;
+                    }
                 }
             }
         }
     };
     let timed_out = tokio::time::timeout(spec.timeout, read_all).await.is_err();
-    let status = if timed_out {
+    let status = if timed_out || early {
         // ask first, then make sure
         guard.kill(nix::sys::signal::Signal::SIGTERM);
         match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {

@@ -37,6 +37,9 @@ pub struct AttemptRequest {
     /// same registry (validation, confinement, budgets) MCP clients use
     pub ctx: Option<std::sync::Arc<vane_tools::ToolCtx>>,
     pub registry: Option<std::sync::Arc<vane_tools::Registry>>,
+    /// told the agent's process group id once it started (recorded so a
+    /// later `vane run` can stop the agents of a runner killed with -9)
+    pub on_spawn: std::sync::Arc<dyn Fn(i32) + Send + Sync>,
 }
 
 /// How an attempt ended, in a provider-neutral shape.

@@ -204,6 +204,25 @@ pub fn env_name() -> String {
         .unwrap_or_else(|| "dev".into())
 }
 
+/// The variable that marks an agent's processes with its attempt.
+pub const ATTEMPT_ENV: &str = "VANE_ATTEMPT_ID";
+
+/// Kills the process group an orphaned attempt's agent ran in — only when
+/// its leader still carries that attempt's mark in its environment, so a
+/// reused process group id is never hit.
+fn stop_orphan_agent(pgid: i64, attempt: i64) {
+    let Ok(env) = std::fs::read(format!("/proc/{pgid}/environ")) else {
+        return;
+    };
+    let mark = format!("{ATTEMPT_ENV}={attempt}");
+    if env.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -302,6 +321,11 @@ impl Runner {
         };
         let orphans = self.store().interrupt_orphans(&alive, now_ms())?;
         for a in &orphans {
+            if a.runner.split(':').next() == Some(self.host.as_str()) {
+                if let Some(pgid) = a.agent_pgid {
+                    stop_orphan_agent(pgid, a.id);
+                }
+            }
             self.say(Progress::Notice {
                 message: format!(
                     "attempt {} of task {} on {} (runner {}) was cut off: recorded as interrupted, the task is free again",
@@ -587,8 +611,9 @@ impl Runner {
                         attempt: n,
                     });
                     let before = crate::changes::snapshot(&self.ctx.ws.root);
-                    let (res, ended_ms) =
-                        self.attempt(runner, task, p, &prompt, max_budget_usd).await;
+                    let (res, ended_ms) = self
+                        .attempt(runner, task, p, &prompt, max_budget_usd, id)
+                        .await;
                     let outcome = res.outcome();
                     // critics decide whether a finished agent finished the task
                     let mut outcome_final = outcome;
@@ -783,6 +808,7 @@ impl Runner {
         p: &Prov,
         prompt: &str,
         max_budget_usd: f64,
+        attempt_id: i64,
     ) -> (AttemptResult, i64) {
         let mut pass: Vec<String> = p.cfg.env_pass.clone();
         if let Some(k) = &p.cfg.api_key_env {
@@ -798,7 +824,8 @@ impl Runner {
             max_turns: p.cfg.max_turns,
             timeout: Duration::from_secs(p.cfg.timeout_s),
             max_budget_usd,
-            env: process::agent_env(&pass, &[]),
+            // marks the agent's processes as this attempt's (see stop_orphan_agent)
+            env: process::agent_env(&pass, &[(ATTEMPT_ENV.to_string(), attempt_id.to_string())]),
             program: p
                 .cfg
                 .command
@@ -809,6 +836,12 @@ impl Runner {
             api_key_env: p.cfg.api_key_env.clone(),
             ctx: Some(self.ctx.clone()),
             registry: Some(self.registry.clone()),
+            on_spawn: {
+                let ctx = self.ctx.clone();
+                Arc::new(move |pgid| {
+                    let _ = ctx.store.attempt_agent_started(attempt_id, pgid as i64);
+                })
+            },
         };
         let t0 = Instant::now();
         let mut cancel = self.cancel.clone();

@@ -85,9 +85,11 @@ pub struct Attempt {
     pub error: Option<String>,
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub detail: Value,
+    /// the agent's process group (its runner's host), while it may run
+    pub agent_pgid: Option<i64>,
 }
 
-const ATTEMPT_COLS: &str = "id, task_id, runner, env, provider, model, started_at_ms, finished_at_ms, outcome, exit_status, session_id, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, estimate_micros, reported_micros, cost_micros, ceiling_micros, priced, num_turns, transcript_artifact, error, detail";
+const ATTEMPT_COLS: &str = "id, task_id, runner, env, provider, model, started_at_ms, finished_at_ms, outcome, exit_status, session_id, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, estimate_micros, reported_micros, cost_micros, ceiling_micros, priced, num_turns, transcript_artifact, error, detail, agent_pgid";
 
 fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attempt> {
     let started: i64 = r.get(6)?;
@@ -123,6 +125,7 @@ fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attempt> {
         transcript_artifact: r.get(21)?,
         error: r.get(22)?,
         detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+        agent_pgid: r.get(24)?,
     })
 }
 
@@ -257,6 +260,18 @@ impl Store {
             )
             .map_err(db_err)?;
             Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Records the agent's process group once it started.
+    pub fn attempt_agent_started(&self, id: i64, pgid: i64) -> Result<()> {
+        self.write(&[], |tx| {
+            tx.execute(
+                "UPDATE dispatch_attempts SET agent_pgid = ?2 WHERE id = ?1",
+                params![id, pgid],
+            )
+            .map_err(db_err)?;
+            Ok(())
         })
     }
 

@@ -235,6 +235,7 @@ CREATE TABLE dispatch_attempts (
   task_id TEXT NOT NULL,
   runner TEXT NOT NULL,             -- host:pid:slot of the `vane run` that made it
   runner_pid INTEGER NOT NULL,
+  agent_pgid INTEGER,               -- the agent's process group, once started
   env TEXT NOT NULL,                -- VANE_ENV
   provider TEXT NOT NULL,
   model TEXT,
