@@ -900,6 +900,52 @@ pub struct StatusOut {
     pub uptime_s: u64,
     /// this server's calls over the last minutes (rate, error rate, p95)
     pub recent_calls: vane_telemetry::metrics::RecentCalls,
+    /// `vane run`: provider health and budget alerts
+    pub dispatch: DispatchStatus,
+}
+
+/// Dispatch at a glance.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DispatchStatus {
+    /// every configured provider: ok, cooling (until), open, disabled; last error
+    pub providers: Vec<vane_core::dispatch::ProviderHealth>,
+    /// budget alerts of the last 31 days, newest first
+    pub budget_alerts: Vec<vane_store::dispatch::BudgetAlert>,
+    /// spent in the last 24 hours, every environment, micro-dollars
+    pub spent_24h_micros: i64,
+}
+
+fn dispatch_status(ctx: &ToolCtx, now: i64) -> R<DispatchStatus> {
+    let recorded = ctx.store.provider_health()?;
+    let providers = ctx
+        .config
+        .providers
+        .keys()
+        .map(|n| {
+            recorded
+                .iter()
+                .find(|h| &h.provider == n)
+                .cloned()
+                .unwrap_or_else(|| vane_core::dispatch::ProviderHealth::new(n, now))
+        })
+        .collect();
+    let mut budget_alerts = ctx.store.budget_alerts(now - 31 * 86_400_000)?;
+    budget_alerts.sort_by_key(|a| std::cmp::Reverse(a.at_ms));
+    let spent_24h_micros = ctx
+        .store
+        .cost_summary(
+            None,
+            Some(now - 86_400_000),
+            vane_store::dispatch::CostBy::Provider,
+        )?
+        .iter()
+        .map(|r| r.cost_micros)
+        .sum();
+    Ok(DispatchStatus {
+        providers,
+        budget_alerts,
+        spent_24h_micros,
+    })
 }
 
 pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
@@ -942,6 +988,7 @@ pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
         }),
         uptime_s: ctx.started.elapsed().as_secs(),
         recent_calls: ctx.telemetry.metrics.recent(),
+        dispatch: dispatch_status(ctx, now)?,
     })
 }
 

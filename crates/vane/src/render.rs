@@ -106,6 +106,44 @@ pub fn status(v: &Value) -> String {
             }
         );
     }
+    let d = &v["dispatch"];
+    for p in d["providers"].as_array().into_iter().flatten() {
+        let until = p["cooling_until_ms"]
+            .as_i64()
+            .filter(|_| p["state"] != "ok" && p["state"] != "disabled");
+        let _ = writeln!(
+            o,
+            "provider {} {}{}{}",
+            s(&p["provider"]),
+            s(&p["state"]),
+            until
+                .map(|t| format!(" until {}", ms_iso(t)))
+                .unwrap_or_default(),
+            p["last_error"]
+                .as_str()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if d["spent_24h_micros"].as_i64().unwrap_or(0) > 0 {
+        let _ = writeln!(
+            o,
+            "spent (24 h) {}",
+            vane_core::dispatch::usd(d["spent_24h_micros"].as_i64().unwrap_or(0))
+        );
+    }
+    for a in d["budget_alerts"].as_array().into_iter().flatten().take(5) {
+        let _ = writeln!(
+            o,
+            "budget {} ({} {} per {}): {} of {}",
+            s(&a["level"]),
+            s(&a["env"]),
+            s(&a["scope"]),
+            s(&a["window"]),
+            vane_core::dispatch::usd(a["spent_micros"].as_i64().unwrap_or(0)),
+            vane_core::dispatch::usd(a["limit_micros"].as_i64().unwrap_or(0))
+        );
+    }
     for t in v["next"].as_array().into_iter().flatten() {
         let _ = writeln!(
             o,
@@ -763,4 +801,10 @@ pub fn migrate(v: &Value) -> String {
         );
     }
     o
+}
+
+fn ms_iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
 }

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::model_stub::{ModelStub, Step, Wire};
-use common::{git, init_workspace, vane, BIN};
+use common::{clis_or_skip, git, init_workspace, vane, BIN};
 use serde_json::{json, Value};
 
 const ROADMAP: &str = "epics:
@@ -30,41 +30,6 @@ const ROADMAP: &str = "epics:
         title: Greet from an agent CLI
         priority: high
 ";
-
-/// Every `name` in `$VANE_AGENT_CLIS` (one or more npm prefixes, `:`-separated:
-/// `.ci/run` installs two Claude Code versions), else the one on PATH.
-fn find_clis(name: &str) -> Vec<PathBuf> {
-    if let Some(dirs) = std::env::var_os("VANE_AGENT_CLIS") {
-        let found: Vec<PathBuf> = std::env::split_paths(&dirs)
-            .map(|d| d.join("node_modules/.bin").join(name))
-            .filter(|p| p.exists())
-            .collect();
-        if !found.is_empty() {
-            return found;
-        }
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .into_iter()
-        .collect()
-}
-
-/// The CLIs, or none after saying why the test does not run (never under CI).
-fn clis_or_skip(name: &str) -> Vec<PathBuf> {
-    let found = find_clis(name);
-    if found.is_empty() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "`{name}` not found (VANE_AGENT_CLIS or PATH): .ci/run installs it"
-        );
-        eprintln!("SKIPPED: `{name}` not installed (npm: see .ci/run; set VANE_AGENT_CLIS)");
-    }
-    found
-}
 
 /// PATH with the directory of the `vane` under test first, so that the
 /// README's `vane serve …` registration runs this build.
