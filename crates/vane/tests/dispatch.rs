@@ -746,3 +746,119 @@ fn dry_run_assembles_prompts_and_changes_nothing() {
         "nothing written"
     );
 }
+
+/// The whole loop with the real Claude Code: `vane run` hands it the task
+/// with vane as its only MCP server; the agent (its model scripted by a
+/// loopback stub of the Messages API) writes the file through vane's
+/// `fs_write`; the critic passes; the task is done — no step faked.
+#[test]
+fn claude_code_does_a_task_through_vanes_tools_and_it_ends_done() {
+    for claude in common::clis_or_skip("claude") {
+        agent_cli_end_to_end(&claude, common::model_stub::Wire::Anthropic);
+    }
+}
+
+/// The same with the real Codex (a stub of the Responses API).
+#[test]
+fn codex_does_a_task_through_vanes_tools_and_it_ends_done() {
+    for codex in common::clis_or_skip("codex") {
+        agent_cli_end_to_end(&codex, common::model_stub::Wire::Responses);
+    }
+}
+
+fn agent_cli_end_to_end(cli: &Path, wire: common::model_stub::Wire) {
+    use common::model_stub::{ModelStub, Step, Wire};
+    let roadmap = "tasks:
+  - id: E-1
+    title: Write the greeting
+    description: Create greeting.txt saying hello.
+    exit_criteria:
+      - critic: greeting
+";
+    let (_d, ws) = init_workspace("", roadmap, &[]);
+    common::git(&ws, &["init", "-q"]);
+    let stub = ModelStub::start(
+        wire,
+        vec![Step {
+            tool: "fs_write".into(),
+            args: serde_json::json!({"path": "greeting.txt", "content": "hello from the agent\n"}),
+        }],
+        "Wrote greeting.txt through vane.",
+    );
+    let provider = match wire {
+        Wire::Anthropic => format!(
+            r#"[providers.agent]
+kind = "claude"
+command = "{}"
+model = "claude-sonnet-4-5"
+timeout_s = 240
+env_pass = ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "DISABLE_AUTOUPDATER"]
+"#,
+            cli.display()
+        ),
+        Wire::Responses => format!(
+            r#"[providers.agent]
+kind = "codex"
+command = "{}"
+model = "gpt-5-codex"
+timeout_s = 240
+env_pass = ["CODEX_API_KEY"]
+args = ["-c", "model_provider=\"stub\"", "-c", "model_providers.stub={{name=\"stub\",base_url=\"{}/v1\",wire_api=\"responses\",env_key=\"CODEX_API_KEY\"}}", "--disable", "plugins", "--disable", "apps"]
+"#,
+            cli.display(),
+            stub.base_url()
+        ),
+    };
+    std::fs::write(
+        ws.join("vane.toml"),
+        format!("{provider}\n[critics.greeting]\ncommand = \"grep -q hello greeting.txt\"\n"),
+    )
+    .unwrap();
+    let base = stub.base_url();
+    let (code, report, stderr) = run_json(
+        &ws,
+        &["--once"],
+        &[
+            ("ANTHROPIC_BASE_URL", base.as_str()),
+            ("ANTHROPIC_API_KEY", "sk-ant-stub-not-a-real-key"),
+            ("CODEX_API_KEY", "sk-stub-not-a-real-key"),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+            ("DISABLE_AUTOUPDATER", "1"),
+        ],
+    );
+    let log = format!("{report}\n{stderr}\nstub:\n{}", stub.transcript());
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        outcomes(&report, "E-1"),
+        pairs(&[("agent", "succeeded")]),
+        "{log}"
+    );
+    assert_eq!(status_of(&ws, "E-1"), "done", "{log}");
+    // the file came through vane's fs_write, and the stub got vane's answer
+    assert_eq!(
+        std::fs::read_to_string(ws.join("greeting.txt")).unwrap(),
+        "hello from the agent\n"
+    );
+    {
+        let l = stub.log.lock().unwrap();
+        assert!(l.problems.is_empty(), "{:?}\n{log}", l.problems);
+        assert!(
+            l.calls.iter().any(|(name, _)| name.ends_with("fs_write")),
+            "{log}"
+        );
+        assert!(
+            l.results.iter().any(|r| r.contains("greeting.txt")),
+            "vane's real fs_write answer reached the model: {log}"
+        );
+    }
+    // the critic ran and passed; the attempt's usage is in the ledger
+    assert_eq!(report["tasks"][0]["critics"]["passed"], 1, "{log}");
+    let cost = json_of(&vane_env(&ws, &["cost", "summary", "--json"], &[]));
+    assert!(
+        cost["rows"][0]["output_tokens"].as_i64().unwrap() > 0,
+        "{cost}"
+    );
+    // the agent's calls went through vane's own pipeline
+    let ops = std::fs::read_to_string(ws.join(".vane/telemetry/operations.jsonl")).unwrap();
+    assert!(ops.contains("\"fs_write\""), "{ops}");
+}
