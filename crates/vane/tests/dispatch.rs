@@ -862,3 +862,253 @@ args = ["-c", "model_provider=\"stub\"", "-c", "model_providers.stub={{name=\"st
     let ops = std::fs::read_to_string(ws.join(".vane/telemetry/operations.jsonl")).unwrap();
     assert!(ops.contains("\"fs_write\""), "{ops}");
 }
+
+/// A loopback server answering like the OpenAI chat-completions API, from a
+/// script: each request takes the next (delay, status, headers, body).
+struct ChatStub {
+    base: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+type Answer = (u64, u16, Vec<(&'static str, String)>, Value);
+
+fn chat_stub(script: Vec<Answer>) -> ChatStub {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!(
+        "http://127.0.0.1:{}/v1",
+        listener.local_addr().unwrap().port()
+    );
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        script,
+    )));
+    let reqs = requests.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let (mut len, mut auth) = (0usize, String::new());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+                let lower = h.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("authorization:") {
+                    auth = h["authorization:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            reqs.lock()
+                .unwrap()
+                .push((auth, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            let next = script.lock().unwrap().pop_front();
+            let (delay, status, headers, body) = next.unwrap_or((
+                0,
+                500,
+                vec![],
+                serde_json::json!({"error": {"message": "script ended"}}),
+            ));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(delay));
+                let body = body.to_string();
+                let mut head = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                let _ = conn.write_all(format!("{head}\r\n{body}").as_bytes());
+            });
+        }
+    });
+    ChatStub { base, requests }
+}
+
+fn tool_call(id: &str, name: &str, args: Value) -> Answer {
+    (
+        0,
+        200,
+        vec![],
+        serde_json::json!({
+            "id": format!("chatcmpl-{id}"), "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}]}}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
+                      "prompt_tokens_details": {"cached_tokens": 800}}
+        }),
+    )
+}
+
+fn final_answer(text: &str) -> Answer {
+    (
+        0,
+        200,
+        vec![],
+        serde_json::json!({
+            "id": "chatcmpl-final", "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 1200, "completion_tokens": 30, "total_tokens": 1230}
+        }),
+    )
+}
+
+fn api_error(status: u16, code: &str, headers: Vec<(&'static str, String)>) -> Answer {
+    (
+        0,
+        status,
+        headers,
+        serde_json::json!({"error": {"message": format!("{code} (stub)"), "type": code, "param": null, "code": code}}),
+    )
+}
+
+fn openai_provider(name: &str, base: &str, extra: &str) -> String {
+    format!(
+        "[providers.{name}]\nkind = \"openai\"\nbase_url = \"{base}\"\nmodel = \"gpt-4o-mini\"\napi_key_env = \"STUB_KEY\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn openai_tool_loop_runs_vanes_tools_over_several_turns() {
+    let roadmap =
+        "tasks:\n  - id: O-1\n    title: Write notes\n    exit_criteria:\n      - critic: notes\n";
+    let (_d, ws) = init_workspace("", roadmap, &[]);
+    let stub = chat_stub(vec![
+        api_error(
+            429,
+            "rate_limit_exceeded",
+            vec![("retry-after-ms", "300".into())],
+        ),
+        tool_call(
+            "call_1",
+            "fs_write",
+            serde_json::json!({"path": "notes.txt", "content": "from the tool loop\n"}),
+        ),
+        tool_call(
+            "call_2",
+            "fs_read",
+            serde_json::json!({"path": "notes.txt"}),
+        ),
+        final_answer("notes.txt is written."),
+    ]);
+    std::fs::write(
+        ws.join("vane.toml"),
+        openai_provider("api", &stub.base, "")
+            + "[critics.notes]\ncommand = \"grep -q 'tool loop' notes.txt\"\n",
+    )
+    .unwrap();
+    let (code, report, stderr) = run_json(&ws, &[], &[("STUB_KEY", "sk-stub-key-for-tests")]);
+    assert_eq!(code, Some(0), "{report}\n{stderr}");
+    // the 429 cooled the provider until its Retry-After; it then finished
+    assert_eq!(
+        outcomes(&report, "O-1"),
+        pairs(&[("api", "rate_limited"), ("api", "succeeded")]),
+        "{report}\n{stderr}"
+    );
+    assert_eq!(status_of(&ws, "O-1"), "done");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("notes.txt")).unwrap(),
+        "from the tool loop\n"
+    );
+    let reqs = stub.requests.lock().unwrap();
+    assert_eq!(reqs.len(), 4);
+    assert_eq!(reqs[0].0, "Bearer sk-stub-key-for-tests");
+    // vane's tools were offered as functions, with their schemas
+    let tools = reqs[1].1["tools"].as_array().unwrap();
+    assert!(tools.iter().any(|t| t["function"]["name"] == "fs_write"
+        && t["function"]["parameters"]["properties"]["path"].is_object()));
+    assert!(
+        !tools.iter().any(|t| t["function"]["name"] == "flags_set"),
+        "no admin tools"
+    );
+    // the third request carries fs_read's real answer
+    let last_tool = reqs[3].1["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "tool")
+        .unwrap()
+        .clone();
+    assert!(
+        last_tool["content"]
+            .as_str()
+            .unwrap()
+            .contains("from the tool loop"),
+        "{last_tool}"
+    );
+    drop(reqs);
+    // usage over the turns: prompt 3200 of which 1600 cached, completion 130
+    let cost = json_of(&vane_env(
+        &ws,
+        &["cost", "summary", "--by", "outcome", "--json"],
+        &[],
+    ));
+    let ok = cost["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "succeeded")
+        .unwrap();
+    assert_eq!(
+        (
+            ok["input_tokens"].as_i64(),
+            ok["cached_input_tokens"].as_i64(),
+            ok["output_tokens"].as_i64()
+        ),
+        (Some(1600), Some(1600), Some(130)),
+        "{cost}"
+    );
+    // the key is nowhere in the state directory
+    let out = Command::new("grep")
+        .args(["-r", "-l", "sk-stub-key-for-tests"])
+        .arg(ws.join(".vane"))
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn openai_quota_fails_over_and_server_errors_and_slowness_retry() {
+    let (_d, ws) = init_workspace("", "tasks:\n  - id: Q-1\n    title: Quota\n", &[]);
+    let broke = chat_stub(vec![api_error(429, "insufficient_quota", vec![])]);
+    let flaky = chat_stub(vec![
+        api_error(500, "server_error", vec![]),
+        // slower than the attempt's timeout
+        (3000, 200, vec![], final_answer("too late").3),
+        final_answer("done"),
+    ]);
+    std::fs::write(
+        ws.join("vane.toml"),
+        openai_provider("broke", &broke.base, "")
+            + &openai_provider("flaky", &flaky.base, "timeout_s = 1")
+            + "[dispatch]\nproviders = [\"broke\", \"flaky\"]\nretries = 3\nbackoff_min_ms = 10\nbackoff_max_ms = 20\n",
+    )
+    .unwrap();
+    let (code, report, stderr) = run_json(&ws, &[], &[("STUB_KEY", "sk-stub")]);
+    assert_eq!(code, Some(0), "{report}\n{stderr}");
+    assert_eq!(
+        outcomes(&report, "Q-1"),
+        pairs(&[
+            ("broke", "quota_exhausted"),
+            ("flaky", "transient"),
+            ("flaky", "timeout"),
+            ("flaky", "succeeded"),
+        ]),
+        "{report}\n{stderr}"
+    );
+    let p = json_of(&vane_env(&ws, &["providers", "--json"], &[]));
+    assert_eq!(
+        p["providers"][0]["state"], "cooling",
+        "quota cools the provider: {p}"
+    );
+}
