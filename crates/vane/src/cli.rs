@@ -860,9 +860,13 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                 .transpose()
                 .map_err(VaneError::invalid_input)?;
             let log = vane_tools::ctx::ops_log_path(&paths);
-            let v = vane_telemetry::summary::summarize(&log, since).map_err(|e| {
+            let mut v = vane_telemetry::summary::summarize(&log, since).map_err(|e| {
                 VaneError::new(ErrorCode::IoError, format!("{}: {e}", log.display()))
             })?;
+            // the cost ledger of the same window, folded in
+            if let Ok(store) = vane_store::Store::open_read_only(&paths) {
+                v["cost"] = crate::dispatch_cli::cost_fold(&store, since)?;
+            }
             let out = out
                 .clone()
                 .unwrap_or_else(|| log.with_file_name("metrics_summary.json"));
@@ -875,7 +879,9 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                     .unwrap_or_default()
                     .as_bytes(),
             )?;
-            emit(*json, &v, |v| render::summary(v, &out));
+            emit(*json, &v, |v| {
+                render::summary(v, &out) + &crate::dispatch_cli::render_cost_fold(&v["cost"])
+            });
         }
         Cmd::Telemetry(TelemetryCmd::Tail {
             kinds,

@@ -361,3 +361,41 @@ pub fn render_cost(v: &Value) -> String {
     }
     s
 }
+
+/// The ledger's part of `vane telemetry summary`: spend by provider over the
+/// same window, every environment.
+pub fn cost_fold(
+    store: &vane_store::Store,
+    since: Option<std::time::Duration>,
+) -> Result<Value, VaneError> {
+    let since_ms = since.map(|d| vane_dispatch::now_ms() - d.as_millis() as i64);
+    let rows = store.cost_summary(None, since_ms, CostBy::Provider)?;
+    let total: i64 = rows.iter().map(|r| r.cost_micros).sum();
+    Ok(json!({
+        "attempts": rows.iter().map(|r| r.attempts).sum::<i64>(),
+        "cost_micros": total,
+        "cost_usd": usd(total),
+        "by_provider": rows,
+    }))
+}
+
+pub fn render_cost_fold(v: &Value) -> String {
+    let attempts = v["attempts"].as_i64().unwrap_or(0);
+    if attempts == 0 {
+        return String::new();
+    }
+    let mut s = format!(
+        "dispatch: {} attempt(s), {}\n",
+        attempts,
+        v["cost_usd"].as_str().unwrap_or("")
+    );
+    for r in v["by_provider"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "  {:<20} {:>5} attempt(s) {:>12}\n",
+            r["key"].as_str().unwrap_or(""),
+            r["attempts"],
+            usd(r["cost_micros"].as_i64().unwrap_or(0))
+        ));
+    }
+    s
+}

@@ -735,6 +735,15 @@ pub async fn run_upgrade(
             }
         }
     }
+    // dispatch: the new build assembles the ready tasks' prompts and picks
+    // their providers (`vane run --dry-run`: read-only, no provider called)
+    match dispatch_dry_run(&binary, ws, paths).await {
+        Ok(v) => results.push(v),
+        Err(e) => {
+            bad.push(format!("dispatch (dry run): {e}"));
+            results.push(json!({ "tool": "dispatch", "dry_run": true, "error": e }));
+        }
+    }
     if bad.is_empty() {
         run.gate("selfchecks", "passed", json!(results), t0);
     } else {
@@ -1318,4 +1327,40 @@ pub fn abort(paths: &StatePaths) -> Result<Value, VaneError> {
     std::fs::write(dir.join("abort"), b"abort\n")
         .map_err(|e| VaneError::new(ErrorCode::IoError, e.to_string()))?;
     Ok(json!({ "abort_requested": dir.display().to_string() }))
+}
+
+/// The self-check cycle's dispatch step: `NEW run --dry-run --json` on the
+/// workspace must succeed and say what it would dispatch.
+async fn dispatch_dry_run(binary: &Path, ws: &Path, paths: &StatePaths) -> Result<Value, String> {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("--workspace")
+        .arg(ws)
+        .arg("--state-dir")
+        .arg(&paths.state_dir)
+        .args(["run", "--dry-run", "--json"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .map_err(|_| "did not finish within 60 s".to_string())?
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "exit {}: {}",
+            out.status.code().unwrap_or(-1),
+            vane_core::text::tail(&String::from_utf8_lossy(&out.stderr), 500)
+        ));
+    }
+    let v: Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("not a report ({e})"))?;
+    if v["dry_run"] != true {
+        return Err("the report is not a dry run's".into());
+    }
+    let tasks: Vec<Value> = v["dry_run_tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| json!({ "task": t["task_id"], "provider": t["provider"], "prompt_words": t["prompt_words"] }))
+        .collect();
+    Ok(json!({ "tool": "dispatch", "dry_run": true, "tasks": tasks }))
 }
