@@ -255,6 +255,11 @@ backoff_max_ms = 50
         "{ops}"
     );
     assert!(!ops.contains("sk-local-test-key"));
+    let summary = json_of(&vane_env(&ws, &["telemetry", "summary", "--json"], &[]));
+    assert_eq!(
+        summary["cost"]["attempts"], 4,
+        "folded into the telemetry summary: {summary}"
+    );
     let by_task = json_of(&vane_env(
         &ws,
         &["cost", "summary", "--by", "task", "--json"],
