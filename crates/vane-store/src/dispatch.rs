@@ -186,7 +186,8 @@ impl CostBy {
             CostBy::Provider => "provider",
             CostBy::Model => "coalesce(model, '(unknown)')",
             CostBy::Task => "task_id",
-            CostBy::Day => "strftime('%Y-%m-%d', started_at_ms / 1000, 'unixepoch')",
+            // the day's number; named in Rust (strftime per row costs a third more)
+            CostBy::Day => "started_at_ms / 86400000",
             CostBy::Outcome => "outcome",
         }
     }
@@ -425,8 +426,17 @@ impl Store {
         let mut q = conn.prepare_cached(&sql).map_err(db_err)?;
         let rows = q
             .query_map(params![env, since_ms.unwrap_or(i64::MIN)], |r| {
+                let key = match r.get::<_, rusqlite::types::Value>(0)? {
+                    rusqlite::types::Value::Integer(day) => {
+                        chrono::DateTime::from_timestamp(day * 86_400, 0)
+                            .map(|t| t.format("%Y-%m-%d").to_string())
+                            .unwrap_or_else(|| day.to_string())
+                    }
+                    rusqlite::types::Value::Text(t) => t,
+                    _ => String::new(),
+                };
                 Ok(CostRow {
-                    key: r.get(0)?,
+                    key,
                     attempts: r.get(1)?,
                     input_tokens: r.get(2)?,
                     cached_input_tokens: r.get(3)?,

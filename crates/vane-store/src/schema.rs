@@ -258,7 +258,10 @@ CREATE TABLE dispatch_attempts (
   error TEXT,
   detail TEXT NOT NULL DEFAULT '{}'
 );
-CREATE INDEX dispatch_attempts_env_time ON dispatch_attempts(env, started_at_ms);
+-- covers the budget check and `vane cost summary` (no table reads)
+CREATE INDEX dispatch_attempts_ledger ON dispatch_attempts(env, started_at_ms, provider, model, task_id, outcome,
+  input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, cost_micros, estimate_micros,
+  reported_micros, priced, ceiling_micros);
 CREATE INDEX dispatch_attempts_task ON dispatch_attempts(task_id);
 CREATE INDEX dispatch_attempts_running ON dispatch_attempts(outcome) WHERE outcome = 'running';
 CREATE TABLE provider_health (
