@@ -1117,3 +1117,20 @@ fn openai_quota_fails_over_and_server_errors_and_slowness_retry() {
         "quota cools the provider: {p}"
     );
 }
+
+/// The README's dispatch configuration is valid as written.
+#[test]
+fn the_readmes_dispatch_configuration_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("## Dispatch").expect("a Dispatch section")..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let toml = &section[start..start + section[start..].find("```").unwrap()];
+    let (_d, ws) = init_workspace("", TWO, &[]);
+    std::fs::write(ws.join("vane.toml"), toml).unwrap();
+    let (code, report, stderr) = run_json(&ws, &["--dry-run"], &[]);
+    assert_eq!(code, Some(0), "{report}\n{stderr}");
+    assert_eq!(report["dry_run_tasks"][0]["provider"], "claude", "{report}");
+    let p = json_of(&vane_env(&ws, &["providers", "--json"], &[]));
+    assert_eq!(p["providers"].as_array().unwrap().len(), 4, "{p}");
+}
