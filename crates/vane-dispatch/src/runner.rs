@@ -925,7 +925,7 @@ impl Runner {
         if let Value::Object(m) = &mut detail {
             m.insert("agent_outcome".into(), json!(res.outcome().as_str()));
         }
-        Ok(self.store().attempt_finish(&AttemptEnd {
+        self.store().attempt_finish(&AttemptEnd {
             id,
             outcome: Some(outcome),
             finished_at_ms: ended_ms,
@@ -940,7 +940,7 @@ impl Runner {
             transcript_artifact: transcript,
             error,
             detail,
-        })?)
+        })
     }
 
     /// The `dispatch` event of the operations log, and the terminal line.

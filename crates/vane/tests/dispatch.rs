@@ -115,7 +115,7 @@ echo '{"outcome":"succeeded","summary":"wrote the file","usage":{"input_tokens":
 fn alive(pid: i32) -> bool {
     // a zombie is dead for this purpose
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
         .unwrap_or(false)
 }
 
