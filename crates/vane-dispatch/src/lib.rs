@@ -27,6 +27,15 @@ pub mod provider;
 pub mod runner;
 pub mod texts;
 
+/// Installs the process's TLS crypto provider (ring), once. reqwest is built
+/// with `rustls-no-provider` (aws-lc-rs, its default, needs cmake and a C
+/// toolchain we do not want in the build), and every HTTPS client of the
+/// process — the openai adapter, the OTLP exporter — needs one installed
+/// before it is built. `vane`'s `main` calls this first.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Milliseconds since the epoch (the store's clock).
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -29,8 +29,7 @@ pub struct OpenAi {
 
 impl OpenAi {
     pub fn new() -> OpenAi {
-        // one crypto provider for the process (rustls without a default)
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .build()

@@ -1086,7 +1086,9 @@ impl Runner {
 
     async fn plan_update(&self, args: Value) -> Result<Value, VaneError> {
         let Value::Object(m) = args else {
-            unreachable!("an object")
+            return Err(VaneError::internal(
+                "plan_update arguments must be an object",
+            ));
         };
         self.registry
             .call(&self.ctx, "plan_update", Some(m))

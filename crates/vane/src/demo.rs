@@ -29,6 +29,12 @@ const CONFIG: &str = r#"[critics.greeting]
 command = "grep -q 'hello, vane' hello.txt"
 paths = ["hello.txt"]
 timeout_s = 30
+
+# `vane run` would dispatch to Claude Code; the demo only shows a dry run
+[providers.claude]
+kind = "claude"
+model = "claude-sonnet-4-5"
+max_cost_usd = 2.0
 "#;
 
 fn show(label: &str, v: &Value) {
@@ -267,6 +273,42 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
         }
     }
     c.close().await;
+
+    step(
+        14,
+        "dispatch, dry run: what `vane run` would hand an agent next",
+    );
+    let out = std::process::Command::new(&exe)
+        .args(["--workspace", &ws_s, "run", "--dry-run", "--json"])
+        .current_dir(&ws)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "vane run --dry-run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("vane run --dry-run printed no report: {e}"))?;
+    let tasks = report["dry_run_tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if tasks.is_empty() {
+        println!("    no ready task left: nothing to dispatch");
+    }
+    for t in tasks.iter().take(1) {
+        println!(
+            "    {} → {} ({} words of prompt; nothing claimed, no provider called):",
+            t["task_id"].as_str().unwrap_or(""),
+            t["provider"].as_str().unwrap_or("no provider"),
+            t["prompt_words"]
+        );
+        for line in t["prompt"].as_str().unwrap_or("").lines().skip(2).take(6) {
+            println!("      {line}");
+        }
+    }
     println!(
         "\nexports in {}/.vane: roadmap.yaml, context.md, checkpoint.json, critics/greeting.json",
         ws_s

@@ -14,6 +14,7 @@ mod upgrade;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    vane_dispatch::install_tls();
     vane_tools::failpoints_setup();
     cli::main()
 }

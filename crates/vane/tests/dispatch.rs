@@ -1134,3 +1134,131 @@ fn the_readmes_dispatch_configuration_is_valid() {
     let p = json_of(&vane_env(&ws, &["providers", "--json"], &[]));
     assert_eq!(p["providers"].as_array().unwrap().len(), 4, "{p}");
 }
+
+/// The real Codex, its API answering 401 (a loopback server speaking as
+/// OpenAI's does): its real failure is classified `auth` and the task fails
+/// over to the next provider.
+#[test]
+fn the_real_codex_failing_auth_is_classified_and_failed_over() {
+    for codex in common::clis_or_skip("codex") {
+        let (_d, ws) = init_workspace("", "tasks:\n  - id: X-1\n    title: Fail over\n", &[]);
+        let api = chat_stub(
+            (0..20)
+                .map(|_| api_error(401, "invalid_api_key", vec![]))
+                .collect(),
+        );
+        let agent = script(&ws, "agent.sh", GOOD_AGENT);
+        std::fs::write(
+            ws.join("vane.toml"),
+            format!(
+                r#"[providers.codex]
+kind = "codex"
+command = "{}"
+model = "gpt-5-codex"
+timeout_s = 120
+env_pass = ["CODEX_API_KEY"]
+args = ["-c", "model_provider=\"stub\"", "-c", "model_providers.stub={{name=\"stub\",base_url=\"{}\",wire_api=\"responses\",env_key=\"CODEX_API_KEY\"}}", "--disable", "plugins", "--disable", "apps"]
+
+[providers.local]
+kind = "command"
+command = "{agent}"
+
+[dispatch]
+providers = ["codex", "local"]
+"#,
+                codex.display(),
+                api.base
+            ),
+        )
+        .unwrap();
+        let (code, report, stderr) = run_json(&ws, &[], &[("CODEX_API_KEY", "sk-wrong")]);
+        assert_eq!(code, Some(0), "{report}\n{stderr}");
+        assert_eq!(
+            outcomes(&report, "X-1"),
+            pairs(&[("codex", "auth"), ("local", "succeeded")]),
+            "{report}\n{stderr}"
+        );
+        let err = report["tasks"][0]["attempts"][0]["error"]
+            .as_str()
+            .unwrap_or("");
+        assert!(err.contains("401"), "{report}");
+        assert!(
+            !api.requests.lock().unwrap().is_empty(),
+            "Codex reached the stub"
+        );
+    }
+}
+
+/// `SELECTIVE_TESTS=1`: after a run, only the critics watching the files it
+/// changed run; with the default, every critic runs.
+#[test]
+fn selective_tests_run_only_the_critics_of_the_changed_files() {
+    let (_d, ws) = init_workspace("", TWO, &[("a/keep.txt", "a\n"), ("b/keep.txt", "b\n")]);
+    common::git(&ws, &["init", "-q"]);
+    common::git(&ws, &["add", "-A"]);
+    common::git(
+        &ws,
+        &[
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
+    );
+    let agent = script(
+        &ws,
+        "agent.sh",
+        "cat > /dev/null\necho change >> a/keep.txt\necho '{\"outcome\":\"succeeded\"}'\n",
+    );
+    std::fs::write(
+        ws.join("vane.toml"),
+        format!(
+            r#"[providers.local]
+kind = "command"
+command = "{agent}"
+[critics.crit_a]
+command = "true"
+paths = ["a/**"]
+[critics.crit_b]
+command = "true"
+paths = ["b/**"]
+"#
+        ),
+    )
+    .unwrap();
+    let ran = |report: &Value, i: usize| -> Vec<String> {
+        report["tasks"][i]["critics"]["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["critic"]
+                    .as_str()
+                    .or(r["name"].as_str())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (code, report, stderr) = run_json(&ws, &["--once"], &[]);
+    assert_eq!(code, Some(0), "{report}\n{stderr}");
+    assert_eq!(
+        ran(&report, 0),
+        ["crit_a", "crit_b"],
+        "all by default: {report}"
+    );
+    assert!(common::vane(&ws, &["flags", "set", "SELECTIVE_TESTS", "1"])
+        .status
+        .success());
+    let (code, report, stderr) = run_json(&ws, &["--once"], &[]);
+    assert_eq!(code, Some(0), "{report}\n{stderr}");
+    assert_eq!(
+        ran(&report, 0),
+        ["crit_a"],
+        "only the changed files' critic: {report}"
+    );
+}

@@ -241,6 +241,16 @@ async fn a_good_upgrade_becomes_stable_under_load_with_no_failed_call() {
         .cloned()
         .unwrap();
     assert_eq!(critics["runs"][0]["critic"], "ok", "{critics}");
+    // and the new build's dispatch dry run: prompts for the ready tasks
+    let dispatch = report["gates"]["selfchecks"]["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tool"] == "dispatch")
+        .cloned()
+        .unwrap();
+    assert_eq!(dispatch["dry_run"], true, "{dispatch}");
+    assert!(dispatch["tasks"].is_array(), "{dispatch}");
     assert!(
         report["shadow"]["samples"].as_u64().unwrap() >= 10,
         "{}",
