@@ -29,6 +29,8 @@ pub struct Config {
     pub audit: Audit,
     /// `[rate_limits]`: calls per client session and tool.
     pub rate_limits: RateLimits,
+    /// `[tools]`: which tools MCP clients (and the openai provider) get.
+    pub tools: ToolsConfig,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
     /// `[providers.NAME]`: the agents `vane run` dispatches to.
@@ -39,6 +41,68 @@ pub struct Config {
     pub budgets: IndexMap<String, Budget>,
     /// `[prices."PROVIDER/MODEL"]` or `[prices.MODEL]`: USD per million tokens.
     pub prices: IndexMap<String, crate::dispatch::Price>,
+}
+
+/// `[tools] preset`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolPreset {
+    /// every tool (admin tools still need ADMIN_TOOLS=1)
+    #[default]
+    All,
+    /// what an agent working a roadmap uses: [`CORE_TOOLS`]
+    Core,
+}
+
+/// The `core` preset.
+pub const CORE_TOOLS: &[&str] = &[
+    "plan_next",
+    "plan_update",
+    "context_write",
+    "fs_read",
+    "fs_write",
+    "cmd_run",
+    "critics_run",
+    "status",
+];
+
+/// `[tools]`: a team loads only what its agents use. The preset, plus
+/// `enable`, minus `disable`. Applies to what MCP clients see and may call
+/// (and to the functions the openai provider offers); vane's own CLI and
+/// `vane run` keep every tool. Names are checked against the tools vane has
+/// when a server starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    pub preset: ToolPreset,
+    pub enable: Vec<String>,
+    pub disable: Vec<String>,
+}
+
+impl ToolsConfig {
+    /// Offered to clients? (Admin tools also need the ADMIN_TOOLS flag.)
+    pub fn enabled(&self, name: &str) -> bool {
+        if self.disable.iter().any(|d| d == name) {
+            return false;
+        }
+        if self.enable.iter().any(|e| e == name) {
+            return true;
+        }
+        match self.preset {
+            ToolPreset::All => true,
+            ToolPreset::Core => CORE_TOOLS.contains(&name),
+        }
+    }
+
+    /// The names in `enable`/`disable` that are not in `known`.
+    pub fn unknown<'a>(&'a self, known: &[&str]) -> Vec<&'a str> {
+        self.enable
+            .iter()
+            .chain(&self.disable)
+            .map(String::as_str)
+            .filter(|n| !known.contains(n))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

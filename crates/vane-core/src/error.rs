@@ -40,6 +40,8 @@ pub enum ErrorCode {
     RateLimited,
     BudgetExceeded,
     NoProvider,
+    /// the tool exists but `[tools]` in vane.toml does not offer it
+    ToolDisabled,
     Internal,
 }
 
@@ -77,6 +79,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BudgetExceeded => "budget_exceeded",
             ErrorCode::NoProvider => "no_provider",
+            ErrorCode::ToolDisabled => "tool_disabled",
             ErrorCode::Internal => "internal",
         }
     }

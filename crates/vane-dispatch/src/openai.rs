@@ -45,11 +45,14 @@ impl Default for OpenAi {
 }
 
 /// The functions the model gets: every tool an MCP client would see
-/// without the admin flag.
-pub fn functions(reg: &vane_tools::Registry) -> Vec<Value> {
+/// without the admin flag, as `[tools]` offers them.
+pub fn functions(
+    reg: &vane_tools::Registry,
+    offered: &vane_core::config::ToolsConfig,
+) -> Vec<Value> {
     reg.tools()
         .iter()
-        .filter(|t| !t.admin)
+        .filter(|t| !t.admin && offered.enabled(t.name))
         .map(|t| {
             let mut desc = t.description.to_string();
             if !t.notes.is_empty() {
@@ -155,7 +158,7 @@ impl Loop<'_> {
         };
         self.r.model = Some(model.clone());
         let url = format!("{}/chat/completions", base.trim_end_matches('/'));
-        let tools = functions(reg);
+        let tools = functions(reg, &ctx.config.tools);
         let mut messages = vec![json!({"role": "user", "content": req.prompt})];
         let mut turns = 0i64;
         loop {
@@ -239,7 +242,14 @@ impl Loop<'_> {
                 let id = c["id"].as_str().unwrap_or("").to_string();
                 let name = c["function"]["name"].as_str().unwrap_or("").to_string();
                 let args = c["function"]["arguments"].as_str().unwrap_or("{}");
+                // an unknown name goes on to the registry's not_found
+                let offered = reg
+                    .get(&name)
+                    .is_none_or(|d| !d.admin && ctx.config.tools.enabled(d.name));
                 let content = match serde_json::from_str::<Value>(if args.trim().is_empty() { "{}" } else { args }) {
+                    Ok(Value::Object(_)) if !offered => {
+                        json!({"error": {"code": "tool_disabled", "message": format!("`{name}` is not one of the functions offered")}}).to_string()
+                    }
                     Ok(Value::Object(m)) => {
                         let out = reg.call(ctx, &name, Some(m)).await;
                         match out.result {

@@ -721,7 +721,12 @@ impl Front {
     fn visible_tools(&self, worker_tools: &[Tool]) -> Vec<Tool> {
         let mut tools = worker_tools.to_vec();
         if self.admin() {
-            tools.extend(Front::front_tools());
+            let offered = &self.ctx.config.tools;
+            tools.extend(
+                Front::front_tools()
+                    .into_iter()
+                    .filter(|t| offered.enabled(&t.name)),
+            );
         }
         tools
     }
@@ -761,6 +766,12 @@ impl Front {
         name: &str,
         args: Option<Map<String, Value>>,
     ) -> CallToolResult {
+        if !self.ctx.config.tools.enabled(name) {
+            return error_result(&err(
+                ErrorCode::ToolDisabled,
+                format!("`{name}` is not offered in this workspace ([tools] in vane.toml: preset, enable, disable)"),
+            ));
+        }
         if !self.admin() {
             return error_result(&err(
                 ErrorCode::AdminDisabled,
@@ -1929,5 +1940,19 @@ impl ServerHandler for FrontServer {
                 None,
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `[tools]` is checked against `vane_tools::ctx::FRONT_TOOLS`: it must
+    /// name exactly the front's tools.
+    #[test]
+    fn front_tool_names_are_the_ones_tools_config_knows() {
+        let names: Vec<String> = super::Front::front_tools()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        assert_eq!(names, vane_tools::ctx::FRONT_TOOLS);
     }
 }

@@ -34,6 +34,44 @@ pub struct ToolCtx {
     flags: std::sync::Mutex<(i64, vane_core::flags::Flags)>,
 }
 
+/// The front's own tools (admin tools of `vane serve`), named here so that
+/// `[tools]` can be checked in one place; `vane-front` tests that its list
+/// is this one.
+pub const FRONT_TOOLS: &[&str] = &[
+    "worker_health",
+    "route_switch",
+    "upgrade_start",
+    "upgrade_status",
+];
+
+/// `[tools] enable/disable` may name only tools vane has.
+fn check_tool_names(config: &Config) -> Result<(), VaneError> {
+    let t = &config.tools;
+    if t.enable.is_empty() && t.disable.is_empty() {
+        return Ok(());
+    }
+    let reg = crate::handlers::registry();
+    let mut known: Vec<&str> = reg.tools().iter().map(|d| d.name).collect();
+    known.extend_from_slice(FRONT_TOOLS);
+    let unknown = t.unknown(&known);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(VaneError::new(
+        ErrorCode::ConfigInvalid,
+        format!(
+            "vane.toml [tools]: no tool named {}; tools: {}",
+            unknown
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            known.join(", ")
+        ),
+    )
+    .with_details(serde_json::json!({ "unknown": unknown, "tools": known })))
+}
+
 /// The operations log path of a state directory.
 pub fn ops_log_path(paths: &StatePaths) -> PathBuf {
     paths.state_dir.join("telemetry").join("operations.jsonl")
@@ -126,6 +164,7 @@ impl ToolCtx {
             )
         })?;
         let config = load_config(&root)?;
+        check_tool_names(&config)?;
         let paths = state_paths(&root, state_dir, &config);
         let store = Store::open_mode(&paths, mode)?;
         let ws = Workspace::new(&root, &paths.state_dir)
@@ -155,6 +194,12 @@ impl ToolCtx {
 
     /// A dry-run worker (`VANE_DRY_RUN=1`): the store is open read-only and
     /// every mutation is refused with `dry_run_no_mutation`.
+    /// Is this tool offered to clients: enabled by `[tools]`, and for an
+    /// admin tool, the ADMIN_TOOLS flag on?
+    pub fn offers(&self, name: &str, admin: bool) -> bool {
+        self.config.tools.enabled(name) && (!admin || self.flags().admin_tools)
+    }
+
     pub fn dry_run(&self) -> bool {
         self.store.is_read_only()
     }

@@ -900,7 +900,10 @@ pub struct StatusOut {
     pub uptime_s: u64,
     /// this server's calls over the last minutes (rate, error rate, p95)
     pub recent_calls: vane_telemetry::metrics::RecentCalls,
-    /// `vane run`: provider health and budget alerts
+    /// `vane run`: provider health (`providers`: provider, state, cooling_until_ms,
+    /// last_error …), `budget_alerts`, `spent_24h_micros` — an open object in
+    /// the schema: every client pays for an output schema's bytes
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub dispatch: DispatchStatus,
 }
 
@@ -1162,10 +1165,18 @@ pub fn registry() -> Registry {
         "Every tool's input and output schema, annotations and notes, generated from the registry itself.",
         "",
         READ,
-        move |_ctx: Arc<ToolCtx>, _: Empty| {
+        move |ctx: Arc<ToolCtx>, _: Empty| {
             let m = m2.clone();
             async move {
-                let tools = m.get().cloned().unwrap_or_default();
+                // what this workspace offers (`[tools]`); admin tools are
+                // listed with `admin: true` whatever the flag
+                let tools: Vec<Value> = m
+                    .get()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| ctx.config.tools.enabled(t["name"].as_str().unwrap_or("")))
+                    .collect();
                 Ok(ManifestOut { count: tools.len(), tools })
             }
         },

@@ -411,13 +411,12 @@ impl ServerHandler for VaneServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let span = self.span("tools/list", &context);
-        let admin = self.ctx.flags().admin_tools;
         let visible: Vec<Tool> = self
             .registry
             .tools()
             .iter()
             .zip(self.tools.iter())
-            .filter(|(def, _)| admin || !def.admin)
+            .filter(|(def, _)| self.ctx.offers(def.name, def.admin))
             .map(|(_, t)| t.clone())
             .collect();
         let r = ListToolsResult::with_all_items(visible);
@@ -457,6 +456,22 @@ impl ServerHandler for VaneServer {
                 .flatten()
                 .any(|m| m.get("vane/self_check").and_then(Value::as_str) == Some(secret))
         });
+        // `[tools]`: a tool the workspace does not offer is refused (the
+        // front's own probes excepted: they check the worker, not the client)
+        if !self_check
+            && self.registry.get(&request.name).is_some()
+            && !self.ctx.config.tools.enabled(&request.name)
+        {
+            let e = VaneError::new(
+                ErrorCode::ToolDisabled,
+                format!(
+                    "`{}` is not offered in this workspace ([tools] in vane.toml: preset, enable, disable)",
+                    request.name
+                ),
+            )
+            .with_details(json!({ "tool": request.name, "preset": self.ctx.config.tools.preset }));
+            return Ok(error_result(&e).into());
+        }
         // rate limits per client session and tool (never the front's probes)
         if !self_check {
             let session = forwarded(&ctx_meta, req_meta.as_ref())

@@ -118,6 +118,30 @@ fn main() {
         kb(list.len()),
         tokens(list.len())
     );
+    {
+        // the `core` preset ([tools] preset = "core"), in a workspace of its own
+        let core = d.path().join("core");
+        std::fs::create_dir_all(&core).unwrap();
+        std::fs::write(
+            core.join("vane.toml"),
+            "[rate_limits]\nenabled = false\n[tools]\npreset = \"core\"\n",
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["--workspace", core.to_str().unwrap(), "init"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let mut c = Session::start(&core);
+        let list = c.request("tools/list", json!({}));
+        let v: Value = serde_json::from_str(&list).unwrap();
+        println!(
+            "tools/list with [tools] preset = \"core\" ({} tools): {} (≈ {} tokens)",
+            v["result"]["tools"].as_array().map_or(0, Vec::len),
+            kb(list.len()),
+            tokens(list.len())
+        );
+    }
     println!(
         "{:<18} {:>10} {:>10} {:>10} {:>10}",
         "TOOL", "DESC", "INPUT", "OUTPUT", "≈TOKENS*"

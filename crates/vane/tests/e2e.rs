@@ -1118,3 +1118,77 @@ fn status_for_people_prints_no_json() {
     assert!(text.contains("sandbox "), "{text}");
     assert!(!text.contains('{') && !text.contains('}'), "{text}");
 }
+
+/// `[tools]`: the `core` preset lists exactly its tools through the front,
+/// refuses the others with `tool_disabled` (vane's own CLI keeps them),
+/// `enable`/`disable` adjust it, `tool_manifest` follows it, and an unknown
+/// name is a configuration error.
+#[tokio::test]
+async fn tool_presets_choose_what_clients_get() {
+    let (_d, ws) = workspace();
+    let with = |tools: &str| {
+        std::fs::write(
+            ws.join("vane.toml"),
+            format!("{CONFIG}\n[tools]\n{tools}\n"),
+        )
+        .unwrap();
+    };
+    with("preset = \"core\"\nenable = [\"decision_record\"]\ndisable = [\"cmd_run\"]");
+    let c = serve(&ws).await;
+    let mut names: Vec<String> = c
+        .tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = vane_core::config::CORE_TOOLS
+        .iter()
+        .filter(|n| **n != "cmd_run")
+        .map(|n| n.to_string())
+        .chain(["decision_record".to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    let e = c
+        .call_err("cmd_run", json!({"command": "true"}))
+        .await
+        .unwrap();
+    assert_eq!(code(&e), "tool_disabled", "{e}");
+    let e = c.call_err("tool_manifest", json!({})).await.unwrap();
+    assert_eq!(
+        code(&e),
+        "tool_disabled",
+        "the manifest is not in core: {e}"
+    );
+    c.call_ok("status", json!({})).await.unwrap();
+    c.close().await;
+    // vane's own CLI is not an agent: `vane status` still works
+    assert!(vane(&ws, &["status", "--json"]).status.success());
+
+    // with every tool, the manifest lists what is offered
+    with("disable = [\"decision_record\"]");
+    let c = serve(&ws).await;
+    let m = c.call_ok("tool_manifest", json!({})).await.unwrap();
+    let listed: Vec<&str> = m["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&"fs_read") && !listed.contains(&"decision_record"),
+        "{listed:?}"
+    );
+    c.close().await;
+
+    with("enable = [\"no_such_tool\"]");
+    let out = vane(&ws, &["status", "--json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no_such_tool") && err.contains("fs_read"),
+        "{err}"
+    );
+}
