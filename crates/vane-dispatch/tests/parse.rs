@@ -190,3 +190,54 @@ fn command_contract() {
     s.feed(r#"{"outcome":"bogus"}"#);
     assert_eq!(s.finish(&exit(0), NOW).outcome(), Outcome::Transient);
 }
+
+/// Agents' output is untrusted: every parser takes any bytes — each fixture
+/// cut at every character, and mutated deterministically — without a panic,
+/// and always ends with a class.
+#[test]
+fn parsers_take_any_output() {
+    let fixtures = [
+        "claude-success.jsonl",
+        "claude-not-logged-in.jsonl",
+        "claude-rate-limited.jsonl",
+        "codex-401.jsonl",
+        "codex-success.jsonl",
+        "codex-offline.jsonl",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let feed_all = |text: &str| {
+        let mut c = claude::Stream::default();
+        let mut x = codex::Stream::default();
+        let mut m = command::Stream::default();
+        for l in text.lines() {
+            c.feed(l);
+            x.feed(l);
+            m.feed(l);
+        }
+        let e = exit(1);
+        assert!(c.finish(&e, NOW).outcome.is_some());
+        assert!(x.finish(&e, NOW).outcome.is_some());
+        assert!(m.finish(&e, NOW).outcome.is_some());
+    };
+    for f in fixtures {
+        let text = fixture(f);
+        let chars: Vec<char> = text.chars().collect();
+        for cut in (0..chars.len()).step_by(7) {
+            feed_all(&chars[..cut].iter().collect::<String>());
+        }
+        for _ in 0..300 {
+            let mut bytes = text.clone().into_bytes();
+            for _ in 0..1 + next() % 8 {
+                let i = (next() % bytes.len() as u64) as usize;
+                bytes[i] = (next() % 256) as u8;
+            }
+            feed_all(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
