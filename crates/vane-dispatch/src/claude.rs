@@ -31,6 +31,12 @@ pub fn args(req: &AttemptRequest) -> Vec<String> {
     let mcp = json!({"mcpServers": {"vane": {
         "command": req.vane_exe.display().to_string(),
         "args": vane_server_args(req),
+        // Claude Code starts MCP servers without waiting for them in `-p`
+        // mode: without this the first turn can be built before vane is
+        // connected, and the agent has none of its tools. `alwaysLoad`
+        // makes it wait (up to its 5 s connect limit) and keeps vane's
+        // tools in the prompt instead of behind tool search.
+        "alwaysLoad": true,
     }}});
     let mut a: Vec<String> = [
         "-p",

@@ -185,21 +185,24 @@ fn readme() -> String {
 }
 
 /// The first README line starting with `prefix`, split like a shell would
-/// (double quotes only), with `/path/to/repo` replaced by the workspace.
+/// (single and double quotes, no escapes), with `/path/to/repo` replaced by
+/// the workspace.
 fn readme_command(prefix: &str, ws: &Path) -> Vec<String> {
     let text = readme();
     let line = text
         .lines()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("README has no line starting with `{prefix}`"));
-    let (mut words, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    let (mut words, mut cur, mut any) = (Vec::new(), String::new(), false);
+    let mut quote: Option<char> = None;
     for ch in line.chars() {
         match ch {
-            '"' => {
-                quoted = !quoted;
+            '"' | '\'' if quote.is_none() => {
+                quote = Some(ch);
                 any = true;
             }
-            c if c.is_whitespace() && !quoted => {
+            c if quote == Some(c) => quote = None,
+            c if c.is_whitespace() && quote.is_none() => {
                 if any {
                     words.push(std::mem::take(&mut cur));
                     any = false;
@@ -273,20 +276,46 @@ fn claude_round_trip(claude: &Path) {
         steps(file, content),
         "Done: vane answered.",
     );
+    // vane as registered starts two seconds late, as on a loaded machine:
+    // Claude Code must still wait for it (the README's `alwaysLoad`), not
+    // build its first turn without vane's tools (measured with 2.1.332:
+    // registered without `alwaysLoad`, a 1 s delay still passes, 2 s fails)
+    let slow = d.path().join("slow-bin");
+    std::fs::create_dir_all(&slow).unwrap();
+    let wrapper = slow.join("vane");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nsleep 2\nexec '{BIN}' \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", slow.display(), path_with_vane());
     let env = |c: &mut Command| {
         clean_env(c, &home, &ws)
+            .env("PATH", &path)
             .env("ANTHROPIC_BASE_URL", stub.base_url())
             .env("ANTHROPIC_API_KEY", "sk-ant-stub-not-a-real-key")
             .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
             .env("DISABLE_AUTOUPDATER", "1");
     };
     // registered exactly as the README tells users to
-    let add = readme_command("claude mcp add vane -- ", &ws);
+    let add = readme_command("claude mcp add-json vane ", &ws);
     let (_, args) = command(&add);
     let mut c = Command::new(claude);
     env(&mut c);
     let out = run(c.args(args), Duration::from_secs(60));
     assert!(out.status.success(), "{add:?}: {}", show(&out));
+    // … with `alwaysLoad`, without which Claude Code builds the first turn
+    // without waiting for vane (CI once caught 2.1.332 doing exactly that)
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
+    let server = &config["projects"][ws.to_str().unwrap()]["mcpServers"]["vane"];
+    assert_eq!(server["alwaysLoad"], true, "{config}");
+    assert_eq!(server["command"], "vane", "{config}");
 
     // the README's headless run; `--output-format json` goes before
     // `--allowedTools`, which takes every argument after it
