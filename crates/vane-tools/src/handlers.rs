@@ -35,10 +35,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimIn {
-    /// who claims (agent or session name)
+    /// your agent or session name
     #[schemars(length(min = 1, max = 200))]
     pub agent: String,
-    /// lease length in seconds (default from vane.toml, 1800)
+    /// lease seconds (default 1800)
     #[schemars(range(min = 1, max = 604800))]
     pub ttl_s: Option<u64>,
 }
@@ -46,28 +46,85 @@ pub struct ClaimIn {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanNextIn {
-    /// how many tasks to return (default 5)
+    /// default 5
     #[schemars(range(min = 1, max = 500))]
     pub limit: Option<usize>,
     pub epic: Option<String>,
     pub milestone: Option<String>,
     pub owner: Option<String>,
-    /// list tasks in this status instead of the ready ones
+    /// list tasks in this status instead
     pub status: Option<Status>,
-    /// atomically mark the first ready task in_progress with a lease
+    /// take the first ready task (in_progress, leased)
     pub claim: Option<ClaimIn>,
-    /// how many waiting tasks to explain (default 5)
+    /// why up to N tasks wait (default 0, or 5 when none is ready)
     #[schemars(range(min = 0, max = 100))]
     pub explain_blocked: Option<usize>,
+    /// every field of each task
+    pub detail: Option<bool>,
+}
+
+/// One listed task. By default what an agent acts on (id, title, priority,
+/// epic, how many tasks it unblocks); `detail: true` adds the rest.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct NextTask {
+    pub id: String,
+    pub title: String,
+    pub priority: Priority,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epic: Option<String>,
+    /// open tasks that wait on this one (omitted when 0)
+    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default)]
+    pub unblocks: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub milestone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// claimed, but the lease ran out
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
+    pub lease_expired: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl NextTask {
+    fn of(e: PlanEntry, detail: bool, show_status: bool) -> NextTask {
+        NextTask {
+            id: e.id,
+            title: e.title,
+            priority: e.priority,
+            epic: e.epic,
+            unblocks: e.unblocks,
+            status: (detail || show_status).then_some(e.status),
+            milestone: e.milestone.filter(|_| detail),
+            owner: e.owner,
+            version: detail.then_some(e.version),
+            ready: detail.then_some(e.ready),
+            lease_expired: e.lease_expired,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct PlanNextOut {
-    pub tasks: Vec<PlanEntry>,
+    pub tasks: Vec<NextTask>,
     /// how many tasks matched before `limit`
     pub total: usize,
+    /// why waiting tasks wait: when asked, or when nothing is ready
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub blocked: Vec<BlockedEntry>,
     /// the task claimed, when `claim` was given and a task was ready
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub claimed: Option<TaskRecord>,
 }
 
@@ -108,12 +165,102 @@ async fn plan_next(ctx: Arc<ToolCtx>, i: PlanNextIn) -> R<PlanNextOut> {
     }
     let graph = ctx.store.plan_graph()?;
     let plan = graph.plan(&q, now_ms());
+    let detail = i.detail.unwrap_or(false);
+    // why others wait: when asked, or when there is nothing to do instead
+    let explain = i.explain_blocked.is_some() || detail || plan.tasks.is_empty();
+    let show_status = i.status.is_some();
     Ok(PlanNextOut {
-        tasks: plan.tasks,
+        tasks: plan
+            .tasks
+            .into_iter()
+            .map(|e| NextTask::of(e, detail, show_status))
+            .collect(),
         total: plan.total,
-        blocked: plan.blocked,
+        blocked: if explain { plan.blocked } else { Vec::new() },
         claimed,
     })
+}
+
+/// The text block of a `plan_next` answer: one line per task, the form a
+/// model reads best. It carries what the structured answer carries.
+pub fn plan_next_text(v: &Value) -> String {
+    use std::fmt::Write;
+    let tasks = v["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let mut o = String::new();
+    if let Some(c) = v.get("claimed").filter(|c| c.is_object()) {
+        let _ = writeln!(
+            o,
+            "claimed {} \"{}\" (version {}, lease until {})",
+            str_of(&c["id"]),
+            str_of(&c["title"]),
+            c["version"],
+            str_of(&c["lease_expires_at"])
+        );
+    }
+    let _ = writeln!(o, "{} of {} listed:", tasks.len(), v["total"]);
+    for t in tasks {
+        let _ = write!(
+            o,
+            "{} [{}] {}",
+            str_of(&t["id"]),
+            priority_text(&t["priority"]),
+            str_of(&t["title"])
+        );
+        let mut extra = Vec::new();
+        for k in ["epic", "milestone", "owner", "status"] {
+            if let Some(x) = t[k].as_str() {
+                extra.push(format!("{k} {x}"));
+            }
+        }
+        if let Some(n) = t["unblocks"].as_u64() {
+            extra.push(format!("unblocks {n}"));
+        }
+        if let Some(n) = t["version"].as_i64() {
+            extra.push(format!("version {n}"));
+        }
+        if t["lease_expired"] == true {
+            extra.push("lease expired".into());
+        }
+        if !extra.is_empty() {
+            let _ = write!(o, " ({})", extra.join(", "));
+        }
+        o.push('\n');
+    }
+    for b in v["blocked"].as_array().into_iter().flatten() {
+        let why: Vec<String> = b["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| match r["kind"].as_str().unwrap_or("") {
+                "dependency" => format!("waits on {} ({})", str_of(&r["id"]), str_of(&r["status"])),
+                "missing_dependency" => format!("depends on unknown {}", str_of(&r["id"])),
+                "claimed" => format!("claimed by {}", str_of(&r["agent"])),
+                "marked_blocked" => "marked blocked".into(),
+                k => k.to_string(),
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "waiting: {} [{}] {}: {}",
+            str_of(&b["id"]),
+            priority_text(&b["priority"]),
+            str_of(&b["title"]),
+            why.join("; ")
+        );
+    }
+    o.truncate(o.trim_end().len());
+    o
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn priority_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 // ---------- plan_update ----------
@@ -123,16 +270,15 @@ async fn plan_next(ctx: Arc<ToolCtx>, i: PlanNextIn) -> R<PlanNextOut> {
 pub struct PlanUpdateIn {
     #[schemars(length(min = 1, max = 200))]
     pub task_id: String,
-    /// pending | in_progress | blocked | review | done | cancelled
     pub status: Option<Status>,
     #[schemars(length(max = 8000))]
     pub notes: Option<String>,
     #[schemars(length(max = 200))]
     pub owner: Option<String>,
     pub priority: Option<Priority>,
-    /// fail with version_conflict unless the task is at this version
+    /// refuse unless the task is at this version
     pub expected_version: Option<i64>,
-    /// complete despite unmet critic exit criteria (needs `reason`, recorded)
+    /// done despite unmet critics (needs `reason`)
     pub force: Option<bool>,
     #[schemars(length(max = 2000))]
     pub reason: Option<String>,
@@ -316,7 +462,7 @@ async fn context_snapshot(ctx: Arc<ToolCtx>, i: ContextSnapshotIn) -> R<Checkpoi
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FsReadIn {
-    /// workspace-relative (or absolute inside the workspace) path
+    /// relative to the workspace
     pub path: String,
     /// first line to return, 1-based
     #[schemars(range(min = 1))]
@@ -338,6 +484,32 @@ pub struct FsReadOut {
     pub total_lines: Option<u64>,
     /// the range stopped early at the byte cap
     pub truncated: bool,
+}
+
+/// The text block of an `fs_read` answer: one header line, then the
+/// content as it is (not escaped inside JSON).
+pub fn fs_read_text(v: &Value) -> String {
+    let total = v["total_lines"]
+        .as_u64()
+        .map(|n| format!(" of {n}"))
+        .unwrap_or_default();
+    let sha = v["sha256"]
+        .as_str()
+        .map(|h| format!(", sha256 {h}"))
+        .unwrap_or_default();
+    let cut = if v["truncated"] == true {
+        ", truncated at the byte cap"
+    } else {
+        ""
+    };
+    format!(
+        "{} lines {}-{}{total}, {} bytes{sha}{cut}:\n{}",
+        str_of(&v["path"]),
+        v["start_line"],
+        v["end_line"],
+        v["size"],
+        str_of(&v["content"])
+    )
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -502,11 +674,11 @@ async fn fs_read(ctx: Arc<ToolCtx>, i: FsReadIn) -> R<FsReadOut> {
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteMode {
-    /// replace the file (default); creates it when missing
+    /// replace or create (default)
     Overwrite,
-    /// create a new file; fails with already_exists if it exists
+    /// only a new file
     Create,
-    /// add to the end of the file (created when missing)
+    /// add to the end
     Append,
 }
 
@@ -652,12 +824,12 @@ async fn fs_write(ctx: Arc<ToolCtx>, i: FsWriteIn) -> R<FsWriteOut> {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CmdRunIn {
-    /// a shell command line, run with bash -c (sh when bash is missing)
+    /// run with bash -c
     #[schemars(length(min = 1, max = 100000))]
     pub cmd: String,
-    /// working directory inside the workspace (default: the root)
+    /// default: the workspace root
     pub cwd: Option<String>,
-    /// seconds before the whole process group is killed (default 120)
+    /// default 120
     #[schemars(range(min = 1))]
     pub timeout_s: Option<u64>,
     /// extra environment variables
@@ -808,7 +980,7 @@ pub struct ArtifactRecordIn {
     /// e.g. report, benchmark, screenshot, log
     #[schemars(length(min = 1, max = 100))]
     pub kind: String,
-    /// a workspace file the artifact refers to (hash and size are recorded)
+    /// a workspace file (its hash and size are kept)
     pub path: Option<String>,
     pub metadata: Option<Map<String, Value>>,
     pub task_id: Option<String>,
@@ -884,27 +1056,48 @@ async fn decision_record(ctx: Arc<ToolCtx>, i: DecisionRecordIn) -> R<Decision> 
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusIn {
+    /// the operator's view too
+    pub detail: Option<bool>,
+}
+
+/// The workspace at a glance. By default what an agent's next step needs;
+/// `detail: true` (what `vane status` and `vane://status` show) adds the
+/// operator's view.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct StatusOut {
     pub workspace: String,
-    pub state_dir: String,
     pub version: String,
     pub roadmap: StoreStatus,
     pub ready: usize,
-    pub next: Vec<PlanEntry>,
+    pub next: Vec<NextTask>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<Checkpoint>,
+    /// latest run of each critic that did not pass (output cut to its last
+    /// 300 characters unless `detail`)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub failing_critics: Vec<CriticRun>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub critics_configured: Vec<String>,
-    /// auto | bwrap | off, and whether bubblewrap is usable
-    pub sandbox: Value,
-    pub uptime_s: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+    /// mode, bubblewrap, network, resource limits
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
     /// this server's calls over the last minutes (rate, error rate, p95)
-    pub recent_calls: vane_telemetry::metrics::RecentCalls,
-    /// `vane run`: provider health (`providers`: provider, state, cooling_until_ms,
-    /// last_error …), `budget_alerts`, `spent_24h_micros` — an open object in
-    /// the schema: every client pays for an output schema's bytes
-    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
-    pub dispatch: DispatchStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_calls: Option<vane_telemetry::metrics::RecentCalls>,
+    /// `vane run`: provider health, budget alerts, spent in 24 h (by
+    /// default only when there is any)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub dispatch: Option<DispatchStatus>,
 }
 
 /// Dispatch at a glance.
@@ -951,7 +1144,7 @@ fn dispatch_status(ctx: &ToolCtx, now: i64) -> R<DispatchStatus> {
     })
 }
 
-pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
+pub fn status_sync(ctx: &ToolCtx, detail: bool) -> R<StatusOut> {
     let now = now_ms();
     let roadmap = ctx.store.status(now)?;
     let plan = ctx.store.plan_graph()?.plan(
@@ -961,42 +1154,150 @@ pub fn status_sync(ctx: &ToolCtx) -> R<StatusOut> {
         },
         now,
     );
+    let failing_critics = ctx
+        .store
+        .latest_critic_runs()?
+        .into_iter()
+        .filter(|r| r.status != vane_store::CriticStatus::Pass)
+        .map(|mut r| {
+            if !detail {
+                r.output_tail = vane_core::text::tail(r.output_tail.trim_end(), 300);
+            }
+            r
+        })
+        .collect();
+    let dispatch = dispatch_status(ctx, now)?;
+    let dispatch_news = !dispatch.providers.is_empty() || !dispatch.budget_alerts.is_empty();
     let sb = ctx.sandbox();
     Ok(StatusOut {
         workspace: ctx.ws.root.display().to_string(),
-        state_dir: ctx.paths.state_dir.display().to_string(),
         version: VERSION.to_string(),
         roadmap,
         ready: plan.total,
-        next: plan.tasks,
-        last_checkpoint: ctx.store.latest_checkpoint()?,
-        failing_critics: ctx
-            .store
-            .latest_critic_runs()?
+        next: plan
+            .tasks
             .into_iter()
-            .filter(|r| r.status != vane_store::CriticStatus::Pass)
+            .map(|e| NextTask::of(e, detail, false))
             .collect(),
+        last_checkpoint: ctx.store.latest_checkpoint()?,
+        failing_critics,
         critics_configured: ctx.config.critics.keys().cloned().collect(),
-        sandbox: json!({
-            "mode": sb.mode,
-            "bwrap_available": sb.bwrap.is_some(),
-            "network": sb.network,
-            "confined": sb.active().unwrap_or(false),
-            "limits": {
-                "enforced_by": crate::limits::enforcer().name(),
-                "memory_mb": ctx.config.limits.cmd_max_memory_mb,
-                "processes": ctx.config.limits.cmd_max_processes,
-                "concurrent": ctx.config.limits.cmd_max_concurrent,
-            },
+        state_dir: detail.then(|| ctx.paths.state_dir.display().to_string()),
+        sandbox: detail.then(|| {
+            json!({
+                "mode": sb.mode,
+                "bwrap_available": sb.bwrap.is_some(),
+                "network": sb.network,
+                "confined": sb.active().unwrap_or(false),
+                "limits": {
+                    "enforced_by": crate::limits::enforcer().name(),
+                    "memory_mb": ctx.config.limits.cmd_max_memory_mb,
+                    "processes": ctx.config.limits.cmd_max_processes,
+                    "concurrent": ctx.config.limits.cmd_max_concurrent,
+                },
+            })
         }),
-        uptime_s: ctx.started.elapsed().as_secs(),
-        recent_calls: ctx.telemetry.metrics.recent(),
-        dispatch: dispatch_status(ctx, now)?,
+        uptime_s: detail.then(|| ctx.started.elapsed().as_secs()),
+        recent_calls: detail.then(|| ctx.telemetry.metrics.recent()),
+        dispatch: (detail || dispatch_news).then_some(dispatch),
     })
 }
 
-async fn status(ctx: Arc<ToolCtx>, _: Empty) -> R<StatusOut> {
-    blocking(move || status_sync(&ctx)).await
+async fn status(ctx: Arc<ToolCtx>, i: StatusIn) -> R<StatusOut> {
+    blocking(move || status_sync(&ctx, i.detail.unwrap_or(false))).await
+}
+
+/// The text block of a `status` answer: a few lines a model reads at a
+/// glance, carrying what the structured answer carries (details as JSON
+/// after the summary when asked for).
+pub fn status_text(v: &Value) -> String {
+    use std::fmt::Write;
+    let r = &v["roadmap"];
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "vane {} · {}",
+        str_of(&v["version"]),
+        str_of(&v["workspace"])
+    );
+    let counts: Vec<String> = r["by_status"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "roadmap: {} tasks ({}), {:.0}% done, {} ready",
+        r["tasks"],
+        counts.join(", "),
+        r["done_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+        v["ready"]
+    );
+    for t in v["next"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "next: {} [{}] {}",
+            str_of(&t["id"]),
+            priority_text(&t["priority"]),
+            str_of(&t["title"])
+        );
+    }
+    for c in r["claims"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "claim: {} by {}{}",
+            str_of(&c["task_id"]),
+            str_of(&c["agent"]),
+            if c["expired"] == true {
+                " (expired)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(cp) = v.get("last_checkpoint").filter(|c| c.is_object()) {
+        let _ = writeln!(
+            o,
+            "checkpoint {} at {}: {}",
+            cp["id"],
+            str_of(&cp["created_at"]),
+            str_of(&cp["reason"])
+        );
+    }
+    for f in v["failing_critics"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "critic {} {}{}: {}",
+            str_of(&f["name"]),
+            str_of(&f["status"]),
+            f["remediation_task"]
+                .as_str()
+                .map(|t| format!(" (task {t})"))
+                .unwrap_or_default(),
+            str_of(&f["output_tail"]).trim()
+        );
+    }
+    if let Some(c) = v["critics_configured"].as_array() {
+        let names: Vec<&str> = c.iter().filter_map(Value::as_str).collect();
+        let _ = writeln!(o, "critics: {}", names.join(", "));
+    }
+    let rest: Map<String, Value> = [
+        "state_dir",
+        "sandbox",
+        "uptime_s",
+        "recent_calls",
+        "dispatch",
+    ]
+    .iter()
+    .filter_map(|k| v.get(*k).map(|x| (k.to_string(), x.clone())))
+    .collect();
+    if !rest.is_empty() {
+        let _ = writeln!(o, "{}", Value::Object(rest));
+    }
+    o.truncate(o.trim_end().len());
+    o
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -1130,39 +1431,39 @@ pub fn registry() -> Registry {
         Arc::new(std::sync::OnceLock::new());
     let m2 = manifest_source.clone();
     let mut tools = vec![
-        tool("plan_next", "Next ready tasks", "Ready tasks (pending, every dependency done, not claimed) ordered by priority, then how many tasks each transitively unblocks, then roadmap order; explains why the most urgent waiting tasks are blocked. With `claim`, atomically marks the first ready task in_progress under a lease: two agents never get the same task; an expired lease returns it.",
-            "Filters: epic, milestone, owner; `status` lists tasks in that status instead. Claims take a lease (ttl_s, default claim_ttl_s).",
-            WRITE, plan_next).dry_run_aware().mutates_when("claim"),
-        tool("plan_update", "Update a task", "Change a task's status, notes, owner or priority. Transitions follow the state machine (pending → in_progress|blocked|cancelled; in_progress → review|done|blocked|pending|cancelled; blocked → pending|in_progress|cancelled; review → done|in_progress|blocked; done → in_progress; cancelled → pending). `done` needs a passing run of every `critic:` exit criterion since the task started.",
-            "Errors: task_not_found, invalid_transition (details.allowed), version_conflict (with expected_version), exit_criteria_unmet (force + reason overrides, recorded).",
+        tool("plan_next", "Next ready tasks", "Ready tasks, most urgent first. `claim: {agent}` atomically takes the first under a lease: no two agents get the same task.",
+            "Ready: pending, dependencies done, unclaimed. Ordered by priority, then how many tasks each transitively unblocks, then roadmap order. `explain_blocked: N` says why tasks wait; `detail` gives every field. Filters: epic, milestone, owner; `status` lists tasks in that status instead. Claims take a lease (ttl_s, default claim_ttl_s); an expired lease returns the task.",
+            WRITE, plan_next).dry_run_aware().mutates_when("claim").text(plan_next_text),
+        tool("plan_update", "Update a task", "Change a task's status, notes, owner or priority. A refused move lists the allowed ones; `done` needs its critics passed.",
+            "`done` needs every `critic:` exit criterion passed since the task started. Transitions: pending → in_progress|blocked|cancelled; in_progress → review|done|blocked|pending|cancelled; blocked → pending|in_progress|cancelled; review → done|in_progress|blocked; done → in_progress; cancelled → pending. Errors: task_not_found, invalid_transition (details.allowed), version_conflict (with expected_version), exit_criteria_unmet (force + reason overrides, recorded).",
             Hints { idempotent: true, ..WRITE }, plan_update).stores_text(),
-        tool("context_write", "Write running context", "Replace or append to one section of the running context (goal, findings, next steps …), which a new session reads back. Each section has a word budget (default 1000).",
-            "Errors: context_budget_exceeded (details: words, budget). Exported to .vane/context.md.",
+        tool("context_write", "Write running context", "Replace or append to a section of the running context (goal, findings, next steps …) the next session reads.",
+            "Word budget per section: default 1000. Errors: context_budget_exceeded (details: words, budget). Exported to .vane/context.md.",
             Hints { destructive: true, idempotent: true, ..WRITE }, context_write).stores_text(),
-        tool("context_snapshot", "Write a checkpoint", "Record a checkpoint — git branch/commit, active and open tasks, claims, failing critics, context sections, reason — so a new session resumes from it (see status / vane://checkpoint/latest).",
-            "Exported to .vane/checkpoint.json.", WRITE, context_snapshot).stores_text(),
-        tool("fs_read", "Read a file", "Read a text file of the workspace, whole or by line range, with its sha256 for a later conditional write.",
-            "Errors: path_outside_workspace, not_found, file_too_large (use a line range), binary_file.", READ, fs_read),
-        tool("fs_write", "Write a file", "Atomically write a workspace file (temp file + rename). Modes: overwrite (default), create (fails if it exists), append. With expected_sha256 the write happens only if the file is unchanged. Returns the new hash and a diff summary.",
-            "Errors: path_outside_workspace, path_protected (.vane state, .git), hash_mismatch, already_exists, file_too_large.",
+        tool("context_snapshot", "Write a checkpoint", "Record a checkpoint (git state, tasks, claims, critics, context) the next session resumes from.",
+            "Holds git branch/commit, active and open tasks, claims, failing critics, context sections, reason. Exported to .vane/checkpoint.json; read back in status and vane://checkpoint/latest.", WRITE, context_snapshot).stores_text(),
+        tool("fs_read", "Read a file", "Read a workspace text file, whole or by line range, with its sha256 for a conditional write.",
+            "Errors: path_outside_workspace, not_found, file_too_large (use a line range), binary_file.", READ, fs_read).text(fs_read_text),
+        tool("fs_write", "Write a file", "Atomically write a workspace file; with expected_sha256 only if it is unchanged. Returns the new sha256 and a diff summary.",
+            "Temp file + rename. Modes: overwrite (default), create (fails if it exists), append. Errors: path_outside_workspace, path_protected (.vane state, .git), hash_mismatch, already_exists, file_too_large.",
             Hints { destructive: true, ..WRITE }, fs_write),
-        tool("cmd_run", "Run a command", "Run a shell command line in the workspace: checked against the deny policy (nested sh -c / eval / substitutions included), sandboxed with bubblewrap when available, in its own process group killed on timeout; stdout/stderr captured with a byte cap (head and tail kept, `truncated`), exit code and duration.",
-            "Errors: command_denied (details.rule), timeout (details: output tails), path_outside_workspace (cwd), sandbox_unavailable. A non-zero exit code is a result, not an error.",
+        tool("cmd_run", "Run a command", "Run a shell command in the workspace: policy-checked, sandboxed, killed on timeout. Returns exit code, stdout and stderr (capped), duration.",
+            "Checked against the deny policy (nested sh -c / eval / substitutions included), sandboxed with bubblewrap when available, in its own process group; output keeps head and tail (`truncated`). Errors: command_denied (details.rule), timeout (details: output tails), path_outside_workspace (cwd), sandbox_unavailable. A non-zero exit code is a result, not an error.",
             Hints { destructive: true, open_world: true, ..WRITE }, cmd_run).dry_run_aware(),
-        tool("critics_run", "Run critics", "Run the critics configured in vane.toml — by name, by the given paths, all, or (by default) those whose globs match the files changed in git — and record pass/fail/error/timeout with the output tail. A failing critic opens or updates the remediation task CRITIC-<name>.",
-            "Errors: critic_not_found (details.configured). Results exported to .vane/critics/<name>.json.",
+        tool("critics_run", "Run critics", "Run vane.toml's critics (by name, for paths, all; default: those matching changed files). A failure opens task CRITIC-<name>.",
+            "Records pass/fail/error/timeout with the output tail; a failing critic opens or updates the remediation task CRITIC-<name>. Errors: critic_not_found (details.configured). Results exported to .vane/critics/<name>.json.",
             Hints { open_world: true, ..WRITE }, critics_run).dry_run_aware(),
-        tool("artifact_record", "Record an artifact", "Record an artifact (kind, workspace path, metadata) and link it to a task; the file's sha256 and size are stored. Listed as resource vane://artifacts/{id}.",
-            "Errors: path_outside_workspace, task_not_found.", WRITE, artifact_record).stores_text(),
-        tool("decision_record", "Record a decision", "Record a decision (title, summary, impact) and link it to a task; decisions appear in the running context export.",
-            "Errors: task_not_found.", WRITE, decision_record).stores_text(),
-        tool("status", "Workspace status", "Workspace, roadmap progress by status, ready count and next tasks, active claims, last checkpoint, failing critics, sandbox, version.",
-            "", READ, status),
+        tool("artifact_record", "Record an artifact", "Record an artifact (kind, workspace path, metadata) for a task; its sha256 and size are kept.",
+            "Listed as resource vane://artifacts/{id}. Errors: path_outside_workspace, task_not_found.", WRITE, artifact_record).stores_text(),
+        tool("decision_record", "Record a decision", "Record a decision (title, summary, impact) for a task.",
+            "Decisions appear in the running context export. Errors: task_not_found.", WRITE, decision_record).stores_text(),
+        tool("status", "Workspace status", "Roadmap progress, next tasks, claims, last checkpoint, failing critics.",
+            "", READ, status).text(status_text),
     ];
     tools.push(tool(
         "tool_manifest",
         "Tool manifest",
-        "Every tool's input and output schema, annotations and notes, generated from the registry itself.",
+        "Every tool's full schemas, annotations and notes (error codes).",
         "",
         READ,
         move |ctx: Arc<ToolCtx>, _: Empty| {
@@ -1177,7 +1478,10 @@ pub fn registry() -> Registry {
                     .into_iter()
                     .filter(|t| ctx.config.tools.enabled(t["name"].as_str().unwrap_or("")))
                     .collect();
-                Ok(ManifestOut { count: tools.len(), tools })
+                Ok(ManifestOut {
+                    count: tools.len(),
+                    tools,
+                })
             }
         },
     ));

@@ -51,15 +51,27 @@ pub struct ToolDef {
     pub mutates_when: Option<&'static str>,
     /// keeps free text in the store: its arguments pass through redaction
     pub stores_text: bool,
+    /// the answer's text block, when not its JSON (see [`ToolDef::text`])
+    pub text: Option<fn(&Value) -> String>,
+    /// what `tools/list` publishes: [`crate::schema::for_models`] of the full one
     pub input_schema: Arc<Map<String, Value>>,
+    /// every call's arguments are checked against this; `tool_manifest` publishes it
+    pub input_schema_full: Arc<Map<String, Value>>,
+    /// what `tools/list` publishes: [`crate::schema::shallow`] of the full one
     pub output_schema: Arc<Map<String, Value>>,
+    /// every answer is checked against this; `tool_manifest` publishes it
+    pub output_schema_full: Arc<Map<String, Value>>,
     input_validator: OnceLock<Option<jsonschema::Validator>>,
     output_validator: OnceLock<Option<jsonschema::Validator>>,
     handler: Handler,
     decode: fn(&Value) -> Result<(), VaneError>,
 }
 
-fn schema_of<T: JsonSchema>() -> Map<String, Value> {
+/// How deep a published output schema describes an answer (see
+/// [`crate::schema::shallow`]): its fields and their types.
+pub const OUTPUT_DEPTH: usize = 1;
+
+fn schema_of<T: JsonSchema>(purpose: crate::schema::Purpose) -> Map<String, Value> {
     let mut v = serde_json::to_value(schemars::schema_for!(T))
         .unwrap_or_else(|_| json!({"type": "object"}));
     if let Value::Object(m) = &mut v {
@@ -68,6 +80,7 @@ fn schema_of<T: JsonSchema>() -> Map<String, Value> {
             m.insert("type".into(), json!("object"));
         }
         crate::schema::portable(m);
+        crate::schema::compact(m, purpose);
         return m.clone();
     }
     Map::new()
@@ -88,6 +101,8 @@ where
     F: Fn(Arc<ToolCtx>, I) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, VaneError>> + Send + 'static,
 {
+    let input_full = schema_of::<I>(crate::schema::Purpose::Input);
+    let output_full = schema_of::<O>(crate::schema::Purpose::Output);
     let f = Arc::new(f);
     let handler: Handler = Arc::new(move |ctx, args| {
         let f = f.clone();
@@ -109,8 +124,11 @@ where
         dry_run_aware: false,
         mutates_when: None,
         stores_text: false,
-        input_schema: Arc::new(schema_of::<I>()),
-        output_schema: Arc::new(schema_of::<O>()),
+        text: None,
+        input_schema: Arc::new(crate::schema::for_models(&input_full)),
+        input_schema_full: Arc::new(input_full),
+        output_schema: Arc::new(crate::schema::shallow(&output_full, OUTPUT_DEPTH)),
+        output_schema_full: Arc::new(output_full),
         input_validator: OnceLock::new(),
         output_validator: OnceLock::new(),
         handler,
@@ -158,7 +176,7 @@ impl ToolDef {
             }
         }
         let args = Value::Object(args);
-        if let Some(v) = validator(&self.input_validator, &self.input_schema) {
+        if let Some(v) = validator(&self.input_validator, &self.input_schema_full) {
             let problems: Vec<Value> = v
                 .iter_errors(&args)
                 .take(10)
@@ -197,6 +215,15 @@ impl ToolDef {
     /// writing a file or running a command is the agent's own act.)
     pub fn stores_text(mut self) -> ToolDef {
         self.stores_text = true;
+        self
+    }
+
+    /// Renders the text block of a successful answer from its structured
+    /// content: the compact form a model reads best, carrying the same
+    /// facts (tests check that the two agree). Without it, the text block
+    /// is the structured content as JSON.
+    pub fn text(mut self, render: fn(&Value) -> String) -> ToolDef {
+        self.text = Some(render);
         self
     }
 
@@ -359,7 +386,7 @@ impl Registry {
         let out = task.await.map_err(|e| {
             VaneError::internal(format!("tool `{name}` failed unexpectedly: {e}"))
         })??;
-        if let Some(v) = validator(&def.output_validator, &def.output_schema) {
+        if let Some(v) = validator(&def.output_validator, &def.output_schema_full) {
             if let Some(err) = v.iter_errors(&out).next() {
                 return Err(VaneError::internal(format!(
                     "tool `{name}` produced output that violates its schema: {err} at {}",
@@ -387,8 +414,8 @@ impl Registry {
                         "idempotentHint": t.hints.idempotent,
                         "openWorldHint": t.hints.open_world,
                     },
-                    "inputSchema": Value::Object((*t.input_schema).clone()),
-                    "outputSchema": Value::Object((*t.output_schema).clone()),
+                    "inputSchema": Value::Object((*t.input_schema_full).clone()),
+                    "outputSchema": Value::Object((*t.output_schema_full).clone()),
                 })
             })
             .collect()

@@ -34,17 +34,25 @@ pub struct VaneServer {
 }
 
 fn to_tool(def: &ToolDef) -> Tool {
-    let ann = ToolAnnotations::with_title(def.title)
-        .read_only(def.hints.read_only)
-        .destructive(def.hints.destructive)
-        .idempotent(def.hints.idempotent)
-        .open_world(def.hints.open_world);
-    let description = if def.notes.is_empty() {
-        def.description.to_string()
+    // the title once, on the tool (the 2025-06-18 place); not again in
+    // the annotations: every byte of tools/list is paid in every context
+    // and only the hints a client acts on: read-only, or for a tool that
+    // writes whether it destroys (the spec's default is yes: said either
+    // way) and whether repeating it is harmless; open-world either way
+    let h = def.hints;
+    let mut ann = ToolAnnotations::new();
+    if h.read_only {
+        ann = ann.read_only(true);
     } else {
-        format!("{} {}", def.description, def.notes)
-    };
-    let t = Tool::new(def.name, description, def.input_schema.clone())
+        ann = ann.destructive(h.destructive);
+        if h.idempotent {
+            ann = ann.idempotent(true);
+        }
+    }
+    ann = ann.open_world(h.open_world);
+    // the description alone: the notes (error codes, exports) are in
+    // `tool_manifest`, and every error names its code and a hint anyway
+    let t = Tool::new(def.name, def.description, def.input_schema.clone())
         .with_title(def.title)
         .with_raw_output_schema(def.output_schema.clone())
         .with_annotations(ann);
@@ -89,14 +97,17 @@ impl VaneServer {
     ) -> CallToolResult {
         let outcome = self.registry.call(&self.ctx, name, args).await;
         match outcome.result {
-            Ok(v) => self.success(v),
+            Ok(v) => self.success(name, v),
             Err(e) => error_result(&e),
         }
     }
 
-    fn success(&self, v: Value) -> CallToolResult {
+    fn success(&self, name: &str, v: Value) -> CallToolResult {
+        let render = self.registry.get(name).and_then(|d| d.text);
         let text = if self.ctx.flags().verbose_output {
             serde_json::to_string_pretty(&v).unwrap_or_default()
+        } else if let Some(render) = render {
+            render(&v)
         } else {
             serde_json::to_string(&v).unwrap_or_default()
         };
@@ -158,7 +169,7 @@ impl VaneServer {
                     r.content = vec![ContentBlock::text(format!("error {code}: {msg}"))];
                     r
                 } else {
-                    self.success(result)
+                    self.success(name, result)
                 };
                 let mut meta = serde_json::Map::new();
                 meta.insert("vane/idempotent_replay".into(), json!(true));
@@ -230,7 +241,7 @@ impl VaneServer {
                 "application/json",
             ),
             "vane://status" => text(
-                serde_json::to_string_pretty(&crate::handlers::status_sync(&self.ctx)?)
+                serde_json::to_string_pretty(&crate::handlers::status_sync(&self.ctx, true)?)
                     .unwrap_or_default(),
                 "application/json",
             ),

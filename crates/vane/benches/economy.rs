@@ -6,7 +6,7 @@
 //! the default tool set; `plan_next` (limit 5, default arguments) whole answer
 //! ≤ 1.5 KB and text block ≤ 1 KB on the larger fixture roadmap. (The
 //! client-side validation cost with the Python SDK and ajv is not measured
-//! here yet.)
+//! here yet.) Sizes do not depend on the build profile.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -911,7 +911,7 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
         }
         Cmd::Status { json } => {
             let ctx = open(&cli)?;
-            let mut v = call(&ctx, "status", json!({})).await?;
+            let mut v = call(&ctx, "status", json!({ "detail": true })).await?;
             // the CLI serves no calls itself: report every process's last
             // five minutes from the operations log instead
             let log = vane_tools::ctx::ops_log_path(&ctx.paths);

@@ -118,7 +118,7 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
     let p = c
         .call_ok(
             "plan_next",
-            json!({ "claim": { "agent": "demo-agent", "ttl_s": 600 } }),
+            json!({ "claim": { "agent": "demo-agent", "ttl_s": 600 }, "explain_blocked": 3 }),
         )
         .await?;
     show(

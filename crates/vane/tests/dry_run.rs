@@ -99,6 +99,6 @@ async fn dry_run_reads_but_never_mutates() {
         std::fs::read_to_string(ws.join(".vane/roadmap.yaml")).unwrap(),
         roadmap_before
     );
-    assert!(after["failing_critics"].as_array().unwrap().is_empty());
+    assert!(after.get("failing_critics").is_none(), "{after}");
     live.close().await;
 }

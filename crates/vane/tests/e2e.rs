@@ -160,7 +160,10 @@ async fn tool_list_publishes_strict_schemas_and_annotations() {
 async fn planning_tools_end_to_end() {
     let (_d, ws) = workspace();
     let c = serve(&ws).await;
-    let p = c.call_ok("plan_next", json!({})).await.unwrap();
+    let p = c
+        .call_ok("plan_next", json!({ "explain_blocked": 5 }))
+        .await
+        .unwrap();
     let ids: Vec<&str> = p["tasks"]
         .as_array()
         .unwrap()
@@ -698,7 +701,10 @@ async fn sixteen_claimers_across_two_servers_never_share_a_task() {
     assert_eq!(uniq.len(), 16, "a task was claimed twice: {got:?}");
 
     // concurrent stale updates: one wins, the other gets version_conflict
-    let t = a.call_ok("plan_next", json!({ "limit": 1 })).await.unwrap();
+    let t = a
+        .call_ok("plan_next", json!({ "limit": 1, "detail": true }))
+        .await
+        .unwrap();
     let id = t["tasks"][0]["id"].as_str().unwrap().to_string();
     let v = t["tasks"][0]["version"].as_i64().unwrap();
     let (ra, rb) = tokio::join!(
@@ -1191,4 +1197,153 @@ async fn tool_presets_choose_what_clients_get() {
         err.contains("no_such_tool") && err.contains("fs_read"),
         "{err}"
     );
+}
+
+/// Issue 14: every answer validates against the output schema the client
+/// got in `tools/list` (what the Python SDK and Claude Code's SDK check),
+/// the text block carries what the structured content carries, and the
+/// lean defaults still reach every detail by an argument.
+#[tokio::test]
+async fn lean_answers_validate_and_agree_with_their_text() {
+    let (_d, ws) = workspace();
+    let c = serve(&ws).await;
+    let tools = c.tools().await.unwrap();
+    let published = |name: &str| -> jsonschema::Validator {
+        let t = tools.iter().find(|t| t.name == name).unwrap();
+        let s = Value::Object((*t.output_schema.clone().unwrap()).clone());
+        jsonschema::validator_for(&s).unwrap()
+    };
+    let calls: Vec<(&str, Value)> = vec![
+        ("status", json!({})),
+        ("status", json!({"detail": true})),
+        ("plan_next", json!({})),
+        ("plan_next", json!({"detail": true, "explain_blocked": 3})),
+        ("plan_next", json!({"status": "pending"})),
+        ("plan_next", json!({"claim": {"agent": "econ"}})),
+        ("fs_read", json!({"path": "src/lib.rs"})),
+        (
+            "fs_read",
+            json!({"path": "src/lib.rs", "start_line": 2, "end_line": 2}),
+        ),
+        ("fs_write", json!({"path": "src/new.rs", "content": "x\n"})),
+        ("cmd_run", json!({"cmd": "echo hi"})),
+        ("critics_run", json!({"critics": ["broken"]})),
+        ("context_write", json!({"section": "goal", "content": "g"})),
+        ("context_snapshot", json!({"reason": "econ"})),
+        (
+            "artifact_record",
+            json!({"kind": "log", "path": "src/lib.rs"}),
+        ),
+        ("decision_record", json!({"title": "t", "summary": "s"})),
+        ("plan_update", json!({"task_id": "T3", "notes": "n"})),
+        ("tool_manifest", json!({})),
+    ];
+    let mut answers = std::collections::HashMap::new();
+    for (name, args) in calls {
+        let r = c.call(name, args.clone()).await.unwrap();
+        assert_ne!(r.is_error, Some(true), "{name} {args}: {r:?}");
+        let v = r.structured_content.clone().unwrap();
+        let errors: Vec<String> = published(name)
+            .iter_errors(&v)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{name} {args}: {errors:?}\n{v}");
+        let text = r.content[0].as_text().unwrap().text.clone();
+        answers.insert(format!("{name} {args}"), (v, text));
+    }
+    // plan_next: the default is lean, the text lists the same tasks
+    let (p, text) = &answers["plan_next {}"];
+    let ids: Vec<&str> = p["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["T1", "T3"]);
+    assert!(
+        p.get("blocked").is_none(),
+        "why tasks wait only when asked: {p}"
+    );
+    assert!(p["tasks"][0].get("version").is_none(), "{p}");
+    assert!(text.starts_with("2 of 2 listed:"), "{text}");
+    for t in p["tasks"].as_array().unwrap() {
+        let line = format!(
+            "{} [{}] {}",
+            t["id"].as_str().unwrap(),
+            t["priority"].as_str().unwrap(),
+            t["title"].as_str().unwrap()
+        );
+        assert!(text.contains(&line), "{line} not in {text}");
+    }
+    assert_eq!(text.lines().count(), 1 + ids.len(), "{text}");
+    // … and every detail is one argument away
+    let (p, text) = &answers[r#"plan_next {"detail":true,"explain_blocked":3}"#];
+    assert_eq!(p["tasks"][0]["version"], 1, "{p}");
+    assert_eq!(p["tasks"][0]["milestone"], "M1", "{p}");
+    assert_eq!(p["blocked"][0]["id"], "T2", "{p}");
+    assert_eq!(p["blocked"][0]["reasons"][0]["kind"], "dependency");
+    assert!(
+        text.contains("waiting: T2 [medium] Second: waits on T1 (pending)"),
+        "{text}"
+    );
+    assert!(text.contains("version 1"), "{text}");
+    let (p, text) = &answers[r#"plan_next {"claim":{"agent":"econ"}}"#];
+    assert_eq!(p["claimed"]["id"], "T1", "{p}");
+    assert!(text.starts_with("claimed T1 \"First\""), "{text}");
+    // status: lean by default, the operator's view with detail
+    let (s, text) = &answers["status {}"];
+    assert!(
+        s.get("sandbox").is_none() && s.get("recent_calls").is_none(),
+        "{s}"
+    );
+    assert!(
+        text.contains(&format!("roadmap: {} tasks", s["roadmap"]["tasks"])),
+        "{text}"
+    );
+    for t in s["next"].as_array().unwrap() {
+        assert!(text.contains(t["id"].as_str().unwrap()), "{text}");
+    }
+    let (s, text) = &answers[r#"status {"detail":true}"#];
+    for k in [
+        "sandbox",
+        "recent_calls",
+        "state_dir",
+        "uptime_s",
+        "dispatch",
+    ] {
+        assert!(s.get(k).is_some(), "status detail has {k}: {s}");
+    }
+    assert!(text.contains("\"sandbox\""), "{text}");
+    // fs_read: the header and the content itself, not escaped JSON
+    let (f, text) = &answers[r#"fs_read {"path":"src/lib.rs"}"#];
+    assert_eq!(
+        text,
+        &format!(
+            "src/lib.rs lines 1-3 of 3, 30 bytes, sha256 {}:\n{}",
+            f["sha256"].as_str().unwrap(),
+            f["content"].as_str().unwrap()
+        )
+    );
+    // every other tool's text block is its structured content as JSON
+    let (v, text) = &answers[r#"cmd_run {"cmd":"echo hi"}"#];
+    assert_eq!(&serde_json::from_str::<Value>(text).unwrap(), v);
+    // the full schemas, nesting and bounds included, are in tool_manifest
+    let (m, _) = &answers["tool_manifest {}"];
+    let pn = m["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "plan_next")
+        .unwrap();
+    assert!(pn["outputSchema"].to_string().len() > 1000, "{pn}");
+    assert_eq!(
+        pn["inputSchema"]["properties"]["limit"]["maximum"], 500,
+        "{pn}"
+    );
+    // and the registry still enforces the bounds the list leaves out
+    let e = c
+        .call_err("plan_next", json!({"limit": 501}))
+        .await
+        .unwrap();
+    assert_eq!(e["code"], "invalid_input", "{e}");
 }

@@ -556,7 +556,10 @@ async fn commands_are_held_to_memory_process_and_concurrency_limits() {
     )
     .unwrap();
     let c = std::sync::Arc::new(serve_env(&ws, &[]).await);
-    let st = c.call_ok("status", json!({})).await.unwrap();
+    let st = c
+        .call_ok("status", json!({ "detail": true }))
+        .await
+        .unwrap();
     let enforced = st["sandbox"]["limits"]["enforced_by"]
         .as_str()
         .unwrap()

@@ -260,7 +260,10 @@ async fn prometheus_endpoint_serves_counts_latency_in_flight_and_memory() {
         .await
         .unwrap();
     // status reports this server's last minutes (3 status + 1 error so far)
-    let st = c.call_ok("status", json!({})).await.unwrap();
+    let st = c
+        .call_ok("status", json!({ "detail": true }))
+        .await
+        .unwrap();
     assert_eq!(st["recent_calls"]["calls"], 4, "{}", st["recent_calls"]);
     assert_eq!(st["recent_calls"]["error_rate"], 0.25);
     let text = tokio::task::spawn_blocking(move || scrape(port))
