@@ -134,6 +134,11 @@ pub struct PlanGraph {
 }
 
 impl PlanGraph {
+    /// Every task, in roadmap order.
+    pub fn items(&self) -> &[PlanItem] {
+        &self.items
+    }
+
     /// Items must be in roadmap order.
     pub fn new(items: Vec<PlanItem>) -> PlanGraph {
         let index: HashMap<String, usize> = items

@@ -1361,47 +1361,32 @@ impl Store {
 
     pub fn status(&self, now: i64) -> Result<StoreStatus> {
         let conn = self.conn();
+        // counts and claims from the plan graph, cached per roadmap revision
+        // (`status` is the call every session starts with)
+        let graph = graph_at(&conn, &self.graph)?;
         let mut by_status = IndexMap::new();
-        let mut total = 0usize;
-        {
-            let mut q = conn
-                .prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status")
-                .map_err(db_err)?;
-            let rows = q
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(db_err)?;
-            let mut counts = HashMap::new();
-            for row in rows {
-                let (s, n) = row.map_err(db_err)?;
-                counts.insert(s, n as usize);
+        for s in Status::ALL {
+            by_status.insert(s.as_str().to_string(), 0usize);
+        }
+        let mut claims = Vec::new();
+        for t in graph.items() {
+            if let Some(n) = by_status.get_mut(t.status.as_str()) {
+                *n += 1;
             }
-            for s in Status::ALL {
-                let n = counts.get(s.as_str()).copied().unwrap_or(0);
-                total += n;
-                by_status.insert(s.as_str().to_string(), n);
+            if let Some(agent) = &t.claimed_by {
+                claims.push(Claim {
+                    task_id: t.id.clone(),
+                    agent: agent.clone(),
+                    lease_expires_at: t.lease_expires_ms.map(iso),
+                    expired: t.lease_expires_ms.is_some_and(|l| l <= now),
+                });
             }
         }
-        let mut q = conn
-            .prepare_cached("SELECT id, claimed_by, lease_expires_ms FROM tasks WHERE claimed_by IS NOT NULL ORDER BY ord")
-            .map_err(db_err)?;
-        let claims = q
-            .query_map([], |r| {
-                let lease: Option<i64> = r.get(2)?;
-                Ok(Claim {
-                    task_id: r.get(0)?,
-                    agent: r.get(1)?,
-                    lease_expires_at: lease.map(iso),
-                    expired: lease.is_some_and(|l| l <= now),
-                })
-            })
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err)?;
+        let total = graph.items().len();
         let done = by_status.get("done").copied().unwrap_or(0);
         let revision = conn
-            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT value FROM meta WHERE key = 'revision'")
+            .and_then(|mut q| q.query_row([], |r| r.get(0)))
             .map_err(db_err)?;
         Ok(StoreStatus {
             tasks: total,

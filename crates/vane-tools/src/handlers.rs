@@ -1111,7 +1111,9 @@ pub struct DispatchStatus {
     pub spent_24h_micros: i64,
 }
 
-fn dispatch_status(ctx: &ToolCtx, now: i64) -> R<DispatchStatus> {
+/// Dispatch at a glance; `None` when there is nothing to say and the caller
+/// did not ask for detail (then the ledger is not even read).
+fn dispatch_status(ctx: &ToolCtx, now: i64, detail: bool) -> R<Option<DispatchStatus>> {
     let recorded = ctx.store.provider_health()?;
     let providers = ctx
         .config
@@ -1126,6 +1128,9 @@ fn dispatch_status(ctx: &ToolCtx, now: i64) -> R<DispatchStatus> {
         })
         .collect();
     let mut budget_alerts = ctx.store.budget_alerts(now - 31 * 86_400_000)?;
+    if !detail && ctx.config.providers.is_empty() && budget_alerts.is_empty() {
+        return Ok(None);
+    }
     budget_alerts.sort_by_key(|a| std::cmp::Reverse(a.at_ms));
     let spent_24h_micros = ctx
         .store
@@ -1137,11 +1142,11 @@ fn dispatch_status(ctx: &ToolCtx, now: i64) -> R<DispatchStatus> {
         .iter()
         .map(|r| r.cost_micros)
         .sum();
-    Ok(DispatchStatus {
+    Ok(Some(DispatchStatus {
         providers,
         budget_alerts,
         spent_24h_micros,
-    })
+    }))
 }
 
 pub fn status_sync(ctx: &ToolCtx, detail: bool) -> R<StatusOut> {
@@ -1166,8 +1171,7 @@ pub fn status_sync(ctx: &ToolCtx, detail: bool) -> R<StatusOut> {
             r
         })
         .collect();
-    let dispatch = dispatch_status(ctx, now)?;
-    let dispatch_news = !dispatch.providers.is_empty() || !dispatch.budget_alerts.is_empty();
+    let dispatch = dispatch_status(ctx, now, detail)?;
     let sb = ctx.sandbox();
     Ok(StatusOut {
         workspace: ctx.ws.root.display().to_string(),
@@ -1179,7 +1183,14 @@ pub fn status_sync(ctx: &ToolCtx, detail: bool) -> R<StatusOut> {
             .into_iter()
             .map(|e| NextTask::of(e, detail, false))
             .collect(),
-        last_checkpoint: ctx.store.latest_checkpoint()?,
+        // the checkpoint's id, time and reason; its body (tasks, git,
+        // context) with `detail` or from vane://checkpoint/latest
+        last_checkpoint: ctx.store.latest_checkpoint()?.map(|mut c| {
+            if !detail {
+                c.data = json!({});
+            }
+            c
+        }),
         failing_critics,
         critics_configured: ctx.config.critics.keys().cloned().collect(),
         state_dir: detail.then(|| ctx.paths.state_dir.display().to_string()),
@@ -1199,7 +1210,7 @@ pub fn status_sync(ctx: &ToolCtx, detail: bool) -> R<StatusOut> {
         }),
         uptime_s: detail.then(|| ctx.started.elapsed().as_secs()),
         recent_calls: detail.then(|| ctx.telemetry.metrics.recent()),
-        dispatch: (detail || dispatch_news).then_some(dispatch),
+        dispatch,
     })
 }
 
@@ -1283,7 +1294,7 @@ pub fn status_text(v: &Value) -> String {
         let names: Vec<&str> = c.iter().filter_map(Value::as_str).collect();
         let _ = writeln!(o, "critics: {}", names.join(", "));
     }
-    let rest: Map<String, Value> = [
+    let mut rest: Map<String, Value> = [
         "state_dir",
         "sandbox",
         "uptime_s",
@@ -1293,6 +1304,14 @@ pub fn status_text(v: &Value) -> String {
     .iter()
     .filter_map(|k| v.get(*k).map(|x| (k.to_string(), x.clone())))
     .collect();
+    // with detail, the checkpoint's whole body too
+    let brief = ["id", "created_at", "reason"];
+    if let Some(cp) = v.get("last_checkpoint").filter(|c| {
+        c.as_object()
+            .is_some_and(|m| m.keys().any(|k| !brief.contains(&k.as_str())))
+    }) {
+        rest.insert("last_checkpoint".into(), cp.clone());
+    }
     if !rest.is_empty() {
         let _ = writeln!(o, "{}", Value::Object(rest));
     }

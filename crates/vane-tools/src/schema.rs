@@ -121,8 +121,9 @@ fn dropped(purpose: Purpose, key: &str) -> bool {
 /// it accepts beyond dropping constraints (outputs only): annotation and
 /// generator keywords are removed, `$defs` used once are inlined, and the
 /// descriptions of `$defs` (a type's doc comment, written for Rust readers)
-/// go. The result is what `tools/list` publishes and what the registry
-/// validates with: one schema, never a published one and a checked one.
+/// go. The result is the full schema the registry checks against and
+/// `tool_manifest` publishes; `tools/list` publishes [`for_models`] and
+/// [`shallow`] views of it.
 pub fn compact(schema: &mut Map<String, Value>, purpose: Purpose) {
     // descriptions of whole types are Rust doc comments: not for models
     if let Some(Value::Object(defs)) = schema.get_mut("$defs") {
@@ -138,11 +139,6 @@ pub fn compact(schema: &mut Map<String, Value>, purpose: Purpose) {
 
 fn strip(schema: &mut Map<String, Value>, purpose: Purpose) {
     schema.retain(|k, _| !dropped(purpose, k));
-    consts_as_enum(schema);
-    nullable_in_type(schema);
-    if schema.get("additionalProperties") == Some(&json!({})) {
-        schema.remove("additionalProperties"); // the default: accepts anything
-    }
     for (key, v) in schema.iter_mut() {
         let k = key.as_str();
         if ONE.contains(&k) {
@@ -166,6 +162,12 @@ fn strip(schema: &mut Map<String, Value>, purpose: Purpose) {
                 }
             }
         }
+    }
+    // after the subschemas, so that a branch already folded can fold here
+    consts_as_enum(schema);
+    nullable_in_type(schema);
+    if schema.get("additionalProperties") == Some(&json!({})) {
+        schema.remove("additionalProperties"); // the default: accepts anything
     }
 }
 
@@ -330,7 +332,13 @@ fn drop_required(schema: &mut Map<String, Value>) {
 
 fn cut(schema: &mut Map<String, Value>, depth: usize) {
     if depth == 0 {
-        // the type alone (with its nullability); `{}` when it has none
+        // the type alone (with its nullability); for branches, the union of
+        // their types; `{}` when a branch has none
+        if !schema.contains_key("type") {
+            if let Some(t) = branch_types(schema) {
+                schema.insert("type".into(), t);
+            }
+        }
         schema.retain(|k, _| k == "type");
         return;
     }
@@ -372,6 +380,33 @@ fn cut(schema: &mut Map<String, Value>, depth: usize) {
             }
         }
     }
+}
+
+/// The union of the types of `anyOf`/`oneOf` branches, when each has one.
+fn branch_types(schema: &Map<String, Value>) -> Option<Value> {
+    let branches = schema
+        .get("anyOf")
+        .or_else(|| schema.get("oneOf"))?
+        .as_array()?;
+    let mut all: Vec<Value> = Vec::new();
+    for b in branches {
+        match b.get("type")? {
+            Value::String(t) => all.push(json!(t)),
+            Value::Array(ts) => all.extend(ts.iter().cloned()),
+            _ => return None,
+        }
+    }
+    let mut uniq: Vec<Value> = Vec::new();
+    for t in all {
+        if !uniq.contains(&t) {
+            uniq.push(t);
+        }
+    }
+    Some(if uniq.len() == 1 {
+        uniq.remove(0)
+    } else {
+        Value::Array(uniq)
+    })
 }
 
 /// Inlines every non-recursive definition wherever it is referenced.
@@ -586,5 +621,103 @@ mod tests {
         assert!(v.is_valid(&json!({"any": [1, {"a": null}], "open": {"k": 1}})));
         assert!(!v.is_valid(&json!({"none": 1})));
         assert!(!v.is_valid(&json!({"unknown": 1})));
+    }
+
+    /// The published output view accepts everything the full schema
+    /// accepts; the model's input view leaves out bounds and the optional
+    /// `null`, never meaning.
+    #[test]
+    fn published_views_keep_meaning_and_drop_only_costs() {
+        let mut full = json!({
+            "title": "Out",
+            "type": "object",
+            "$defs": {
+                "Status": {"description": "rust docs", "type": "string", "enum": ["a", "b"]},
+                "Entry": {"type": "object", "properties": {
+                    "id": {"type": "string", "minLength": 1, "format": "id"},
+                    "status": {"$ref": "#/$defs/Status"},
+                    "n": {"type": "integer", "format": "uint", "minimum": 0, "maximum": 9}
+                }, "required": ["id", "status"]}
+            },
+            "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/$defs/Entry"}},
+                "first": {"anyOf": [{"$ref": "#/$defs/Entry"}, {"type": "null"}]},
+                "mode": {"anyOf": [{"oneOf": [
+                    {"type": "string", "const": "x", "description": "the x way"},
+                    {"type": "string", "const": "y"}
+                ]}, {"type": "null"}]},
+                "state": {"$ref": "#/$defs/Status"},
+                "count": {"type": ["integer", "null"], "minimum": 1, "maximum": 5}
+            },
+            "required": ["items"],
+            "additionalProperties": false
+        });
+        let m = full.as_object_mut().unwrap();
+        compact(m, Purpose::Input);
+        let input = Value::Object(m.clone());
+        // no generator noise, the single-use Status is still shared (used
+        // twice), `mode` is one enum with its notes, bounds kept
+        assert!(input.get("title").is_none(), "{input}");
+        assert!(input["$defs"]["Status"].get("description").is_none());
+        assert_eq!(input["properties"]["mode"]["enum"], json!(["x", "y", null]));
+        assert_eq!(input["properties"]["mode"]["description"], "x: the x way");
+        assert_eq!(input["properties"]["count"]["maximum"], 5);
+        let models = Value::Object(for_models(input.as_object().unwrap()));
+        assert_eq!(models["properties"]["count"], json!({"type": "integer"}));
+        assert_eq!(models["properties"]["mode"]["enum"], json!(["x", "y"]));
+        let out = Value::Object(shallow(input.as_object().unwrap(), 1));
+        assert_eq!(
+            out,
+            json!({
+                "type": "object",
+                "properties": {
+                    "items": {"type": "array"},
+                    "first": {"type": ["object", "null"]},
+                    "mode": {"type": ["string", "null"]},
+                    "state": {"type": "string"},
+                    "count": {"type": ["integer", "null"]}
+                },
+                "additionalProperties": false
+            })
+        );
+        // every value the full schema accepts, the published views accept
+        let accepted = [
+            json!({"items": []}),
+            json!({"items": [{"id": "a", "status": "b", "n": 3}], "first": null, "mode": "y", "state": "a", "count": 2}),
+            json!({"items": [], "first": {"id": "z", "status": "a"}, "mode": null, "count": null}),
+        ];
+        let refused = [
+            json!({"items": [{"id": "", "status": "a"}]}),
+            json!({"items": [], "count": 6}),
+            json!({"items": [], "state": "c"}),
+        ];
+        let full_v = jsonschema::validator_for(&input).unwrap();
+        let out_v = jsonschema::validator_for(&out).unwrap();
+        let models_v = jsonschema::validator_for(&models).unwrap();
+        for a in &accepted {
+            assert!(full_v.is_valid(a), "{a}");
+            assert!(out_v.is_valid(a), "{out} refused {a}");
+        }
+        // a model is not told about the optional `null` (the registry
+        // still takes it): what it may write without null, the registry takes
+        assert!(models_v.is_valid(
+            &accepted[1]
+                .as_object()
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.retain(|_, v| !v.is_null());
+                    Value::Object(m)
+                })
+                .unwrap()
+        ));
+        assert!(!models_v.is_valid(&json!({"items": [], "first": null})));
+        for r in &refused {
+            assert!(!full_v.is_valid(r), "the full schema keeps its bounds: {r}");
+        }
+        // the model's view leaves out bounds, not meaning
+        let mv = jsonschema::validator_for(&models).unwrap();
+        assert!(mv.is_valid(&json!({"items": [], "count": 6})));
+        assert!(!mv.is_valid(&json!({"items": [], "state": "c"})));
+        assert!(!mv.is_valid(&json!({"items": [], "unknown": 1})));
     }
 }

@@ -1340,6 +1340,18 @@ async fn lean_answers_validate_and_agree_with_their_text() {
         pn["inputSchema"]["properties"]["limit"]["maximum"], 500,
         "{pn}"
     );
+    // status names the last checkpoint; its body is one argument away
+    let s = c.call_ok("status", json!({})).await.unwrap();
+    let mut keys: Vec<&str> = s["last_checkpoint"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["created_at", "id", "reason"], "{s}");
+    let s = c.call_ok("status", json!({"detail": true})).await.unwrap();
+    assert!(s["last_checkpoint"]["active_tasks"].is_array(), "{s}");
     // and the registry still enforces the bounds the list leaves out
     let e = c
         .call_err("plan_next", json!({"limit": 501}))

@@ -160,7 +160,11 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     git(&ws, &["commit", "-qam", "next version"]);
     git(&ws, &["checkout", "-q", &base]);
 
-    // the workspace: vane's own repository, served by this test's build
+    // the workspace: vane's own repository, served by this test's build.
+    // Pings get 3 s (not 1 s): the build gates saturate both cores for
+    // minutes under a continuous load, and a worker whose pong is late
+    // there is slow, not dead — CI once saw the active worker replaced by
+    // its circuit during a refused upgrade, which this test is not about.
     let target = PathBuf::from(TARGET);
     std::fs::create_dir_all(&target).unwrap();
     let target = target.canonicalize().unwrap();
@@ -168,7 +172,7 @@ async fn vane_upgrades_itself_from_source_expand_then_contract() {
     std::fs::write(
         ws.join("vane.toml"),
         format!(
-            "[runtime]\nping_interval_ms = 100\nstandby_ttl_s = 3\n\n[runtime.rollback]\nmin_calls = 10\nerror_window_s = 30\n\n\
+            "[runtime]\nping_interval_ms = 100\nping_timeout_ms = 3000\nstandby_ttl_s = 3\n\n[runtime.rollback]\nmin_calls = 10\nerror_window_s = 30\n\n\
              [upgrade]\nbuild_command = \"CARGO_TARGET_DIR='{t}' cargo build --offline -p vane --bin vane\"\n\
              test_command = \"CARGO_TARGET_DIR='{t}' cargo test --offline -p vane-store --lib\"\n\
              binary = \"{t}/debug/vane\"\ngate_timeout_s = 2400\n\n[critics.ok]\ncommand = \"true\"\n"
