@@ -311,6 +311,28 @@ fn ajv() -> Result<std::path::PathBuf, String> {
 /// ajv, against the published output schema and the full one.
 fn clients(ws: &Path, tools: &[Value], answers: &std::collections::BTreeMap<&str, Value>) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/clients");
+    // every answer with its published and full output schema, for both
+    // validators
+    let full: Vec<Value> = answers["tool_manifest"]["tools"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let input: Vec<Value> = answers
+        .keys()
+        .filter(|name| **name != "tool_manifest")
+        .map(|name| {
+            let published = tools.iter().find(|t| t["name"] == *name).unwrap();
+            let f = full.iter().find(|t| t["name"] == *name).unwrap();
+            json!({
+                "name": name,
+                "published": published["outputSchema"],
+                "full": f["outputSchema"],
+                "answer": answers[name],
+            })
+        })
+        .collect();
+    let file = ws.join("answers.json");
+    std::fs::write(&file, serde_json::to_vec(&input).unwrap()).unwrap();
     println!();
     match python() {
         Err(e) => println!("Python SDK: skipped ({e})"),
@@ -320,6 +342,7 @@ fn clients(ws: &Path, tools: &[Value], answers: &std::collections::BTreeMap<&str
                 .arg(BIN)
                 .arg(ws)
                 .arg("1000")
+                .arg(&file)
                 .stderr(Stdio::null())
                 .output()
                 .unwrap();
@@ -357,6 +380,15 @@ fn clients(ws: &Path, tools: &[Value], answers: &std::collections::BTreeMap<&str
                             num("validate_full_us"),
                         );
                     }
+                    println!("the SDK's check (jsonschema, compiled once) of each answer, µs:");
+                    for (name, t) in v["validate"].as_object().into_iter().flatten() {
+                        let num = |k: &str| t[k].as_f64().map_or("—".into(), |x| x.to_string());
+                        println!(
+                            "  {name:<16} published {:>6}   full {:>6}",
+                            num("published_us"),
+                            num("full_us")
+                        );
+                    }
                 }
             }
         }
@@ -372,26 +404,6 @@ fn clients(ws: &Path, tools: &[Value], answers: &std::collections::BTreeMap<&str
     match ajv() {
         Err(e) => println!("ajv: skipped ({e})"),
         Ok(modules) => {
-            let full: Vec<Value> = answers["tool_manifest"]["tools"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let input: Vec<Value> = answers
-                .keys()
-                .filter(|name| **name != "tool_manifest")
-                .map(|name| {
-                    let published = tools.iter().find(|t| t["name"] == *name).unwrap();
-                    let f = full.iter().find(|t| t["name"] == *name).unwrap();
-                    json!({
-                        "name": name,
-                        "published": published["outputSchema"],
-                        "full": f["outputSchema"],
-                        "answer": answers[name],
-                    })
-                })
-                .collect();
-            let file = ws.join("ajv-input.json");
-            std::fs::write(&file, serde_json::to_vec(&input).unwrap()).unwrap();
             let out = Command::new("node")
                 .arg(here.join("ajv.mjs"))
                 .arg(&file)

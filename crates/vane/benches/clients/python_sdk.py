@@ -2,11 +2,13 @@
 structured answer against the tool's output schema from tools/list).
 
 Run by `cargo bench -p vane --bench economy` (which prepares the venv);
-alone: python_sdk.py VANE_BIN WORKSPACE [N]. Prints one JSON object:
-per call, the p50/p95 round trip in ms through ClientSession (ping, status,
-plan_next limit 5, fs_read), and the SDK's own validation of each answer
-in microseconds, against the published schema and against the full one
-(tool_manifest) for comparison.
+alone: python_sdk.py VANE_BIN WORKSPACE [N [ANSWERS.json]]. Prints one JSON
+object: per call, the p50/p95 round trip in ms through ClientSession (ping,
+status, plan_next limit 5, fs_read), and the SDK's own validation of each
+answer in microseconds, against the published schema and against the full
+one (tool_manifest) for comparison; with ANSWERS ([{name, published, full,
+answer}], what the benchmark collected from every tool), the same
+validation for each of them.
 """
 
 import asyncio
@@ -47,7 +49,7 @@ def validation_us(schema, instance, n=2000):
     return (time.perf_counter() - t) / n * 1e6
 
 
-async def main(vane, ws, n):
+async def main(vane, ws, n, answers_file=None):
     params = StdioServerParameters(command=vane, args=["serve", "--workspace", ws])
     out = {"sdk": "mcp " + version("mcp"), "n": n, "calls": {}}
     async with stdio_client(params, errlog=sys.stderr) as (read, write):
@@ -84,9 +86,20 @@ async def main(vane, ws, n):
                         validation_us(full[name]["outputSchema"], sc), 1
                     )
                 out["calls"][name] = entry
+    if answers_file:
+        with open(answers_file) as f:
+            answers = json.load(f)
+        out["validate"] = {
+            a["name"]: {
+                "published_us": round(validation_us(a["published"], a["answer"]), 1),
+                "full_us": round(validation_us(a["full"], a["answer"]), 1),
+            }
+            for a in answers
+        }
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 500
-    asyncio.run(main(sys.argv[1], sys.argv[2], n))
+    answers_file = sys.argv[4] if len(sys.argv) > 4 else None
+    asyncio.run(main(sys.argv[1], sys.argv[2], n, answers_file))
