@@ -348,7 +348,7 @@ pub struct ContextWriteIn {
     #[schemars(length(min = 1, max = 80))]
     pub section: String,
     pub content: String,
-    /// add to the section instead of replacing it
+    /// add instead of replacing
     pub append: Option<bool>,
 }
 
@@ -380,10 +380,18 @@ async fn context_write(ctx: Arc<ToolCtx>, i: ContextWriteIn) -> R<ContextWriteOu
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextSnapshotIn {
-    /// why the checkpoint is taken (e.g. "end of session")
+    /// e.g. "end of session"
     #[schemars(length(min = 1, max = 2000))]
     pub reason: String,
+    /// the whole checkpoint in the answer
+    pub detail: Option<bool>,
 }
+
+/// What a `context_snapshot` answer keeps of the checkpoint by default: its
+/// id, time and reason, the git state, the open task count, failing critics
+/// and the context sections — the lists of tasks and claims are in the
+/// checkpoint itself (`detail`, `status {detail}`, vane://checkpoint/latest).
+const SNAPSHOT_BRIEF: &[&str] = &["git", "open_tasks", "failing_critics", "context_sections"];
 
 async fn git(ctx: &ToolCtx, args: &[&str]) -> Option<String> {
     let out = crate::git::read(&ctx.ws.root, Some(&ctx.sandbox()), args)
@@ -454,7 +462,13 @@ async fn context_snapshot(ctx: Arc<ToolCtx>, i: ContextSnapshotIn) -> R<Checkpoi
         "context_sections": sections,
     });
     let reason = i.reason;
-    blocking(move || ctx.store.write_checkpoint(&reason, data)).await
+    let mut cp = blocking(move || ctx.store.write_checkpoint(&reason, data)).await?;
+    if !i.detail.unwrap_or(false) {
+        if let Value::Object(m) = &mut cp.data {
+            m.retain(|k, _| SNAPSHOT_BRIEF.contains(&k.as_str()));
+        }
+    }
+    Ok(cp)
 }
 
 // ---------- fs ----------
@@ -688,7 +702,7 @@ pub struct FsWriteIn {
     pub path: String,
     pub content: String,
     pub mode: Option<WriteMode>,
-    /// write only if the current file has this sha256 (from fs_read)
+    /// only if the file still has this sha256 (from fs_read)
     #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
     pub expected_sha256: Option<String>,
 }
@@ -844,6 +858,42 @@ pub struct CmdRunOut {
     pub output: exec::CmdOutput,
 }
 
+/// The text block of a `cmd_run` answer: one line of facts, then stdout
+/// and stderr as they are (not escaped inside JSON).
+pub fn cmd_run_text(v: &Value) -> String {
+    let end = if v["timed_out"] == true {
+        "timed out".to_string()
+    } else if let Some(c) = v["exit_code"].as_i64() {
+        format!("exit {c}")
+    } else if let Some(sig) = v["signal"].as_i64() {
+        format!("killed by signal {sig}")
+    } else {
+        "no exit code".to_string()
+    };
+    let cut = if v["truncated"] == true {
+        format!(
+            ", output cut (stdout {} bytes, stderr {} bytes in all)",
+            v["stdout_bytes"], v["stderr_bytes"]
+        )
+    } else {
+        String::new()
+    };
+    let mut o = format!(
+        "$ {}\n{end} in {} ms (cwd {}, sandbox {}){cut}",
+        str_of(&v["cmd"]),
+        v["duration_ms"],
+        str_of(&v["cwd"]),
+        str_of(&v["sandbox"])
+    );
+    for k in ["stdout", "stderr"] {
+        let t = str_of(&v[k]);
+        if !t.is_empty() {
+            o.push_str(&format!("\n--- {k}\n{}", t.trim_end_matches('\n')));
+        }
+    }
+    o
+}
+
 const ENV_DENY: &[&str] = &[
     "LD_PRELOAD",
     "LD_LIBRARY_PATH",
@@ -944,9 +994,9 @@ async fn cmd_run(ctx: Arc<ToolCtx>, i: CmdRunIn) -> R<CmdRunOut> {
 pub struct CriticsRunIn {
     /// critic names from vane.toml
     pub critics: Option<Vec<String>>,
-    /// run the critics whose path globs match these paths
+    /// critics whose globs match these paths
     pub paths: Option<Vec<String>>,
-    /// run every configured critic
+    /// every critic
     pub all: Option<bool>,
 }
 
@@ -1468,7 +1518,7 @@ pub fn registry() -> Registry {
             Hints { destructive: true, ..WRITE }, fs_write),
         tool("cmd_run", "Run a command", "Run a shell command in the workspace: policy-checked, sandboxed, killed on timeout. Returns exit code, stdout and stderr (capped), duration.",
             "Checked against the deny policy (nested sh -c / eval / substitutions included), sandboxed with bubblewrap when available, in its own process group; output keeps head and tail (`truncated`). Errors: command_denied (details.rule), timeout (details: output tails), path_outside_workspace (cwd), sandbox_unavailable. A non-zero exit code is a result, not an error.",
-            Hints { destructive: true, open_world: true, ..WRITE }, cmd_run).dry_run_aware(),
+            Hints { destructive: true, open_world: true, ..WRITE }, cmd_run).dry_run_aware().text(cmd_run_text),
         tool("critics_run", "Run critics", "Run vane.toml's critics (by name, for paths, all; default: those matching changed files). A failure opens task CRITIC-<name>.",
             "Records pass/fail/error/timeout with the output tail; a failing critic opens or updates the remediation task CRITIC-<name>. Errors: critic_not_found (details.configured). Results exported to .vane/critics/<name>.json.",
             Hints { open_world: true, ..WRITE }, critics_run).dry_run_aware(),

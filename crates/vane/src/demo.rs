@@ -221,7 +221,7 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
     let cp = c
         .call_ok(
             "context_snapshot",
-            json!({ "reason": "end of demo session" }),
+            json!({ "reason": "end of demo session", "detail": true }),
         )
         .await?;
     show(

@@ -1324,9 +1324,46 @@ async fn lean_answers_validate_and_agree_with_their_text() {
             f["content"].as_str().unwrap()
         )
     );
-    // every other tool's text block is its structured content as JSON
+    // cmd_run: one line of facts, then the output as it is
     let (v, text) = &answers[r#"cmd_run {"cmd":"echo hi"}"#];
+    assert_eq!(
+        text,
+        &format!(
+            "$ echo hi\nexit 0 in {} ms (cwd {}, sandbox {})\n--- stdout\nhi",
+            v["duration_ms"],
+            v["cwd"].as_str().unwrap(),
+            v["sandbox"].as_str().unwrap()
+        )
+    );
+    // every other tool's text block is its structured content as JSON
+    let (v, text) = answers
+        .iter()
+        .find(|(k, _)| k.starts_with("decision_record"))
+        .map(|(_, a)| a)
+        .unwrap();
     assert_eq!(&serde_json::from_str::<Value>(text).unwrap(), v);
+    // context_snapshot confirms the checkpoint; its lists on request
+    let (cp, _) = &answers[r#"context_snapshot {"reason":"econ"}"#];
+    assert_eq!(cp["reason"], "econ");
+    assert!(
+        cp.get("next_ready").is_none() && cp.get("active_tasks").is_none(),
+        "{cp}"
+    );
+    assert!(
+        cp["open_tasks"].is_number() && cp.get("git").is_some(),
+        "{cp}"
+    );
+    let cp = c
+        .call_ok(
+            "context_snapshot",
+            json!({"reason": "econ 2", "detail": true}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        cp["next_ready"].is_array() && cp["active_tasks"].is_array(),
+        "{cp}"
+    );
     // the full schemas, nesting and bounds included, are in tool_manifest
     let (m, _) = &answers["tool_manifest {}"];
     let pn = m["tools"]
