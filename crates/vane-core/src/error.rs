@@ -2,11 +2,11 @@
 //! `code`; clients branch on the code, people read the message, and `details`
 //! carries the machine-readable specifics (allowed states, conflicting version…).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Stable error codes. The string form (snake_case) is part of the public API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidInput,
@@ -42,6 +42,8 @@ pub enum ErrorCode {
     NoProvider,
     /// the tool exists but `[tools]` in vane.toml does not offer it
     ToolDisabled,
+    /// the client cancelled the request (no answer is due to it)
+    Cancelled,
     Internal,
 }
 
@@ -80,6 +82,7 @@ impl ErrorCode {
             ErrorCode::BudgetExceeded => "budget_exceeded",
             ErrorCode::NoProvider => "no_provider",
             ErrorCode::ToolDisabled => "tool_disabled",
+            ErrorCode::Cancelled => "cancelled",
             ErrorCode::Internal => "internal",
         }
     }
@@ -131,6 +134,52 @@ impl VaneError {
     pub fn to_json(&self) -> Value {
         json!({ "error": { "code": self.code.as_str(), "message": self.message, "details": self.details } })
     }
+
+    /// Reads the inner object of the wire form (`{"code", "message",
+    /// "details"}`), as another vane process wrote it. A code this build does
+    /// not know (a newer process's) reads as `internal`, its text kept in
+    /// the message, so nothing is lost.
+    pub fn from_wire(e: &Value) -> VaneError {
+        let text = e["code"].as_str().unwrap_or("internal");
+        let message = e["message"].as_str().unwrap_or("failed").to_string();
+        let details = e.get("details").cloned().unwrap_or_else(|| json!({}));
+        match serde_json::from_value::<ErrorCode>(Value::String(text.to_string())) {
+            Ok(code) => VaneError::new(code, message).with_details(details),
+            Err(_) => VaneError::internal(format!("{text}: {message}")).with_details(details),
+        }
+    }
 }
 
 pub type Result<T, E = VaneError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The serde form and `as_str` are one spelling, and every error another
+    /// process writes reads back as the same error.
+    #[test]
+    fn error_codes_round_trip_between_processes() {
+        let codes = [
+            ErrorCode::InvalidInput,
+            ErrorCode::IdempotencyKeyInProgress,
+            ErrorCode::Unauthorized,
+            ErrorCode::ToolDisabled,
+            ErrorCode::Cancelled,
+            ErrorCode::Internal,
+            ErrorCode::StoreError,
+        ];
+        for c in codes {
+            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
+            let e = VaneError::new(c, "m").with_details(json!({"k": 1}));
+            assert_eq!(VaneError::from_wire(&e.to_json()["error"]), e);
+        }
+        let newer = VaneError::from_wire(&json!({"code": "from_the_future", "message": "x"}));
+        assert_eq!(newer.code, ErrorCode::Internal);
+        assert!(
+            newer.message.contains("from_the_future"),
+            "{}",
+            newer.message
+        );
+    }
+}

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod contract;
 pub mod dispatch;
 pub mod error;
 pub mod flags;

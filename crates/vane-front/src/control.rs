@@ -1,10 +1,9 @@
 //! The control socket: `STATE_DIR/run/front-PID.sock` (directory 0700,
-//! socket 0600). One JSON request per line, one JSON answer per line:
-//! `{"op": "workers"}`, `{"op": "promote"}`, `{"op": "rollback"}`,
-//! `{"op": "canary_start", "binary": PATH}`, `{"op": "canary_stop"}`,
-//! `{"op": "probe", "tool": NAME, "arguments": {…}}` (a read-only call on the
-//! active worker and the canary, compared).
-//! Answers are `{"ok": true, "result": …}` or `{"ok": false, "error": {code, message}}`.
+//! socket 0600). One JSON request per line, one JSON answer per line; the
+//! requests and answers are the types of `vane_core::contract::control`
+//! (`{"op": "workers"}`, `{"op": "promote"}`, `{"op": "canary_start",
+//! "binary": PATH}`, `{"op": "probe", "tool": NAME, "arguments": {…}}`, …;
+//! `{"ok": true, "result": …}` or `{"ok": false, "error": {code, message}}`).
 //!
 //! Every request carries `"token"`: the contents of `front-PID.token` beside
 //! the socket (0600, 32 random bytes, written before the socket is bound).
@@ -20,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use vane_core::contract::control::{ControlAnswer, ControlEnvelope, ControlRequest};
+use vane_core::contract::health::HealthView;
 use vane_core::{ErrorCode, VaneError};
 
 use crate::front::Front;
@@ -58,13 +59,12 @@ pub fn serve(front: Arc<Front>, state_dir: &Path) -> Result<PathBuf, VaneError> 
                 while let Ok(Some(line)) = lines.next_line().await {
                     let answer = match authorised(&line, &token) {
                         Err(e) => Err(e),
-                        Ok(()) => handle(&f, &line).await,
+                        Ok(req) => handle(&f, req).await,
                     };
-                    let answer = match answer {
-                        Ok(v) => json!({ "ok": true, "result": v }),
-                        Err(e) => json!({ "ok": false, "error": e.to_json()["error"].clone() }),
-                    };
-                    let mut out = answer.to_string();
+                    let answer = ControlAnswer::from(answer);
+                    let mut out = serde_json::to_string(&answer).unwrap_or_else(|e| {
+                        format!(r#"{{"ok":false,"error":{{"code":"internal","message":"{e}"}}}}"#)
+                    });
                     out.push('\n');
                     if w.write_all(out.as_bytes()).await.is_err() {
                         break;
@@ -100,63 +100,45 @@ fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
     f.write_all(token.as_bytes())
 }
 
-/// Checks a request's `token` against the front's, in constant time.
-fn authorised(line: &str, token: &str) -> Result<(), VaneError> {
+/// Checks a request's `token` against the front's, in constant time, then
+/// reads the request.
+fn authorised(line: &str, token: &str) -> Result<ControlRequest, VaneError> {
     let given = serde_json::from_str::<Value>(line)
         .ok()
         .and_then(|v| v["token"].as_str().map(str::to_string))
         .unwrap_or_default();
     let (a, b) = (given.as_bytes(), token.as_bytes());
     let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(VaneError::new(
+    if !same {
+        return Err(VaneError::new(
             ErrorCode::Unauthorized,
             "control requests need the front's token (front-PID.token beside the socket, readable by its owner only)",
-        ))
+        ));
     }
+    serde_json::from_str::<ControlEnvelope>(line)
+        .map(|e| e.request)
+        .map_err(|e| {
+            VaneError::invalid_input(format!(
+                "not a control request ({e}); ops: {}",
+                ControlRequest::OPS.join(", ")
+            ))
+        })
 }
 
-async fn handle(front: &Arc<Front>, line: &str) -> Result<Value, VaneError> {
-    let req: Value = serde_json::from_str(line)
-        .map_err(|e| VaneError::invalid_input(format!("control request is not JSON: {e}")))?;
+async fn handle(front: &Arc<Front>, req: ControlRequest) -> Result<Value, VaneError> {
     let actor = "control-socket";
-    match req["op"].as_str() {
-        Some("workers") => Ok(front.health()),
-        Some("promote") => front.promote(actor).await,
-        Some("rollback") => front.rollback(None, actor).await,
-        Some("canary_start") => {
-            let bin = req["binary"]
-                .as_str()
-                .ok_or_else(|| VaneError::invalid_input("canary_start needs `binary`"))?;
-            front.canary_start(Path::new(bin)).await
-        }
-        Some("canary_stop") => front.canary_stop().await,
-        Some("call") => {
-            let tool = req["tool"]
-                .as_str()
-                .ok_or_else(|| VaneError::invalid_input("call needs `tool`"))?;
-            let args = req.get("arguments").cloned().unwrap_or_else(|| json!({}));
-            front.call_active(tool, args).await
-        }
-        Some("canary_call") => {
-            let tool = req["tool"]
-                .as_str()
-                .ok_or_else(|| VaneError::invalid_input("canary_call needs `tool`"))?;
-            let args = req.get("arguments").cloned().unwrap_or_else(|| json!({}));
-            front.call_canary(tool, args).await
-        }
-        Some("probe") => {
-            let tool = req["tool"]
-                .as_str()
-                .ok_or_else(|| VaneError::invalid_input("probe needs `tool`"))?;
-            let args = req.get("arguments").cloned().unwrap_or_else(|| json!({}));
-            front.probe(tool, args).await
-        }
-        other => Err(VaneError::invalid_input(format!(
-            "unknown control op {other:?}; allowed: workers, promote, rollback, canary_start, canary_stop, probe, call, canary_call"
-        ))),
+    let value = |v| {
+        serde_json::to_value(v).map_err(|e| VaneError::internal(format!("control answer: {e}")))
+    };
+    match req {
+        ControlRequest::Workers => value(front.health()),
+        ControlRequest::Promote => front.promote(actor).await,
+        ControlRequest::Rollback => front.rollback(None, actor).await,
+        ControlRequest::CanaryStart { binary } => front.canary_start(Path::new(&binary)).await,
+        ControlRequest::CanaryStop => front.canary_stop().await,
+        ControlRequest::Call { tool, arguments } => front.call_active(&tool, arguments).await,
+        ControlRequest::CanaryCall { tool, arguments } => front.call_canary(&tool, arguments).await,
+        ControlRequest::Probe { tool, arguments } => front.probe(&tool, arguments).await,
     }
 }
 
@@ -189,7 +171,11 @@ pub async fn fronts(state_dir: &Path) -> Vec<(u32, PathBuf)> {
 }
 
 /// Sends one request to a front and returns its result.
-pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Value, VaneError> {
+pub async fn request(
+    socket: &Path,
+    req: &ControlRequest,
+    timeout: Duration,
+) -> Result<Value, VaneError> {
     let io = |e: std::io::Error| {
         VaneError::new(
             ErrorCode::IoError,
@@ -197,36 +183,24 @@ pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Va
         )
     };
     let token = std::fs::read_to_string(token_path(socket)).map_err(io)?;
-    let mut req = req.clone();
-    req["token"] = json!(token.trim());
+    let envelope = ControlEnvelope {
+        request: req.clone(),
+        token: token.trim().to_string(),
+    };
     let go = async {
         let stream = UnixStream::connect(socket).await.map_err(io)?;
         let (r, mut w) = stream.into_split();
-        let mut line = req.to_string();
+        let mut line = serde_json::to_string(&envelope)
+            .map_err(|e| VaneError::internal(format!("control request: {e}")))?;
         line.push('\n');
         w.write_all(line.as_bytes()).await.map_err(io)?;
         let mut lines = BufReader::new(r).lines();
         let answer = lines.next_line().await.map_err(io)?.ok_or_else(|| {
             VaneError::new(ErrorCode::IoError, "the front closed the control socket")
         })?;
-        let v: Value = serde_json::from_str(&answer)
-            .map_err(|e| VaneError::internal(format!("bad control answer: {e}")))?;
-        if v["ok"] == json!(true) {
-            Ok(v["result"].clone())
-        } else {
-            let code = v["error"]["code"].as_str().unwrap_or("internal");
-            let msg = v["error"]["message"]
-                .as_str()
-                .unwrap_or("failed")
-                .to_string();
-            let code = match code {
-                "invalid_input" => ErrorCode::InvalidInput,
-                "io_error" => ErrorCode::IoError,
-                "unauthorized" => ErrorCode::Unauthorized,
-                _ => ErrorCode::Internal,
-            };
-            Err(VaneError::new(code, msg).with_details(v["error"]["details"].clone()))
-        }
+        serde_json::from_str::<ControlAnswer>(&answer)
+            .map_err(|e| VaneError::internal(format!("bad control answer: {e}")))?
+            .into_result()
     };
     tokio::time::timeout(timeout, go).await.map_err(|_| {
         VaneError::new(
@@ -234,4 +208,11 @@ pub async fn request(socket: &Path, req: &Value, timeout: Duration) -> Result<Va
             format!("the front did not answer within {} s", timeout.as_secs()),
         )
     })?
+}
+
+/// A front's health view ([`ControlRequest::Workers`]), typed.
+pub async fn health(socket: &Path, timeout: Duration) -> Result<HealthView, VaneError> {
+    let v = request(socket, &ControlRequest::Workers, timeout).await?;
+    serde_json::from_value(v)
+        .map_err(|e| VaneError::internal(format!("unreadable health view: {e}")))
 }

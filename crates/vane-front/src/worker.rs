@@ -17,7 +17,6 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService, ServiceError};
 use rmcp::{Peer, RoleClient, ServiceExt};
-use serde::Serialize;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -31,17 +30,7 @@ pub struct Spec {
     pub state_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Active,
-    Standby,
-    Canary,
-    /// rolled back from, kept for inspection
-    Failed,
-    /// being drained and stopped
-    Retiring,
-}
+pub use vane_core::contract::health::{Role, WindowStats};
 
 /// Something a worker tells the front's supervisor.
 #[derive(Debug)]
@@ -198,16 +187,6 @@ pub struct Stats {
     pub last_ping_us: AtomicU64,
     samples: Mutex<VecDeque<Sample>>,
     pub shadow: ShadowStats,
-}
-
-/// What the rollback watch reads over a window.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct WindowStats {
-    pub calls: u64,
-    pub failures: u64,
-    pub error_rate: f64,
-    pub latency_samples: u64,
-    pub p95_ms: f64,
 }
 
 impl Stats {
@@ -428,7 +407,7 @@ impl Worker {
             let mut probe = CallToolRequestParams::new("status");
             let mut meta = serde_json::Map::new();
             meta.insert(
-                "vane/self_check".into(),
+                vane_core::contract::meta::SELF_CHECK.into(),
                 serde_json::Value::String(self_check_token().to_string()),
             );
             probe.meta = Some(rmcp::model::RequestMetaObject(rmcp::model::MetaObject(

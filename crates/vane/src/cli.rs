@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use vane_core::contract::control::ControlRequest;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -771,11 +772,15 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
             }
         }
         Cmd::Workers { json } => {
-            let v = control(&cli, None, json!({ "op": "workers" })).await?;
+            let v = control(&cli, None, ControlRequest::Workers).await?;
             emit(*json, &v, render::workers);
         }
         Cmd::Route { action, pid } => {
-            let v = control(&cli, *pid, json!({ "op": action })).await?;
+            let req = match action.as_str() {
+                "promote" => ControlRequest::Promote,
+                _ => ControlRequest::Rollback,
+            };
+            let v = control(&cli, *pid, req).await?;
             emit(false, &v, render::control_result);
         }
         Cmd::Canary(c) => {
@@ -784,9 +789,10 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                     let bin = binary.canonicalize().map_err(|e| {
                         VaneError::invalid_input(format!("canary binary {}: {e}", binary.display()))
                     })?;
-                    (*pid, json!({ "op": "canary_start", "binary": bin }))
+                    let binary = bin.display().to_string();
+                    (*pid, ControlRequest::CanaryStart { binary })
                 }
-                CanaryCmd::Stop { pid } => (*pid, json!({ "op": "canary_stop" })),
+                CanaryCmd::Stop { pid } => (*pid, ControlRequest::CanaryStop),
             };
             let v = control(&cli, pid, req).await?;
             emit(false, &v, render::control_result);
@@ -1204,7 +1210,7 @@ fn paths_of(cli: &Cli) -> Result<vane_store::StatePaths, VaneError> {
 /// Sends a control request to the workspace's running fronts (or the one
 /// with `pid`); the answer is `{"fronts": [{pid, result | error}]}`, or an
 /// error when no front runs or every front refused.
-async fn control(cli: &Cli, pid: Option<u32>, req: Value) -> Result<Value, VaneError> {
+async fn control(cli: &Cli, pid: Option<u32>, req: ControlRequest) -> Result<Value, VaneError> {
     let paths = paths_of(cli)?;
     let fronts: Vec<(u32, PathBuf)> = vane_front::control::fronts(&paths.state_dir)
         .await

@@ -243,15 +243,12 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
     let state = std::path::Path::new(&ws_s).join(".vane");
     let fronts = vane_front::control::fronts(&state).await;
     if let Some((_, sock)) = fronts.first() {
-        let workers = |h: &Value| -> Option<(u64, u64)> {
-            h["workers"]
-                .as_array()?
-                .iter()
-                .find(|w| w["role"] == "active")
-                .and_then(|w| Some((w["id"].as_u64()?, w["pid"].as_u64()?)))
+        let workers = |h: &vane_core::contract::health::HealthView| {
+            h.worker(vane_core::contract::health::Role::Active)
+                .map(|w| (w.id, w.pid))
         };
         let timeout = std::time::Duration::from_secs(10);
-        let h = vane_front::control::request(sock, &json!({"op": "workers"}), timeout).await?;
+        let h = vane_front::control::health(sock, timeout).await?;
         if let Some((id, pid)) = workers(&h) {
             println!("    active worker {id} (pid {pid}); sending it SIGKILL");
             let _ = nix::sys::signal::kill(
@@ -266,7 +263,7 @@ pub async fn run(keep: bool) -> Result<(), ClientError> {
                 st["roadmap"]["tasks"],
                 st["roadmap"]["by_status"]["done"]
             );
-            let h = vane_front::control::request(sock, &json!({"op": "workers"}), timeout).await?;
+            let h = vane_front::control::health(sock, timeout).await?;
             if let Some((id, pid)) = workers(&h) {
                 println!("    now served by worker {id} (pid {pid}); the client never noticed");
             }

@@ -7,8 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use vane_core::config::Config;
+use vane_core::contract::control::ControlRequest;
+use vane_core::contract::health::{Circuit, HealthView, Role};
 use vane_core::{ErrorCode, VaneError};
 use vane_store::StatePaths;
 
@@ -330,12 +332,10 @@ pub async fn preflight(
     let fronts = vane_front::control::fronts(&paths.state_dir).await;
     let front = match fronts.first() {
         None => Err("no running front (vane serve) for this workspace".to_string()),
-        Some((pid, sock)) => {
-            vane_front::control::request(sock, &json!({"op": "workers"}), Duration::from_secs(10))
-                .await
-                .map(|_| format!("front pid {pid} answers on {}", sock.display()))
-                .map_err(|e| e.message)
-        }
+        Some((pid, sock)) => vane_front::control::health(sock, Duration::from_secs(10))
+            .await
+            .map(|_| format!("front pid {pid} answers on {}", sock.display()))
+            .map_err(|e| e.message),
     };
     checks.push(json!({ "name": "front_reachable", "ok": front.is_ok(), "detail": front.clone().unwrap_or_else(|e| e), "duration_ms": t0.elapsed().as_secs_f64() * 1000.0 }));
     let t0 = Instant::now();
@@ -498,9 +498,12 @@ impl Run {
         self.step(&format!("gate {gate}"), status, detail);
     }
 
-    async fn ctl(&self, req: Value) -> Result<Value, VaneError> {
-        let r = vane_front::control::request(&self.socket, &req, Duration::from_secs(60)).await?;
-        Ok(r)
+    async fn ctl(&self, req: ControlRequest) -> Result<Value, VaneError> {
+        vane_front::control::request(&self.socket, &req, Duration::from_secs(60)).await
+    }
+
+    async fn health(&self) -> Result<HealthView, VaneError> {
+        vane_front::control::health(&self.socket, Duration::from_secs(60)).await
     }
 
     fn aborted(&self) -> bool {
@@ -517,12 +520,12 @@ impl Run {
     }
 }
 
-fn canary_of(h: &Value) -> Option<Value> {
-    h["workers"]
-        .as_array()?
-        .iter()
-        .find(|w| w["role"] == "canary")
-        .cloned()
+/// A JSON object's fields (tool arguments written with `json!`).
+fn fields(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// `vane upgrade --binary PATH`: returns the report and whether the new
@@ -601,11 +604,9 @@ pub async fn run_upgrade(
         .next()
         .ok_or_else(|| VaneError::new(ErrorCode::NotFound, "no running front"))?;
     run.socket = sock;
-    let before = run.ctl(json!({"op": "workers"})).await?;
-    let old = before["workers"]
-        .as_array()
-        .and_then(|w| w.iter().find(|w| w["role"] == "active").cloned());
-    run.report["old"] = json!({ "version": old.as_ref().map(|o| o["version"].clone()), "binary": old.as_ref().map(|o| o["binary"].clone()), "worker": old.as_ref().map(|o| o["id"].clone()) });
+    let before = run.health().await?;
+    let old = before.worker(Role::Active);
+    run.report["old"] = json!({ "version": old.map(|o| &o.version), "binary": old.map(|o| &o.binary), "worker": old.map(|o| o.id) });
 
     // 2. build and unit gates: a given binary skips both; a revision or a
     // patch is built and tested in a worktree of its own
@@ -657,7 +658,9 @@ pub async fn run_upgrade(
         return Ok((run.report, false));
     }
     match run
-        .ctl(json!({"op": "canary_start", "binary": binary}))
+        .ctl(ControlRequest::CanaryStart {
+            binary: binary.display().to_string(),
+        })
         .await
     {
         Ok(v) => {
@@ -690,7 +693,10 @@ pub async fn run_upgrade(
         ("tool_manifest", json!({})),
     ] {
         match run
-            .ctl(json!({"op": "probe", "tool": tool, "arguments": a}))
+            .ctl(ControlRequest::Probe {
+                tool: tool.to_string(),
+                arguments: fields(a),
+            })
             .await
         {
             Ok(v) => {
@@ -711,7 +717,10 @@ pub async fn run_upgrade(
     // the critics, run by the canary as a dry run (a read-only sandbox; not recorded)
     if !config.critics.is_empty() {
         match run
-            .ctl(json!({"op": "canary_call", "tool": "critics_run", "arguments": {"all": true}}))
+            .ctl(ControlRequest::CanaryCall {
+                tool: "critics_run".into(),
+                arguments: fields(json!({"all": true})),
+            })
             .await
         {
             Ok(v) if v["is_error"] != true => {
@@ -753,7 +762,7 @@ pub async fn run_upgrade(
             json!({ "failures": bad, "results": results }),
             t0,
         );
-        let _ = run.ctl(json!({"op": "canary_stop"})).await;
+        let _ = run.ctl(ControlRequest::CanaryStop).await;
         run.finish(
             "refused",
             format!("self-checks differ or fail: {}", bad.join("; ")),
@@ -763,8 +772,11 @@ pub async fn run_upgrade(
 
     // 5. shadow window: live reads mirrored; probes when clients are idle
     let t0 = Instant::now();
-    let start = canary_of(&run.ctl(json!({"op": "workers"})).await?).unwrap_or_default();
-    let base = start["shadow"]["compared"].as_u64().unwrap_or(0);
+    let start = run.health().await?;
+    let base = start
+        .worker(Role::Canary)
+        .and_then(|c| c.shadow.as_ref())
+        .map_or(0, |s| s.compared);
     let mut last = base;
     let mut last_growth = Instant::now();
     let mut probes = 0u64;
@@ -773,7 +785,7 @@ pub async fn run_upgrade(
     let mut window_bar = Bar::new("shadow", args.shadow);
     while t0.elapsed() < args.shadow {
         if run.aborted() {
-            let _ = run.ctl(json!({"op": "canary_stop"})).await;
+            let _ = run.ctl(ControlRequest::CanaryStop).await;
             run.finish(
                 "aborted",
                 "aborted by the operator during the shadow window",
@@ -781,22 +793,22 @@ pub async fn run_upgrade(
             return Ok((run.report, false));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let h = run.ctl(json!({"op": "workers"})).await?;
-        let Some(c) = canary_of(&h) else {
+        let h = run.health().await?;
+        let Some(c) = h.worker(Role::Canary) else {
             diverged = Some("the canary is gone (it crashed)".to_string());
             break;
         };
-        let sh = &c["shadow"];
-        let compared = sh["compared"].as_u64().unwrap_or(0);
+        let sh = c.shadow.clone().unwrap_or_default();
+        let compared = sh.compared;
         shadow = json!({
             "samples": compared.saturating_sub(base), "probes": probes,
-            "differed": sh["differed"], "errors": sh["errors"], "timeouts": sh["timeouts"],
-            "last_differences": sh["last_differences"],
+            "differed": sh.differed, "errors": sh.errors, "timeouts": sh.timeouts,
+            "last_differences": sh.last_differences,
         });
-        if sh["differed"].as_u64().unwrap_or(0) > 0 {
+        if sh.differed > 0 {
             diverged = Some(format!(
                 "the canary diverged: {}",
-                sh["last_differences"][0]
+                sh.last_differences.first().cloned().unwrap_or_default()
             ));
             break;
         }
@@ -811,7 +823,10 @@ pub async fn run_upgrade(
                 ("plan_next", json!({}))
             };
             let _ = run
-                .ctl(json!({"op": "probe", "tool": tool, "arguments": a}))
+                .ctl(ControlRequest::Probe {
+                    tool: tool.to_string(),
+                    arguments: fields(a),
+                })
                 .await;
             probes += 1;
         }
@@ -822,7 +837,7 @@ pub async fn run_upgrade(
                     "{} samples ({} probes), {} differences",
                     compared.saturating_sub(base),
                     probes,
-                    sh["differed"]
+                    sh.differed
                 ),
             );
         }
@@ -833,14 +848,14 @@ pub async fn run_upgrade(
     run.report["shadow"] = shadow.clone();
     run.report["shadow"]["window_s"] = json!(args.shadow.as_secs_f64());
     if let Some(why) = diverged {
-        let _ = run.ctl(json!({"op": "canary_stop"})).await;
+        let _ = run.ctl(ControlRequest::CanaryStop).await;
         run.step("shadow", "diverged", shadow);
         run.finish("aborted", why);
         return Ok((run.report, false));
     }
     let samples = shadow["samples"].as_u64().unwrap_or(0);
     if samples < args.min_samples {
-        let _ = run.ctl(json!({"op": "canary_stop"})).await;
+        let _ = run.ctl(ControlRequest::CanaryStop).await;
         run.step("shadow", "hold", shadow);
         run.finish(
             "hold",
@@ -855,7 +870,7 @@ pub async fn run_upgrade(
 
     // 6. promote
     let promoted_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let p = match run.ctl(json!({"op": "promote"})).await {
+    let p = match run.ctl(ControlRequest::Promote).await {
         Ok(p) => p,
         Err(e) => {
             run.finish("aborted", format!("promote failed: {}", e.message));
@@ -875,7 +890,7 @@ pub async fn run_upgrade(
             .and_then(|f| f.into_iter().find(|r| &r.key == k).map(|r| r.value));
         if let Err(e) = vane_tools::handlers::set_flag(ctx, k, Some(v), "upgrade") {
             restore(ctx, &flipped);
-            let _ = run.ctl(json!({"op": "rollback"})).await;
+            let _ = run.ctl(ControlRequest::Rollback).await;
             run.finish(
                 "rolled_back",
                 format!("flag flip {k}={v} refused: {}", e.message),
@@ -890,7 +905,7 @@ pub async fn run_upgrade(
         }
         if let Err(why) = check {
             restore(ctx, &flipped);
-            let rb = run.ctl(json!({"op": "rollback"})).await.ok();
+            let rb = run.ctl(ControlRequest::Rollback).await.ok();
             run.report["rollback"] = json!(rb);
             run.finish("rolled_back", format!("after flipping {k}={v}: {why}"));
             return Ok((run.report, false));
@@ -904,23 +919,18 @@ pub async fn run_upgrade(
     let mut window_bar = Bar::new("observe", args.observe);
     while t0.elapsed() < args.observe {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let h = run.ctl(json!({"op": "workers"})).await?;
-        if let Some(w) = h["watch"].as_object() {
-            last_window = w.get("window").cloned().unwrap_or(Value::Null);
+        let h = run.health().await?;
+        if let Some(w) = &h.watch {
+            last_window = json!(w.window);
         }
-        let rb = h["decisions"].as_array().and_then(|d| {
-            d.iter()
-                .rev()
-                .find(|d| {
-                    d["action"] == "rollback"
-                        && d["at"]
-                            .as_str()
-                            .is_some_and(|at| at >= promoted_at.as_str())
-                })
-                .cloned()
-        });
+        let rb = h
+            .decisions
+            .iter()
+            .rev()
+            .find(|d| d.action == "rollback" && d.at.as_str() >= promoted_at.as_str())
+            .map(|d| json!(d));
         if run.aborted() {
-            let rb = run.ctl(json!({"op": "rollback"})).await.ok();
+            let rb = run.ctl(ControlRequest::Rollback).await.ok();
             restore(ctx, &flipped);
             run.report["rollback"] = json!(rb);
             run.finish("rolled_back", "aborted by the operator during observation");
@@ -1285,23 +1295,23 @@ fn restore(ctx: &std::sync::Arc<vane_tools::ToolCtx>, flipped: &[(String, Option
 /// The same read twice on the active worker answers the same (two
 /// successful answers that differ fail the check).
 async fn determinism(run: &Run) -> Result<(), String> {
-    let h = run
-        .ctl(json!({"op": "workers"}))
-        .await
-        .map_err(|e| e.message)?;
-    let active = h["workers"]
-        .as_array()
-        .and_then(|w| w.iter().find(|w| w["role"] == "active").cloned())
-        .ok_or("no active worker")?;
-    if active["alive"] != true || active["circuit"] != "closed" {
-        return Err(format!("the active worker is unhealthy: {active}"));
+    let h = run.health().await.map_err(|e| e.message)?;
+    let active = h.worker(Role::Active).ok_or("no active worker")?;
+    if !active.alive || active.circuit != Circuit::Closed {
+        return Err(format!("the active worker is unhealthy: {}", json!(active)));
     }
     let a = run
-        .ctl(json!({"op": "call", "tool": "plan_next", "arguments": {"limit": 20}}))
+        .ctl(ControlRequest::Call {
+            tool: "plan_next".into(),
+            arguments: fields(json!({"limit": 20})),
+        })
         .await
         .map_err(|e| e.message)?;
     let b = run
-        .ctl(json!({"op": "call", "tool": "plan_next", "arguments": {"limit": 20}}))
+        .ctl(ControlRequest::Call {
+            tool: "plan_next".into(),
+            arguments: fields(json!({"limit": 20})),
+        })
         .await
         .map_err(|e| e.message)?;
     if a == b || a["is_error"] == true || b["is_error"] == true {

@@ -15,11 +15,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
+use vane_core::contract::meta;
 use vane_core::ErrorCode;
 use vane_tools::server::error_result;
 
 use super::{err, CallDone, DirectEntry, Front, FRONT_TOOLS, LONG_TOOLS};
 use crate::pipes::Out;
+use crate::retry::CallPolicy;
 use crate::transport::{answer_line, raw_answer_line, skim, DirectCall, Lane, RawAnswer, Waiter};
 use crate::worker::Worker;
 
@@ -72,16 +74,15 @@ impl Direct {
     }
 
     /// Continues the call as a task (see [`Front::resume`]).
-    fn resume(self, prefer: Option<Arc<Worker>>, faults: u32, delay: Option<Duration>) {
+    fn resume(self, prefer: Option<Arc<Worker>>, policy: CallPolicy, delay: Option<Duration>) {
         let params = self.params();
         let Direct {
             front,
             id_raw,
             name,
-            started,
             ..
         } = self;
-        front.resume(id_raw, params, name, started, prefer, faults, delay);
+        front.resume(id_raw, params, name, prefer, policy, delay);
     }
 
     /// Off the front's books (the waiter is already off the lane).
@@ -141,14 +142,21 @@ impl DirectCall for Direct {
                 return;
             }
         };
-        let failed = code.as_deref() == Some("internal");
-        let busy = code.as_deref() == Some("idempotency_key_in_progress");
-        let alt = if failed && self.front.cfg.max_retries > 0 {
+        let failed = code.as_deref() == Some(ErrorCode::Internal.as_str());
+        let busy = code.as_deref() == Some(ErrorCode::IdempotencyKeyInProgress.as_str());
+        // the same policy the task path follows, from this attempt on
+        let mut policy = self.front.policy_for(&self.name, self.started);
+        let alt = if failed && policy.may_retry_fault() {
             self.front.fallback(&self.worker)
         } else {
             None
         };
-        if busy || alt.is_some() {
+        let delay = if busy {
+            policy.wait_busy(Instant::now())
+        } else {
+            None
+        };
+        if delay.is_some() || alt.is_some() {
             self.settle();
             self.worker
                 .stats
@@ -159,9 +167,10 @@ impl DirectCall for Direct {
                     json!({ "tool": self.name, "from": self.worker.id, "to": alt.id, "why": "internal error" }),
                 );
             }
-            let faults = u32::from(alt.is_some());
-            let delay = busy.then(|| crate::retry::backoff().next().unwrap_or_default());
-            return (*self).resume(alt, faults, delay);
+            if alt.is_some() {
+                policy.retry_fault(true);
+            }
+            return (*self).resume(alt, policy, delay);
         }
         // the ordinary case: the worker's answer, as its bytes, at once;
         // the books after
@@ -185,7 +194,10 @@ impl DirectCall for Direct {
         w.stats.record(self.started.elapsed(), true, true, false);
         w.mark_broken();
         w.kill();
-        (*self).resume(None, 0, None);
+        let mut policy = self.front.policy_for(&self.name, self.started);
+        // the first death of this call: never more than the policy allows
+        let _ = policy.after_closed();
+        (*self).resume(None, policy, None);
     }
 
     fn timed_out(self: Box<Self>) {
@@ -212,10 +224,7 @@ impl DirectCall for Direct {
         self.settle();
         self.cancel_on_worker("cancelled by the client");
         // no answer is due; the metrics still see the call end
-        self.finish(&error_result(&err(
-            ErrorCode::Internal,
-            "cancelled by the client",
-        )));
+        self.finish(&super::calls::cancelled());
     }
 }
 
@@ -277,9 +286,9 @@ impl Front {
             };
             for (k, v) in &m {
                 match k.as_ref() {
-                    "progressToken" | "vane/client" => {}
+                    meta::PROGRESS_TOKEN | meta::CLIENT => {}
                     k => {
-                        keyed |= k == "vane/idempotency_key";
+                        keyed |= k == meta::IDEMPOTENCY_KEY;
                         serde_json::to_writer(&mut meta, k)?;
                         meta.push(b':');
                         meta.extend_from_slice(v.get().as_bytes());
@@ -289,11 +298,13 @@ impl Front {
             }
         }
         if !read_only && !keyed {
-            meta.extend_from_slice(b"\"vane/idempotency_key\":");
+            serde_json::to_writer(&mut meta, meta::IDEMPOTENCY_KEY)?;
+            meta.push(b':');
             serde_json::to_writer(&mut meta, &self.new_key())?;
             meta.push(b',');
         }
-        meta.extend_from_slice(b"\"vane/client\":{\"request_id\":");
+        serde_json::to_writer(&mut meta, meta::CLIENT)?;
+        meta.extend_from_slice(b":{\"request_id\":");
         if id_raw.starts_with('"') {
             meta.extend_from_slice(id_raw.as_bytes());
         } else {
@@ -461,19 +472,19 @@ impl Front {
         }
     }
 
-    /// Continues a direct-path call as a task, from the retry logic's
-    /// point after the first attempt.
+    /// Continues a direct-path call as a task, from the retry policy's
+    /// point after the first attempt: same deadline, retries already spent.
     #[allow(clippy::too_many_arguments)]
     fn resume(
         self: Arc<Self>,
         id_raw: String,
         params: Result<CallToolRequestParams, String>,
         name: String,
-        started: Instant,
         prefer: Option<Arc<Worker>>,
-        faults: u32,
+        policy: CallPolicy,
         delay: Option<Duration>,
     ) {
+        let started = policy.started();
         let ct = self.track(&id_raw);
         let front = self.clone();
         self.rt.spawn(async move {
@@ -483,7 +494,7 @@ impl Front {
             let r = match params {
                 Ok(params) => {
                     front
-                        .forward_call_with(params, ct.clone(), prefer, faults)
+                        .forward_call_with(params, ct.clone(), prefer, policy)
                         .await
                 }
                 Err(why) => error_result(&err(ErrorCode::Internal, why)),
