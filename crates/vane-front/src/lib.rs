@@ -12,6 +12,7 @@ pub mod pipes;
 pub mod retry;
 pub mod transport;
 pub mod upgrades;
+pub mod verdict;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -3,19 +3,12 @@
 //! rollback watch over a newly promoted worker.
 
 use super::*;
+pub use crate::verdict::Reason;
+use crate::verdict::{verdict, Verdict, Watched};
 use vane_core::contract::control::{CallAnswer, ProbeAnswer, ProbeSide};
 
 fn answer_value(v: impl serde::Serialize) -> Result<Value, VaneError> {
     serde_json::to_value(v).map_err(|e| VaneError::internal(format!("control answer: {e}")))
-}
-
-/// Why the front rolled back by itself: the metric, its value and the limit.
-#[derive(Debug, Clone)]
-pub struct Reason {
-    pub metric: &'static str,
-    pub value: Value,
-    pub threshold: Value,
-    pub detail: String,
 }
 
 pub(crate) struct WatchState {
@@ -506,57 +499,34 @@ impl Front {
             if let (Some(watch), Some(a)) = (r.watch.as_mut(), active) {
                 if watch.worker != a.id {
                     r.watch = None;
-                } else if watch.since.elapsed() >= Duration::from_secs(rb.watch_s) {
-                    let id = watch.worker;
-                    r.watch = None;
-                    drop(r);
-                    self.decide(
-                        "watch_passed",
-                        json!({ "worker": id, "watched_s": rb.watch_s }),
-                    );
-                    return;
-                } else if rb.enabled {
-                    let ws = a.stats.window(Duration::from_secs(rb.error_window_s));
-                    let rss = rss_of(a.pid);
-                    a.stats.rss_bytes.store(rss, Ordering::Relaxed);
-                    let limit = (watch.baseline_rss as f64 * rb.rss_factor) as u64;
-                    if ws.calls >= rb.min_calls && ws.error_rate > rb.error_budget {
-                        reason = Some(Reason {
-                            metric: "error_rate",
-                            value: json!(ws.error_rate),
-                            threshold: json!(rb.error_budget),
-                            detail: format!(
-                                "{} of {} calls failed in the last {} s",
-                                ws.failures, ws.calls, rb.error_window_s
-                            ),
-                        });
-                    } else if ws.latency_samples >= rb.min_latency_samples
-                        && ws.p95_ms > rb.p95_slo_ms as f64
-                    {
-                        reason = Some(Reason {
-                            metric: "p95_ms",
-                            value: json!(ws.p95_ms),
-                            threshold: json!(rb.p95_slo_ms),
-                            detail: format!(
-                                "p95 over {} calls in the last {} s",
-                                ws.latency_samples, rb.error_window_s
-                            ),
-                        });
-                    } else if watch.baseline_rss > 0 && rss > limit {
-                        let since = *watch.rss_over_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= Duration::from_secs(rb.rss_window_s) {
-                            reason = Some(Reason {
-                                metric: "rss_bytes",
-                                value: json!(rss),
-                                threshold: json!(limit),
-                                detail: format!(
-                                    "above {}x the old worker's {} bytes for {} s",
-                                    rb.rss_factor, watch.baseline_rss, rb.rss_window_s
-                                ),
-                            });
+                } else {
+                    let mut watched = Watched {
+                        for_: watch.since.elapsed(),
+                        baseline_rss: watch.baseline_rss,
+                        rss_over_for: watch.rss_over_since.map(|t| t.elapsed()),
+                        ..Watched::default()
+                    };
+                    if rb.enabled && watched.for_ < Duration::from_secs(rb.watch_s) {
+                        watched.window = a.stats.window(Duration::from_secs(rb.error_window_s));
+                        watched.rss = rss_of(a.pid);
+                        a.stats.rss_bytes.store(watched.rss, Ordering::Relaxed);
+                    }
+                    match verdict(&watched, rb) {
+                        Verdict::Passed => {
+                            let id = watch.worker;
+                            r.watch = None;
+                            drop(r);
+                            self.decide(
+                                "watch_passed",
+                                json!({ "worker": id, "watched_s": rb.watch_s }),
+                            );
+                            return;
                         }
-                    } else {
-                        watch.rss_over_since = None;
+                        Verdict::Watching { rss_over: true } => {
+                            watch.rss_over_since.get_or_insert_with(Instant::now);
+                        }
+                        Verdict::Watching { rss_over: false } => watch.rss_over_since = None,
+                        Verdict::RollBack(why) => reason = Some(why),
                     }
                 }
             }
