@@ -15,7 +15,7 @@ use rmcp::model::{
     Implementation, ListResourceTemplatesRequest, ListResourceTemplatesResult,
     ListResourcesRequest, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, ServerResult, Tool, ToolAnnotations,
+    ServerConfig, ServerResult, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
@@ -46,13 +46,6 @@ use crate::worker::{rss_of, CallError, Role, Spec, Timing, Worker, WorkerEvent};
 /// Tools whose latency is the work itself (not counted toward the p95 SLO,
 /// and given the long timeout).
 const LONG_TOOLS: [&str; 2] = ["cmd_run", "critics_run"];
-/// The front's own admin tools (listed and callable when ADMIN_TOOLS is on).
-pub const FRONT_TOOLS: [&str; 4] = [
-    "worker_health",
-    "route_switch",
-    "upgrade_start",
-    "upgrade_status",
-];
 const MAX_DECISIONS: usize = 50;
 
 #[derive(Default)]
@@ -73,6 +66,10 @@ pub struct CallDone {
 
 pub struct Front {
     pub ctx: Arc<ToolCtx>,
+    /// the front's own tools, through the registry's pipeline
+    tools: vane_tools::registry::Registry,
+    /// itself, for the tools' handlers
+    me: std::sync::Weak<Front>,
     pub(crate) cfg: Runtime,
     base: Spec,
     timing: Timing,
@@ -166,7 +163,9 @@ impl Front {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        Arc::new(Front {
+        Arc::new_cyclic(|me: &std::sync::Weak<Front>| Front {
+            tools: vane_tools::front_tools::registry(me.clone()),
+            me: me.clone(),
             ignore: Ignore::new(&cfg.shadow.ignore_fields),
             shadow_slots: Arc::new(Semaphore::new(cfg.shadow.max_in_flight.max(1))),
             cfg,

@@ -34,16 +34,6 @@ pub struct ToolCtx {
     flags: std::sync::Mutex<(i64, vane_core::flags::Flags)>,
 }
 
-/// The front's own tools (admin tools of `vane serve`), named here so that
-/// `[tools]` can be checked in one place; `vane-front` tests that its list
-/// is this one.
-pub const FRONT_TOOLS: &[&str] = &[
-    "worker_health",
-    "route_switch",
-    "upgrade_start",
-    "upgrade_status",
-];
-
 /// `[tools] enable/disable` may name only tools vane has.
 fn check_tool_names(config: &Config) -> Result<(), VaneError> {
     let t = &config.tools;
@@ -52,7 +42,7 @@ fn check_tool_names(config: &Config) -> Result<(), VaneError> {
     }
     let reg = crate::handlers::registry();
     let mut known: Vec<&str> = reg.tools().iter().map(|d| d.name).collect();
-    known.extend_from_slice(FRONT_TOOLS);
+    known.extend(crate::front_tools::names());
     let unknown = t.unknown(&known);
     if unknown.is_empty() {
         return Ok(());

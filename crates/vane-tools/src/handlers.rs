@@ -1584,6 +1584,9 @@ pub fn registry() -> Registry {
         .admin(),
     );
     let reg = Registry::new(tools);
-    let _ = manifest_source.set(reg.manifest());
+    // the front's tools are listed too (admin tools, answered by the front)
+    let mut manifest = reg.manifest();
+    manifest.extend(Registry::new(crate::front_tools::front_tools(None)).manifest());
+    let _ = manifest_source.set(manifest);
     reg
 }

@@ -18,6 +18,7 @@ pub mod ctx;
 pub mod exec;
 #[cfg(feature = "failpoints")]
 pub mod faults;
+pub mod front_tools;
 pub mod git;
 pub mod handlers;
 pub mod limits;

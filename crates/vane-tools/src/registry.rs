@@ -296,6 +296,16 @@ pub struct Registry {
     tools: Vec<ToolDef>,
 }
 
+/// Who makes a call. An agent (an MCP client) gets admin tools only while
+/// the ADMIN_TOOLS flag is on; the operator (the CLI, run by the owner of
+/// the state directory on this machine) may use them whatever the flag —
+/// every other step of the pipeline is the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Agent,
+    Operator,
+}
+
 impl Registry {
     pub fn new(tools: Vec<ToolDef>) -> Registry {
         Registry { tools }
@@ -328,7 +338,18 @@ impl Registry {
         name: &str,
         args: Option<Map<String, Value>>,
     ) -> CallOutcome {
-        let result = self.call_inner(ctx, name, args).await;
+        self.call_as(ctx, name, args, Caller::Agent).await
+    }
+
+    /// [`Registry::call`] on behalf of `caller`.
+    pub async fn call_as(
+        &self,
+        ctx: &Arc<ToolCtx>,
+        name: &str,
+        args: Option<Map<String, Value>>,
+        caller: Caller,
+    ) -> CallOutcome {
+        let result = self.call_inner(ctx, name, args, caller).await;
         match result {
             Ok(v) => {
                 let (v, truncated) = budget(ctx, name, v);
@@ -349,6 +370,7 @@ impl Registry {
         ctx: &Arc<ToolCtx>,
         name: &str,
         args: Option<Map<String, Value>>,
+        caller: Caller,
     ) -> Result<Value, VaneError> {
         let Some(def) = self.get(name) else {
             let names: Vec<&str> = self.tools.iter().map(|t| t.name).collect();
@@ -357,7 +379,7 @@ impl Registry {
                     .with_details(json!({ "tools": names })),
             );
         };
-        if def.admin && !ctx.flags().admin_tools {
+        if def.admin && caller == Caller::Agent && !ctx.flags().admin_tools {
             return Err(VaneError::new(
                 ErrorCode::AdminDisabled,
                 format!("`{name}` is an admin tool; admin tools are off (set ADMIN_TOOLS=1 with `vane flags set ADMIN_TOOLS 1`)"),

@@ -33,7 +33,9 @@ pub struct VaneServer {
     tools: Arc<Vec<Tool>>,
 }
 
-fn to_tool(def: &ToolDef) -> Tool {
+/// A tool as `tools/list` publishes it (the front renders its own tools
+/// with this too).
+pub fn to_tool(def: &ToolDef) -> Tool {
     // the title once, on the tool (the 2025-06-18 place); not again in
     // the annotations: every byte of tools/list is paid in every context
     // and only the hints a client acts on: read-only, or for a tool that

@@ -514,6 +514,18 @@ async fn call(ctx: &Arc<ToolCtx>, tool: &str, args: Value) -> Result<Value, Vane
     reg.call(ctx, tool, Some(m)).await.result
 }
 
+/// A call the operator makes from the command line: the same registry and
+/// pipeline as an agent's call, admin tools allowed whatever the flag.
+async fn operator_call(ctx: &Arc<ToolCtx>, tool: &str, args: Value) -> Result<Value, VaneError> {
+    let reg = vane_tools::handlers::registry();
+    let Value::Object(m) = args else {
+        return Err(VaneError::internal("arguments must be an object"));
+    };
+    reg.call_as(ctx, tool, Some(m), vane_tools::registry::Caller::Operator)
+        .await
+        .result
+}
+
 fn emit(json_out: bool, v: &Value, table: impl FnOnce(&Value) -> String) {
     if json_out {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -805,15 +817,13 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
             );
             match f {
                 FlagsCmd::List { json } => {
-                    let v = serde_json::to_value(vane_tools::handlers::flags_view(&ctx)?)
-                        .unwrap_or_default();
+                    let v = operator_call(&ctx, "flags_list", json!({})).await?;
                     emit(*json, &v, render::flags);
                 }
                 FlagsCmd::Get { key } => {
                     vane_core::flags::def(key)
                         .ok_or_else(|| vane_core::flags::validate(key, "").unwrap_err())?;
-                    let v = serde_json::to_value(vane_tools::handlers::flags_view(&ctx)?)
-                        .unwrap_or_default();
+                    let v = operator_call(&ctx, "flags_list", json!({})).await?;
                     let f = v["flags"]
                         .as_array()
                         .into_iter()
@@ -824,7 +834,12 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                     println!("{}", f["effective"].as_str().unwrap_or_default());
                 }
                 FlagsCmd::Set { key, value } => {
-                    let v = vane_tools::handlers::set_flag(&ctx, key, Some(value), &actor)?;
+                    let v = operator_call(
+                        &ctx,
+                        "flags_set",
+                        json!({ "key": key, "value": value, "agent": actor }),
+                    )
+                    .await?;
                     println!(
                         "{key} = {} (was {})",
                         v["value"].as_str().unwrap_or_default(),
@@ -832,7 +847,8 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                     );
                 }
                 FlagsCmd::Unset { key } => {
-                    let v = vane_tools::handlers::set_flag(&ctx, key, None, &actor)?;
+                    let v = operator_call(&ctx, "flags_set", json!({ "key": key, "agent": actor }))
+                        .await?;
                     println!(
                         "{key} unset (was {})",
                         v["previous"].as_str().unwrap_or("unset")
@@ -840,12 +856,12 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                 }
                 FlagsCmd::KillSwitch { state } => {
                     let on = state == "on";
-                    vane_tools::handlers::set_flag(
+                    operator_call(
                         &ctx,
-                        "DISABLE_NEW",
-                        Some(if on { "1" } else { "0" }),
-                        &actor,
-                    )?;
+                        "flags_set",
+                        json!({ "key": "DISABLE_NEW", "value": if on { "1" } else { "0" }, "agent": actor }),
+                    )
+                    .await?;
                     println!(
                         "kill switch {}: {}",
                         state,

@@ -2,11 +2,12 @@
 //! and `vane upgrade`'s gates read. The front builds it, everyone else
 //! deserializes it; the JSON shape is the one these processes always spoke.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A worker's place in the front's routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Active,
@@ -19,7 +20,7 @@ pub enum Role {
 }
 
 /// A worker's ping circuit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Circuit {
     Closed,
@@ -27,7 +28,7 @@ pub enum Circuit {
 }
 
 /// The whole view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HealthView {
     pub front: FrontView,
     #[serde(default)]
@@ -47,7 +48,7 @@ impl HealthView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FrontView {
     pub pid: u32,
     pub version: String,
@@ -61,7 +62,7 @@ pub struct FrontView {
     pub disable_new: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkerView {
     pub id: u64,
     pub role: Role,
@@ -94,7 +95,7 @@ pub struct WorkerView {
     pub standby_expires_in_s: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ShadowView {
     pub compared: u64,
     pub matched: u64,
@@ -107,7 +108,7 @@ pub struct ShadowView {
 }
 
 /// What the rollback watch reads over a window of a worker's calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WindowStats {
     pub calls: u64,
     pub failures: u64,
@@ -116,7 +117,7 @@ pub struct WindowStats {
     pub p95_ms: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WatchView {
     pub worker: u64,
     pub for_s: u64,
@@ -127,7 +128,7 @@ pub struct WatchView {
     pub limits: WatchLimits,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WatchLimits {
     pub error_budget: f64,
     pub p95_slo_ms: u64,
@@ -136,7 +137,7 @@ pub struct WatchLimits {
 
 /// One routing decision, automatic or an operator's: `promote`,
 /// `rollback`, `restart`, `canary_started`, … with its facts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Decision {
     pub at: String,
     pub action: String,

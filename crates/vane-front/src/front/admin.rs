@@ -7,57 +7,25 @@ use super::*;
 use vane_core::contract::health::{
     Circuit, FrontView, HealthView, ShadowView, WatchLimits, WatchView, WorkerView,
 };
+use vane_tools::front_tools::{BoxFuture, FrontOps, SwitchAction, UpgradeStartIn, UpgradeStarted};
 
 impl Front {
     pub(crate) fn admin(&self) -> bool {
         self.ctx.flags().admin_tools
     }
 
-    pub(crate) fn front_tools() -> Vec<Tool> {
-        let schema = |v: Value| match v {
-            Value::Object(mut m) => {
-                vane_tools::schema::portable(&mut m);
-                Arc::new(m)
-            }
-            _ => Arc::new(Map::new()),
-        };
-        vec![
-            Tool::new(
-                "worker_health",
-                "The front's workers: role (active, standby, canary, failed), version, binary, pid, uptime, memory, calls, errors, failures, in-flight calls, circuit state, shadow comparison counts; the rollback watch and the latest routing decisions. Admin tool (ADMIN_TOOLS=1).",
-                schema(json!({"type": "object", "properties": {}, "additionalProperties": false})),
-            )
-            .with_title("Worker health")
-            .with_annotations(ToolAnnotations::with_title("Worker health").read_only(true).destructive(false).idempotent(true).open_world(false)),
-            Tool::new(
-                "route_switch",
-                "Move traffic between workers: `promote` starts a live worker from the canary's binary and sends new calls to it (the current worker drains and stays as hot standby); `rollback` routes back to the standby at once. Admin tool (ADMIN_TOOLS=1). Errors: invalid_input (no canary / no standby), admin_disabled.",
-                schema(json!({"type": "object", "properties": {"action": {"type": "string", "enum": ["promote", "rollback"]}}, "required": ["action"], "additionalProperties": false})),
-            )
-            .with_title("Switch route")
-            .with_annotations(ToolAnnotations::with_title("Switch route").read_only(false).destructive(false).idempotent(false).open_world(false)),
-            Tool::new(
-                "upgrade_start",
-                "Start `vane upgrade` in the background for this workspace: exactly one of `binary` (an executable), `git` (a revision to build and test in a worktree) or `patch` (a file applied to HEAD); optional `shadow` and `observe` windows (e.g. \"60s\", \"10m\"), `min_samples`, `flips` (\"KEY=VALUE\"). Poll `upgrade_status`. Admin tool (ADMIN_TOOLS=1). Errors: invalid_input, admin_disabled.",
-                schema(json!({"type": "object", "properties": {
-                    "binary": {"type": "string"}, "git": {"type": "string"}, "patch": {"type": "string"},
-                    "shadow": {"type": "string"}, "observe": {"type": "string"},
-                    "min_samples": {"type": "integer", "minimum": 0},
-                    "flips": {"type": "array", "items": {"type": "string"}}
-                }, "additionalProperties": false})),
-            )
-            .with_title("Start an upgrade")
-            .with_annotations(ToolAnnotations::with_title("Start an upgrade").read_only(false).destructive(false).idempotent(false).open_world(false)),
-            Tool::new(
-                "upgrade_status",
-                "The running upgrade's progress (steps, gates, shadow samples), or the newest upgrade's report: decision and reason. Admin tool (ADMIN_TOOLS=1).",
-                schema(json!({"type": "object", "properties": {}, "additionalProperties": false})),
-            )
-            .with_title("Upgrade status")
-            .with_annotations(ToolAnnotations::with_title("Upgrade status").read_only(true).destructive(false).idempotent(true).open_world(false)),
-        ]
+    /// The front's tools as `tools/list` shows them (the same rendering as
+    /// the workers' tools).
+    pub(crate) fn front_tools(&self) -> Vec<Tool> {
+        self.tools
+            .tools()
+            .iter()
+            .map(vane_tools::server::to_tool)
+            .collect()
     }
 
+    /// One of the front's tools, through the registry's pipeline (admin
+    /// flag, unknown fields, schemas, output check), after `[tools]`.
     pub(crate) async fn front_tool(
         self: &Arc<Self>,
         name: &str,
@@ -69,53 +37,11 @@ impl Front {
                 format!("`{name}` is not offered in this workspace ([tools] in vane.toml: preset, enable, disable)"),
             ));
         }
-        if !self.admin() {
-            return error_result(&err(
-                ErrorCode::AdminDisabled,
-                format!("`{name}` is an admin tool; admin tools are off (set ADMIN_TOOLS=1 with `vane flags set ADMIN_TOOLS 1`)"),
-            ));
-        }
-        let args = args.unwrap_or_default();
-        let r = match name {
-            "worker_health" => {
-                if let Some(k) = args.keys().next() {
-                    Err(VaneError::invalid_input(format!(
-                        "worker_health: unknown field `{k}`; allowed: none"
-                    )))
-                } else {
-                    serde_json::to_value(self.health())
-                        .map_err(|e| VaneError::internal(format!("health view: {e}")))
-                }
-            }
-            "upgrade_status" => {
-                if let Some(k) = args.keys().next() {
-                    Err(VaneError::invalid_input(format!(
-                        "upgrade_status: unknown field `{k}`; allowed: none"
-                    )))
-                } else {
-                    crate::upgrades::status(&self.ctx.paths.state_dir)
-                }
-            }
-            "upgrade_start" => self.upgrade_start(&args),
-            _ => {
-                let extra: Vec<&String> = args.keys().filter(|k| *k != "action").collect();
-                match (args.get("action").and_then(Value::as_str), extra.first()) {
-                    (_, Some(k)) => Err(VaneError::invalid_input(format!(
-                        "route_switch: unknown field `{k}`; allowed: action"
-                    ))),
-                    (Some("promote"), None) => self.promote("admin-tool").await,
-                    (Some("rollback"), None) => self.rollback(None, "admin-tool").await,
-                    _ => Err(VaneError::invalid_input(
-                        "route_switch: `action` must be `promote` or `rollback`",
-                    )
-                    .with_details(json!({ "allowed": ["promote", "rollback"] }))),
-                }
-            }
-        };
-        match r {
+        match self.tools.call(&self.ctx, name, args).await.result {
             Ok(v) => {
-                let mut res = CallToolResult::structured(v.clone());
-                res.content = vec![ContentBlock::text(v.to_string())];
+                let text = v.to_string();
+                let mut res = CallToolResult::structured(v);
+                res.content = vec![ContentBlock::text(text)];
                 res
             }
             Err(e) => error_result(&e),
@@ -124,29 +50,15 @@ impl Front {
 
     /// `upgrade_start`: runs `vane upgrade` (this executable) detached; the
     /// run reports through `upgrade_status`.
-    pub(crate) fn upgrade_start(
-        self: &Arc<Self>,
-        args: &Map<String, Value>,
-    ) -> Result<Value, VaneError> {
-        const ALLOWED: [&str; 7] = [
-            "binary",
-            "git",
-            "patch",
-            "shadow",
-            "observe",
-            "min_samples",
-            "flips",
-        ];
-        if let Some(k) = args.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-            return Err(VaneError::invalid_input(format!(
-                "upgrade_start: unknown field `{k}`; allowed: {}",
-                ALLOWED.join(", ")
-            )));
-        }
-        let sources: Vec<(&str, &str)> = ["binary", "git", "patch"]
-            .iter()
-            .filter_map(|k| args.get(*k).and_then(Value::as_str).map(|v| (*k, v)))
-            .collect();
+    pub(crate) fn upgrade_start(&self, args: &UpgradeStartIn) -> Result<UpgradeStarted, VaneError> {
+        let sources: Vec<(&str, &str)> = [
+            ("binary", &args.binary),
+            ("git", &args.git),
+            ("patch", &args.patch),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect();
         let [(kind, value)] = sources.as_slice() else {
             return Err(VaneError::invalid_input(
                 "upgrade_start: give exactly one of `binary`, `git`, `patch`",
@@ -164,23 +76,16 @@ impl Front {
             cmd.arg("--state-dir").arg(sd);
         }
         cmd.args(["upgrade", "--json", &format!("--{kind}"), value]);
-        for k in ["shadow", "observe"] {
-            if let Some(v) = args.get(k).and_then(Value::as_str) {
+        for (k, v) in [("shadow", &args.shadow), ("observe", &args.observe)] {
+            if let Some(v) = v {
                 cmd.arg(format!("--{k}")).arg(v);
             }
         }
-        if let Some(n) = args.get("min_samples").and_then(Value::as_u64) {
+        if let Some(n) = args.min_samples {
             cmd.arg("--min-samples").arg(n.to_string());
         }
-        for f in args
-            .get("flips")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(f) = f.as_str() {
-                cmd.arg("--flip").arg(f);
-            }
+        for f in args.flips.iter().flatten() {
+            cmd.arg("--flip").arg(f);
         }
         cmd.env_remove("VANE_DRY_RUN")
             .stdin(std::process::Stdio::null())
@@ -198,8 +103,15 @@ impl Front {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
-        let v = json!({ "started": true, "pid": pid, "source": { kind.to_string(): value }, "next": "poll upgrade_status" });
-        self.decide("upgrade_started", v.clone());
+        let mut source = Map::new();
+        source.insert(kind.to_string(), json!(value));
+        let v = UpgradeStarted {
+            started: true,
+            pid,
+            source,
+            next: "poll upgrade_status".into(),
+        };
+        self.decide("upgrade_started", json!(v));
         Ok(v)
     }
 
@@ -312,16 +224,28 @@ impl Front {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    /// `[tools]` is checked against `vane_tools::ctx::FRONT_TOOLS`: it must
-    /// name exactly the front's tools.
-    #[test]
-    fn front_tool_names_are_the_ones_tools_config_knows() {
-        let names: Vec<String> = crate::front::Front::front_tools()
-            .iter()
-            .map(|t| t.name.to_string())
-            .collect();
-        assert_eq!(names, vane_tools::ctx::FRONT_TOOLS);
+/// What the front's tools (declared in `vane_tools::front_tools`) ask of it.
+impl FrontOps for Front {
+    fn health(&self) -> HealthView {
+        Front::health(self)
+    }
+
+    fn route_switch(&self, action: SwitchAction) -> BoxFuture<Result<Value, VaneError>> {
+        let me = self.me.upgrade();
+        Box::pin(async move {
+            let front = me.ok_or_else(|| VaneError::internal("the front is stopping"))?;
+            match action {
+                SwitchAction::Promote => front.promote("admin-tool").await,
+                SwitchAction::Rollback => front.rollback(None, "admin-tool").await,
+            }
+        })
+    }
+
+    fn upgrade_start(&self, req: UpgradeStartIn) -> Result<UpgradeStarted, VaneError> {
+        Front::upgrade_start(self, &req)
+    }
+
+    fn upgrade_status(&self) -> Result<Value, VaneError> {
+        crate::upgrades::status(&self.ctx.paths.state_dir)
     }
 }

@@ -112,7 +112,7 @@ impl Front {
         request_id: String,
     ) -> (CallToolResult, Option<CallDone>) {
         self.annotate(&mut request, request_id);
-        if FRONT_TOOLS.contains(&request.name.as_ref()) {
+        if self.tools.get(&request.name).is_some() {
             let name = request.name.to_string();
             return (self.front_tool(&name, request.arguments).await, None);
         }

@@ -19,7 +19,7 @@ use vane_core::contract::meta;
 use vane_core::ErrorCode;
 use vane_tools::server::error_result;
 
-use super::{err, CallDone, DirectEntry, Front, FRONT_TOOLS, LONG_TOOLS};
+use super::{err, CallDone, DirectEntry, Front, LONG_TOOLS};
 use crate::pipes::Out;
 use crate::retry::CallPolicy;
 use crate::transport::{answer_line, raw_answer_line, skim, DirectCall, Lane, RawAnswer, Waiter};
@@ -250,7 +250,7 @@ impl Front {
         let Ok(call) = serde_json::from_str::<LiteCall>(params.get()) else {
             return decline();
         };
-        if FRONT_TOOLS.contains(&call.name.as_ref()) {
+        if self.tools.get(&call.name).is_some() {
             return decline();
         }
         let Some(out) = self.client_out.get().cloned() else {

@@ -27,7 +27,7 @@ impl Front {
         if self.admin() {
             let offered = &self.ctx.config.tools;
             tools.extend(
-                Front::front_tools()
+                self.front_tools()
                     .into_iter()
                     .filter(|t| offered.enabled(&t.name)),
             );
