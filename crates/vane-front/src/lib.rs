@@ -5,6 +5,7 @@
 //! the CLI drives it through.
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod compare;
 pub mod control;
 pub mod front;

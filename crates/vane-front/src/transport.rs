@@ -8,21 +8,18 @@
 //! few kilobytes that was most of the front's CPU per call (measured with
 //! `perf`). So a lane answer (id `f:N`) is taken off the worker's pipe by its
 //! number and only skimmed — `isError` and the error code, all the front
-//! decides by ([`skim`]). On the direct path its bytes go to the client as
-//! they are; on the task path it becomes a small stub carrying a token, the
-//! bytes wait in a table, and the client's transport puts them back in place
-//! of the stub ([`substitute`], [`answer_line`]). Either way the client gets
-//! the worker's answer byte for byte, decoded and encoded zero times on the
-//! way. Anything else takes rmcp's own path.
+//! decides by (`answer::skim`). It travels as an owned value
+//! (`answer::Answer`) to whoever writes it, and the client gets the worker's
+//! answer byte for byte, decoded and encoded zero times on the way. Anything
+//! else takes rmcp's own path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rmcp::model::{CallToolResult, JsonRpcMessage, RequestId, ServerResult};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use rmcp::RoleClient;
@@ -30,6 +27,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::answer::{skim, RawAnswer, WorkerAnswer};
 use crate::pipes::{LineReader, Out};
 
 /// The rmcp client's transport to one worker. A thread reads the worker's
@@ -102,15 +100,12 @@ fn read_worker(
                 }
             }
         }
-        let m = match fast_decode(line) {
-            Some(m) => m,
-            None => match serde_json::from_slice::<RxJsonRpcMessage<RoleClient>>(line) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(target: "vane::front", "unreadable message from a worker ({e}): {}", String::from_utf8_lossy(&line[..line.len().min(200)]));
-                    continue;
-                }
-            },
+        let m = match serde_json::from_slice::<RxJsonRpcMessage<RoleClient>>(line) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(target: "vane::front", "unreadable message from a worker ({e}): {}", String::from_utf8_lossy(&line[..line.len().min(200)]));
+                continue;
+            }
         };
         // rmcp may be gone (the worker is retiring): keep reading for the lane
         let _ = tx.send(m);
@@ -123,148 +118,6 @@ fn read_worker(
 struct IdOnly<'a> {
     #[serde(borrow)]
     id: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    id: Option<RequestId>,
-    #[serde(borrow)]
-    result: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Lite<'a> {
-    #[serde(borrow)]
-    content: Option<&'a RawValue>,
-    #[serde(rename = "isError")]
-    is_error: Option<bool>,
-    #[serde(rename = "structuredContent", borrow)]
-    structured: Option<LiteStructured<'a>>,
-}
-
-#[derive(Deserialize)]
-struct LiteStructured<'a> {
-    #[serde(borrow)]
-    error: Option<LiteError<'a>>,
-}
-
-#[derive(Deserialize)]
-struct LiteError<'a> {
-    #[serde(borrow)]
-    code: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// Worker answers waiting to be written to the client as they are, by token.
-/// Entries are taken when the answer is written, materialised, or discarded
-/// (a retried fault); stragglers (an answer nobody waited for any more) are
-/// pruned after two minutes.
-type RawTable = BTreeMap<u64, (Instant, RawAnswer)>;
-
-/// A tool answer's bytes: the buffer it arrived in (usually the worker's
-/// whole line, moved, never copied) and where its `result` value lies.
-pub struct RawAnswer {
-    buf: Vec<u8>,
-    result: std::ops::Range<usize>,
-}
-
-impl RawAnswer {
-    fn whole(raw: &RawValue) -> RawAnswer {
-        let buf = raw.get().as_bytes().to_vec();
-        let n = buf.len();
-        RawAnswer { buf, result: 0..n }
-    }
-    /// The `result` value's JSON text.
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[self.result.clone()]
-    }
-}
-static RAW: std::sync::Mutex<RawTable> = std::sync::Mutex::new(BTreeMap::new());
-static NEXT: AtomicU64 = AtomicU64::new(1);
-const RAW_KEY: &str = "vane/raw";
-
-fn raw_table() -> std::sync::MutexGuard<'static, RawTable> {
-    RAW.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn stash(raw: RawAnswer) -> u64 {
-    let token = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut t = raw_table();
-    while let Some((&k, (at, _))) = t.iter().next() {
-        if at.elapsed() < Duration::from_secs(120) {
-            break;
-        }
-        t.remove(&k);
-    }
-    t.insert(token, (Instant::now(), raw));
-    token
-}
-
-fn token_of(r: &CallToolResult) -> Option<u64> {
-    r.meta.as_ref()?.0.get(RAW_KEY)?.as_u64()
-}
-
-/// The full answer behind a stub, decoded, leaving the bytes for the client.
-pub fn peek(r: &CallToolResult) -> Option<CallToolResult> {
-    let token = token_of(r)?;
-    let t = raw_table();
-    let raw = &t.get(&token)?.1;
-    serde_json::from_slice(raw.bytes()).ok()
-}
-
-/// The full answer (for the front's own use); its bytes are not written.
-pub fn materialize(r: CallToolResult) -> CallToolResult {
-    let Some(token) = token_of(&r) else {
-        return r;
-    };
-    let raw = raw_table().remove(&token);
-    raw.and_then(|(_, raw)| serde_json::from_slice(raw.bytes()).ok())
-        .unwrap_or(r)
-}
-
-/// Drops the bytes of an answer the front will not pass on.
-pub fn discard(r: &CallToolResult) {
-    if let Some(token) = token_of(r) {
-        raw_table().remove(&token);
-    }
-}
-
-/// A `tools/call` answer as a small stub — `isError`, the error code, and a
-/// token for its bytes, which go to the client unchanged; `None` for
-/// anything else.
-pub fn fast_decode(line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
-    let env: Envelope = serde_json::from_slice(line).ok()?;
-    if env.method.is_some() {
-        return None;
-    }
-    let (id, result) = (env.id?, env.result?);
-    let stub = stub_from(result)?;
-    Some(JsonRpcMessage::response(
-        ServerResult::CallToolResult(stub),
-        id,
-    ))
-}
-
-/// A tool answer's stub: `isError`, the error code, a token for its bytes.
-fn stub_from(result: &RawValue) -> Option<CallToolResult> {
-    stub_of(RawAnswer::whole(result))
-}
-
-/// The stub of an answer whose bytes are `raw` (one pass over them).
-fn stub_of(raw: RawAnswer) -> Option<CallToolResult> {
-    let lite: Lite = serde_json::from_slice(raw.bytes()).ok()?;
-    lite.content?;
-    let mut stub = CallToolResult::success(Vec::new());
-    stub.is_error = lite.is_error;
-    if let Some(code) = lite.structured.and_then(|s| s.error).and_then(|e| e.code) {
-        stub.structured_content = Some(serde_json::json!({ "error": { "code": code } }));
-    }
-    let token = stash(raw);
-    let mut meta = serde_json::Map::new();
-    meta.insert(RAW_KEY.into(), token.into());
-    stub.meta = Some(rmcp::model::MetaObject(meta));
-    Some(stub)
 }
 
 /// A `tools/call` the front forwarded from a thread of its direct path.
@@ -403,13 +256,13 @@ impl Lane {
             .is_ok()
     }
 
-    /// One `tools/call` from a task; the answer as a stub (see [`stub_from`]).
+    /// One `tools/call` from a task; the answer as its bytes, skimmed.
     pub async fn call(
         self: &Arc<Self>,
         params: &rmcp::model::CallToolRequestParams,
         timeout: Duration,
         ct: Option<&tokio_util::sync::CancellationToken>,
-    ) -> Result<CallToolResult, LaneError> {
+    ) -> Result<WorkerAnswer, LaneError> {
         if self.is_closed() {
             return Err(LaneError::Closed);
         }
@@ -433,7 +286,7 @@ impl Lane {
         };
         let why = tokio::select! {
             r = tokio::time::timeout(timeout, rx) => match r {
-                Ok(Ok(answer)) => return decode_answer(answer),
+                Ok(Ok(answer)) => return WorkerAnswer::read(answer).map_err(LaneError::Protocol),
                 Ok(Err(_)) => return Err(LaneError::Closed),
                 Err(_) => (LaneError::Timeout, "timeout"),
             },
@@ -445,38 +298,11 @@ impl Lane {
     }
 }
 
-#[derive(Deserialize)]
-struct Answer<'a> {
-    #[serde(borrow)]
-    result: Option<&'a RawValue>,
-    #[serde(borrow)]
-    error: Option<&'a RawValue>,
-}
-
-/// A lane answer: its `result` range was found by the reader; an empty one
-/// means the line is something else (an error answer) and is read here.
-fn decode_answer(answer: RawAnswer) -> Result<CallToolResult, LaneError> {
-    if !answer.result.is_empty() {
-        return stub_of(answer)
-            .ok_or_else(|| LaneError::Protocol("the answer is not a tool result".into()));
-    }
-    let a: Answer = serde_json::from_slice(&answer.buf)
-        .map_err(|e| LaneError::Protocol(format!("unreadable answer: {e}")))?;
-    match (a.result, a.error) {
-        (Some(r), _) => stub_from(r)
-            .ok_or_else(|| LaneError::Protocol("the answer is not a tool result".into())),
-        (None, Some(e)) => Err(LaneError::Protocol(e.get().to_string())),
-        _ => Err(LaneError::Protocol(
-            "an answer with neither result nor error".into(),
-        )),
-    }
-}
-
 /// The lane call number and `result` range of a line written the way a
 /// vane worker (rmcp, serde) writes an answer:
 /// `{"jsonrpc":"2.0","id":"f:N","result":…}` — checked without reading the
 /// answer; anything else is `None` and read the general way.
-fn lane_answer_shape(line: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
+pub(crate) fn lane_answer_shape(line: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
     const PRE: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":\"f:";
     const MID: &[u8] = b"\",\"result\":";
     let rest = line.strip_prefix(PRE)?;
@@ -488,39 +314,6 @@ fn lane_answer_shape(line: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
     let n: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
     let start = PRE.len() + digits + MID.len();
     (start < line.len() - 1).then_some((n, start..line.len() - 1))
-}
-
-#[derive(Deserialize)]
-struct StubLine<'a> {
-    #[serde(borrow)]
-    id: &'a RawValue,
-    result: StubResult,
-}
-
-#[derive(Deserialize)]
-struct StubResult {
-    #[serde(rename = "_meta")]
-    meta: std::collections::HashMap<String, u64>,
-}
-
-/// A line rmcp wrote for the client that answers a call with a stub,
-/// rewritten to carry the worker's answer bytes instead.
-pub fn substitute(line: &[u8]) -> Option<Vec<u8>> {
-    // stubs are small; anything else is not worth a look
-    // (a stub is under 300 bytes plus the client's request id)
-    if line.len() > 8192 || memchr::memmem::find(line, RAW_KEY.as_bytes()).is_none() {
-        return None;
-    }
-    let stub: StubLine = serde_json::from_slice(line).ok()?;
-    let token = *stub.result.meta.get(RAW_KEY)?;
-    let (_, raw) = raw_table().remove(&token)?;
-    let mut out = Vec::with_capacity(raw.bytes().len() + 64);
-    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    out.extend_from_slice(stub.id.get().as_bytes());
-    out.extend_from_slice(b",\"result\":");
-    out.extend_from_slice(raw.bytes());
-    out.push(b'}');
-    Some(out)
 }
 
 impl Transport<RoleClient> for WorkerTransport {
@@ -739,8 +532,7 @@ impl Transport<rmcp::RoleServer> for ClientTransport {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let out = self.out.clone();
         async move {
-            let buf = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
-            let mut line = substitute(&buf).unwrap_or(buf);
+            let mut line = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
             line.push(b'\n');
             out.line_async(line, Arc::new(|| false)).await
         }
@@ -811,118 +603,9 @@ impl Transport<rmcp::RoleServer> for ClientTransport {
     }
 }
 
-/// A tool answer's line for the client: `{"jsonrpc":"2.0","id":ID,"result":…}`
-/// with the worker's bytes when `r` is a stub, else `r` encoded.
-pub fn answer_line(id_raw: &str, r: &CallToolResult) -> Option<Vec<u8>> {
-    let raw = token_of(r)
-        .and_then(|t| raw_table().remove(&t))
-        .map(|(_, raw)| raw);
-    let mut line = Vec::with_capacity(raw.as_ref().map_or(512, |r| r.bytes().len() + 64));
-    line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    line.extend_from_slice(id_raw.as_bytes());
-    line.extend_from_slice(b",\"result\":");
-    match raw {
-        Some(raw) => line.extend_from_slice(raw.bytes()),
-        None => serde_json::to_writer(&mut line, r).ok()?,
-    }
-    line.extend_from_slice(b"}\n");
-    Some(line)
-}
-
-/// The same for an answer still in its worker's bytes.
-pub fn raw_answer_line(id_raw: &str, raw: &RawAnswer) -> Vec<u8> {
-    let mut line = Vec::with_capacity(raw.bytes().len() + id_raw.len() + 40);
-    line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    line.extend_from_slice(id_raw.as_bytes());
-    line.extend_from_slice(b",\"result\":");
-    line.extend_from_slice(raw.bytes());
-    line.extend_from_slice(b"}\n");
-    line
-}
-
-/// What the front decides by in a lane answer, without decoding it:
-/// `isError` and the error code; an error response or anything that is not
-/// a tool result is `Err` with why.
-pub fn skim(answer: &RawAnswer) -> Result<(bool, Option<String>), String> {
-    if answer.result.is_empty() {
-        let a: Answer =
-            serde_json::from_slice(&answer.buf).map_err(|e| format!("unreadable answer: {e}"))?;
-        return Err(match (a.result, a.error) {
-            (_, Some(e)) => e.get().to_string(),
-            _ => "the answer is not a tool result".into(),
-        });
-    }
-    // A vane worker writes a result's fields in rmcp's order — `content`,
-    // `structuredContent`, `isError`, `_meta` (its own `vane/` keys) — so
-    // the last `"isError":` is the result's own; a success is known
-    // without reading the answer. Anything else is read.
-    let b = answer.bytes();
-    if let Some(at) = memchr::memmem::rfind(b, b"\"isError\":") {
-        if b[at + 10..].starts_with(b"false") {
-            return Ok((false, None));
-        }
-    }
-    let lite: Lite = serde_json::from_slice(b).map_err(|e| format!("unreadable answer: {e}"))?;
-    if lite.content.is_none() {
-        return Err("the answer is not a tool result".into());
-    }
-    let is_error = lite.is_error == Some(true);
-    let code = if is_error {
-        lite.structured
-            .and_then(|s| s.error)
-            .and_then(|e| e.code)
-            .map(|c| c.into_owned())
-    } else {
-        None
-    };
-    Ok((is_error, code))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stub_of(m: RxJsonRpcMessage<RoleClient>) -> (RequestId, CallToolResult) {
-        match m {
-            JsonRpcMessage::Response(r) => match r.result {
-                ServerResult::CallToolResult(c) => (r.id, c),
-                _ => panic!("not a tool answer"),
-            },
-            _ => panic!("not a response"),
-        }
-    }
-
-    #[test]
-    fn tool_answers_pass_through_as_bytes() {
-        let result = r#"{"content":[{"type":"text","text":"{\"error\":{\"code\":\"internal\"}}"}],"structuredContent":{"error":{"code":"internal","message":"x \"q\""}},"isError":true,"_meta":{"vane/idempotent_replay":true}}"#;
-        let line = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
-        let (id, stub) = stub_of(fast_decode(line.as_bytes()).expect("fast path"));
-        assert_eq!(stub.is_error, Some(true));
-        assert_eq!(
-            stub.structured_content.as_ref().unwrap()["error"]["code"],
-            "internal"
-        );
-        // the full answer, for the front's own use, without taking it
-        let full = peek(&stub).unwrap();
-        assert_eq!(
-            full.structured_content.unwrap()["error"]["message"],
-            "x \"q\""
-        );
-        // what rmcp writes for the stub becomes the worker's bytes
-        let msg: rmcp::service::TxJsonRpcMessage<rmcp::RoleServer> =
-            JsonRpcMessage::response(ServerResult::CallToolResult(stub.clone()), id);
-        let out = serde_json::to_vec(&msg).unwrap();
-        let rewritten = substitute(&out).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&rewritten).unwrap();
-        assert_eq!(v["id"], 7);
-        assert_eq!(
-            v["result"],
-            serde_json::from_str::<serde_json::Value>(result).unwrap()
-        );
-        // taken once
-        assert!(substitute(&out).is_none());
-        assert!(peek(&stub).is_none());
-    }
 
     #[test]
     fn lane_answers_in_a_workers_shape_are_found_without_reading_them() {
@@ -944,76 +627,14 @@ mod tests {
                 String::from_utf8_lossy(other)
             );
         }
-        // the caller reads `result` once: the stub, and the bytes kept
-        let stub = decode_answer(RawAnswer {
+        // the caller reads `result` once, and the bytes are kept
+        let a = WorkerAnswer::read(RawAnswer {
             buf: line.to_vec(),
             result: lane_answer_shape(line).unwrap().1,
         })
         .unwrap();
-        assert_eq!(stub.is_error, Some(true));
-        assert_eq!(materialize(stub).is_error, Some(true));
-        // an error answer is read the general way
-        let e = decode_answer(RawAnswer {
-            buf: br#"{"jsonrpc":"2.0","id":"f:1","error":{"code":-32602,"message":"bad"}}"#
-                .to_vec(),
-            result: 0..0,
-        })
-        .unwrap_err();
-        assert!(matches!(e, LaneError::Protocol(m) if m.contains("bad")));
-    }
-
-    #[test]
-    fn skim_reads_only_what_the_front_decides_by() {
-        let raw = |l: &[u8]| {
-            let (_, result) = lane_answer_shape(l).unwrap();
-            RawAnswer {
-                buf: l.to_vec(),
-                result,
-            }
-        };
-        // a success, with look-alikes inside the content and the structure
-        let ok = raw(br#"{"jsonrpc":"2.0","id":"f:1","result":{"content":[{"type":"text","text":"\"isError\":true"}],"structuredContent":{"isError":true},"isError":false}}"#);
-        assert_eq!(skim(&ok).unwrap(), (false, None));
-        let e = raw(br#"{"jsonrpc":"2.0","id":"f:2","result":{"content":[],"structuredContent":{"error":{"code":"internal"}},"isError":true,"_meta":{"vane/idempotent_replay":true}}}"#);
-        assert_eq!(skim(&e).unwrap(), (true, Some("internal".to_string())));
-        let not_a_tool = raw(br#"{"jsonrpc":"2.0","id":"f:3","result":{"tools":[]}}"#);
-        assert!(skim(&not_a_tool).is_err());
-        let rpc_error = RawAnswer {
-            buf:
-                br#"{"jsonrpc":"2.0","id":"f:4","error":{"code":-32602,"message":"no such tool"}}"#
-                    .to_vec(),
-            result: 0..0,
-        };
-        assert!(skim(&rpc_error).unwrap_err().contains("no such tool"));
-    }
-
-    #[test]
-    fn materialize_and_discard_free_the_bytes() {
-        let line =
-            r#"{"jsonrpc":"2.0","id":"a","result":{"content":[],"structuredContent":{"n":1}}}"#;
-        let (_, stub) = stub_of(fast_decode(line.as_bytes()).unwrap());
-        assert!(stub.structured_content.is_none());
-        let full = materialize(stub.clone());
-        assert_eq!(full.structured_content.unwrap()["n"], 1);
-        assert!(peek(&stub).is_none());
-        let (_, stub) = stub_of(fast_decode(line.as_bytes()).unwrap());
-        discard(&stub);
-        assert!(peek(&stub).is_none());
-    }
-
-    #[test]
-    fn everything_else_is_left_to_rmcp() {
-        for l in [
-            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
-            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}"#,
-            r#"not json"#,
-        ] {
-            assert!(fast_decode(l.as_bytes()).is_none(), "{l}");
-        }
-        assert!(substitute(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#).is_none());
+        assert!(a.is_error());
+        assert_eq!(a.decode().unwrap().is_error, Some(true));
     }
 }
 

@@ -11,15 +11,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, CancelledNotification, CancelledNotificationParam,
-    ClientConfig, ClientNotification, ClientRequest, Implementation, ListToolsRequest, PingRequest,
-    ServerResult, Tool,
+    CallToolRequestParams, CancelledNotification, CancelledNotificationParam, ClientConfig,
+    ClientNotification, ClientRequest, Implementation, ListToolsRequest, PingRequest, ServerResult,
+    Tool,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService, ServiceError};
 use rmcp::{Peer, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::answer::WorkerAnswer;
 
 /// What the front asks of a worker process.
 #[derive(Debug, Clone)]
@@ -413,15 +415,15 @@ impl Worker {
             probe.meta = Some(rmcp::model::RequestMetaObject(rmcp::model::MetaObject(
                 meta,
             )));
-            let st = service
-                .call_tool(probe)
+            let st = lane
+                .call(&probe, timing.ready_timeout, None)
                 .await
-                .map_err(|e| format!("self-check status call failed: {e}"))?;
-            let st = crate::transport::materialize(st);
-            if st.is_error == Some(true) {
+                .map_err(|e| format!("self-check status call failed: {e:?}"))?;
+            if st.is_error() {
+                let r = st.decode().unwrap_or_default();
                 return Err(format!(
                     "self-check: status returned an error: {}",
-                    st.structured_content.unwrap_or_default()
+                    r.structured_content.unwrap_or_default()
                 ));
             }
             Ok((service, version, tools, lane))
@@ -630,7 +632,7 @@ impl Worker {
         params: &CallToolRequestParams,
         timeout: Duration,
         ct: Option<&CancellationToken>,
-    ) -> Result<CallToolResult, CallError> {
+    ) -> Result<WorkerAnswer, CallError> {
         use crate::transport::LaneError;
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let r = self.lane.call(params, timeout, ct).await;

@@ -4,6 +4,7 @@
 //! healthy worker can answer it.
 
 use super::*;
+use crate::answer::Answer;
 use crate::retry::{AfterClosed, CallPolicy};
 
 /// The JSON-RPC code of a request the client cancelled (as LSP numbers it;
@@ -85,7 +86,7 @@ impl Front {
         request: CallToolRequestParams,
         ct: CancellationToken,
         request_id: String,
-    ) -> CallToolResult {
+    ) -> Answer {
         let (r, done) = self.handle_call_deferred(request, ct, request_id).await;
         if let Some(done) = done {
             self.finish_call(done, &r);
@@ -94,11 +95,11 @@ impl Front {
     }
 
     /// Records a finished call's metrics (see [`Front::handle_call_deferred`]).
-    pub fn finish_call(&self, done: CallDone, r: &CallToolResult) {
+    pub fn finish_call(&self, done: CallDone, r: &Answer) {
         self.ctx.telemetry.metrics.call_finished(
             &done.name,
-            r.is_error != Some(true),
-            error_code(r),
+            !r.is_error(),
+            r.code(),
             done.started.elapsed(),
         );
     }
@@ -110,16 +111,17 @@ impl Front {
         mut request: CallToolRequestParams,
         ct: CancellationToken,
         request_id: String,
-    ) -> (CallToolResult, Option<CallDone>) {
+    ) -> (Answer, Option<CallDone>) {
         self.annotate(&mut request, request_id);
         if self.tools.get(&request.name).is_some() {
             let name = request.name.to_string();
-            return (self.front_tool(&name, request.arguments).await, None);
+            return (self.front_tool(&name, request.arguments).await.into(), None);
         }
         self.ctx.telemetry.metrics.call_started();
         let started = Instant::now();
         let name = request.name.to_string();
-        let r = self.forward_call(request, ct).await;
+        let policy = self.policy_for(&name, started);
+        let r = self.forward_call_with(request, ct, None, policy).await;
         (r, Some(CallDone { name, started }))
     }
 
@@ -130,7 +132,7 @@ impl Front {
         self: &Arc<Self>,
         params: CallToolRequestParams,
         ct: CancellationToken,
-    ) -> CallToolResult {
+    ) -> Answer {
         let policy = self.policy_for(&params.name, Instant::now());
         self.forward_call_with(params, ct, None, policy).await
     }
@@ -149,7 +151,7 @@ impl Front {
         ct: CancellationToken,
         mut prefer: Option<Arc<Worker>>,
         mut policy: CallPolicy,
-    ) -> CallToolResult {
+    ) -> Answer {
         let name = params.name.to_string();
         let mut keyed = params
             .meta
@@ -169,6 +171,7 @@ impl Front {
                                 policy.timeout().as_millis()
                             ),
                         ))
+                        .into()
                     }
                 },
             };
@@ -184,13 +187,11 @@ impl Front {
             let elapsed = t0.elapsed();
             match r {
                 Ok(res) => {
-                    let code = error_code(&res);
+                    let code = res.code();
                     let failed = code == Some(ErrorCode::Internal.as_str());
-                    w.stats
-                        .record(elapsed, res.is_error == Some(true), failed, timed);
+                    w.stats.record(elapsed, res.is_error(), failed, timed);
                     if code == Some(ErrorCode::IdempotencyKeyInProgress.as_str()) {
                         if let Some(d) = policy.wait_busy(Instant::now()) {
-                            crate::transport::discard(&res);
                             tokio::time::sleep(d).await;
                             continue;
                         }
@@ -199,7 +200,6 @@ impl Front {
                         let alt = self.fallback(&w);
                         if policy.retry_fault(alt.is_some()) {
                             let alt = alt.expect("retry_fault checked it");
-                            crate::transport::discard(&res);
                             self.emit(
                                 "call_retried",
                                 json!({ "tool": name, "from": w.id, "to": alt.id, "why": "internal error" }),
@@ -211,7 +211,7 @@ impl Front {
                     if read_only && !failed {
                         self.shadow(&params, &res);
                     }
-                    return res;
+                    return Answer::Worker(res);
                 }
                 Err(CallError::Closed) => {
                     w.stats.record(elapsed, true, true, false);
@@ -221,7 +221,8 @@ impl Front {
                         return error_result(&err(
                             ErrorCode::Internal,
                             format!("`{name}`: workers kept failing ({closed} in a row)"),
-                        ));
+                        ))
+                        .into();
                     }
                 }
                 Err(CallError::Timeout(_)) => {
@@ -230,12 +231,12 @@ impl Front {
                     return error_result(&err(
                         ErrorCode::Timeout,
                         format!("`{name}` did not finish within {} ms; the worker was told to cancel it", t.as_millis()),
-                    ).with_details(json!({ "timeout_ms": t.as_millis() as u64 })));
+                    ).with_details(json!({ "timeout_ms": t.as_millis() as u64 }))).into();
                 }
-                Err(CallError::Cancelled) => return cancelled(),
+                Err(CallError::Cancelled) => return cancelled().into(),
                 Err(CallError::Protocol(m)) => {
                     w.stats.record(elapsed, true, true, timed);
-                    return error_result(&err(ErrorCode::Internal, m));
+                    return error_result(&err(ErrorCode::Internal, m)).into();
                 }
             }
         }

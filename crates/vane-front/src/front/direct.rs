@@ -20,9 +20,10 @@ use vane_core::ErrorCode;
 use vane_tools::server::error_result;
 
 use super::{err, CallDone, DirectEntry, Front, LONG_TOOLS};
+use crate::answer::{raw_answer_line, skim, Answer, RawAnswer};
 use crate::pipes::Out;
 use crate::retry::CallPolicy;
-use crate::transport::{answer_line, raw_answer_line, skim, DirectCall, Lane, RawAnswer, Waiter};
+use crate::transport::{DirectCall, Lane, Waiter};
 use crate::worker::Worker;
 
 /// How often the front looks for direct calls past their deadline.
@@ -95,7 +96,7 @@ impl Direct {
         self.worker.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn finish(&self, r: &CallToolResult) {
+    fn finish(&self, r: &Answer) {
         self.front.finish_call(
             CallDone {
                 name: self.name.clone(),
@@ -116,7 +117,8 @@ impl Direct {
 
     /// The front's own answer, written from whichever thread finished.
     fn answer_with(&self, r: CallToolResult) {
-        if let Some(line) = answer_line(&self.id_raw, &r) {
+        let r = Answer::Front(r);
+        if let Some(line) = r.line(&self.id_raw) {
             let out = self.out.clone();
             self.front.rt.spawn(async move {
                 let _ = out.line_async(line, Arc::new(|| false)).await;
@@ -134,8 +136,8 @@ impl DirectCall for Direct {
             Err(why) => {
                 self.settle();
                 self.worker.stats.record(elapsed, true, true, self.timed);
-                let r = error_result(&err(ErrorCode::Internal, why));
-                if let Some(line) = answer_line(&self.id_raw, &r) {
+                let r = Answer::Front(error_result(&err(ErrorCode::Internal, why)));
+                if let Some(line) = r.line(&self.id_raw) {
                     let _ = self.out.line_queued(&line);
                 }
                 self.finish(&r);
@@ -224,7 +226,7 @@ impl DirectCall for Direct {
         self.settle();
         self.cancel_on_worker("cancelled by the client");
         // no answer is due; the metrics still see the call end
-        self.finish(&super::calls::cancelled());
+        self.finish(&super::calls::cancelled().into());
     }
 }
 
@@ -454,18 +456,18 @@ impl Front {
         &self,
         id_raw: &str,
         ct: &CancellationToken,
-        r: CallToolResult,
+        r: Answer,
         done: Option<CallDone>,
     ) {
         self.tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id_raw);
-        if ct.is_cancelled() {
-            // no answer is due
-            crate::transport::discard(&r);
-        } else if let (Some(line), Some(out)) = (answer_line(id_raw, &r), self.client_out.get()) {
-            let _ = out.line_async(line, Arc::new(|| false)).await;
+        // a withdrawn call is owed no answer
+        if !ct.is_cancelled() {
+            if let (Some(line), Some(out)) = (r.line(id_raw), self.client_out.get()) {
+                let _ = out.line_async(line, Arc::new(|| false)).await;
+            }
         }
         if let Some(done) = done {
             self.finish_call(done, &r);
@@ -497,7 +499,7 @@ impl Front {
                         .forward_call_with(params, ct.clone(), prefer, policy)
                         .await
                 }
-                Err(why) => error_result(&err(ErrorCode::Internal, why)),
+                Err(why) => error_result(&err(ErrorCode::Internal, why)).into(),
             };
             front
                 .answer_task(&id_raw, &ct, r, Some(CallDone { name, started }))

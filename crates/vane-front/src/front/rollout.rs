@@ -3,6 +3,7 @@
 //! rollback watch over a newly promoted worker.
 
 use super::*;
+use crate::answer::WorkerAnswer;
 pub use crate::verdict::Reason;
 use crate::verdict::{verdict, Verdict, Watched};
 use vane_core::contract::control::{CallAnswer, ProbeAnswer, ProbeSide};
@@ -21,7 +22,7 @@ pub(crate) struct WatchState {
 impl Front {
     /// Copies a read-only call to the canary and compares the answers in the
     /// background; the client never waits for it.
-    pub(crate) fn shadow(self: &Arc<Self>, params: &CallToolRequestParams, res: &CallToolResult) {
+    pub(crate) fn shadow(self: &Arc<Self>, params: &CallToolRequestParams, res: &WorkerAnswer) {
         if !self.cfg.shadow.enabled {
             return;
         }
@@ -39,10 +40,9 @@ impl Front {
         };
         let params = params.clone();
         // the client's copy stays as bytes; this one is decoded for comparing
-        let full = crate::transport::peek(res);
         let active = (
-            full.as_ref().unwrap_or(res).structured_content.clone(),
-            res.is_error == Some(true),
+            res.decode().ok().and_then(|r| r.structured_content),
+            res.is_error(),
         );
         let front = self.clone();
         tokio::spawn(async move {
@@ -53,7 +53,7 @@ impl Front {
                 .call_tool(&params, ms(front.cfg.shadow.timeout_ms), None)
                 .await;
             let s = &canary.stats.shadow;
-            match r.map(crate::transport::materialize) {
+            match r.and_then(|a| a.decode().map_err(CallError::Protocol)) {
                 Ok(cr) => {
                     let failed = error_code(&cr) == Some("internal");
                     canary
@@ -342,37 +342,46 @@ impl Front {
         }
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
         let timeout = ms(self.cfg.shadow.timeout_ms);
-        let (a, c) = tokio::join!(
-            active.call_tool(&params, timeout, None),
-            canary.call_tool(&params, timeout, None)
-        );
-        let (a, c) = (
-            a.map(crate::transport::materialize),
-            c.map(crate::transport::materialize),
-        );
-        let a = a.map_err(|e| {
-            err(
-                ErrorCode::Internal,
-                format!("probe `{tool}` on the active worker: {e:?}"),
-            )
-        })?;
         let s = &canary.stats.shadow;
-        let c = match c {
-            Ok(c) => c,
-            Err(e) => {
-                s.errors.fetch_add(1, Ordering::Relaxed);
-                return Err(err(
-                    ErrorCode::Internal,
-                    format!("probe `{tool}` on the canary: {e:?}"),
-                ));
+        // The two reads run side by side, but a write that lands between
+        // them (a client's call, while the upgrade probes) makes them differ
+        // without either being wrong: a difference counts once it is seen
+        // twice in a row.
+        let mut attempt = 0;
+        let (a, c, diff) = loop {
+            attempt += 1;
+            let (a, c) = tokio::join!(
+                active.call_tool(&params, timeout, None),
+                canary.call_tool(&params, timeout, None)
+            );
+            let a = a
+                .and_then(|a| a.decode().map_err(CallError::Protocol))
+                .map_err(|e| {
+                    err(
+                        ErrorCode::Internal,
+                        format!("probe `{tool}` on the active worker: {e:?}"),
+                    )
+                })?;
+            let c = match c.and_then(|c| c.decode().map_err(CallError::Protocol)) {
+                Ok(c) => c,
+                Err(e) => {
+                    s.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(err(
+                        ErrorCode::Internal,
+                        format!("probe `{tool}` on the canary: {e:?}"),
+                    ));
+                }
+            };
+            let diff = compare(
+                &self.ignore,
+                (&a.structured_content, a.is_error == Some(true)),
+                (&c.structured_content, c.is_error == Some(true)),
+            );
+            if diff.is_none() || attempt >= 2 {
+                break (a, c, diff);
             }
         };
         s.compared.fetch_add(1, Ordering::Relaxed);
-        let diff = compare(
-            &self.ignore,
-            (&a.structured_content, a.is_error == Some(true)),
-            (&c.structured_content, c.is_error == Some(true)),
-        );
         match &diff {
             None => {
                 s.matched.fetch_add(1, Ordering::Relaxed);
@@ -425,7 +434,7 @@ impl Front {
         let r = active
             .call_tool(&params, ms(self.cfg.call_timeout_ms), None)
             .await
-            .map(crate::transport::materialize)
+            .and_then(|a| a.decode().map_err(CallError::Protocol))
             .map_err(|e| {
                 err(
                     ErrorCode::Internal,
@@ -455,7 +464,7 @@ impl Front {
         let r = canary
             .call_tool(&params, ms(self.cfg.long_call_timeout_ms), None)
             .await
-            .map(crate::transport::materialize)
+            .and_then(|a| a.decode().map_err(CallError::Protocol))
             .map_err(|e| {
                 err(
                     ErrorCode::Internal,

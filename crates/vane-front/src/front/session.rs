@@ -172,6 +172,7 @@ impl ServerHandler for FrontServer {
             .0
             .handle_call(request, context.ct.clone(), id)
             .await
+            .into_result()
             .into())
     }
 
