@@ -38,7 +38,7 @@ mod workers;
 
 pub use rollout::Reason;
 use rollout::WatchState;
-pub use session::FrontServer;
+pub use session::{Access, FrontServer, Session};
 
 use crate::compare::{compare, Ignore};
 use crate::worker::{rss_of, CallError, Role, Spec, Timing, Worker, WorkerEvent};
@@ -76,18 +76,15 @@ pub struct Front {
     routes: Mutex<Routes>,
     active_tx: watch::Sender<Option<Arc<Worker>>>,
     next_id: AtomicU64,
-    client: Mutex<Option<Peer<RoleServer>>>,
-    client_protocol: Mutex<Value>,
-    /// the tail of `_meta["vane/client"]` as JSON text:
-    /// `,"protocol_version":…,"session_id":…}`
-    client_meta: Mutex<String>,
-    /// the client finished the handshake: `tools/call` may take the direct path
-    pub initialized: std::sync::atomic::AtomicBool,
+    /// the clients' sessions (notifications go to each)
+    sessions: Mutex<Vec<std::sync::Weak<Session>>>,
+    /// the stdio client's session (the direct path serves it)
+    stdio: std::sync::OnceLock<Arc<Session>>,
+    session_seq: AtomicU64,
     events: mpsc::UnboundedSender<WorkerEvent>,
     decisions: Mutex<VecDeque<Decision>>,
     shadow_slots: Arc<Semaphore>,
     ignore: Ignore,
-    listed: Mutex<Vec<String>>,
     started: Instant,
     key_seq: AtomicU64,
     key_prefix: String,
@@ -125,13 +122,6 @@ fn error_code(r: &CallToolResult) -> Option<&str> {
     r.structured_content
         .as_ref()
         .and_then(|v| v["error"]["code"].as_str())
-}
-
-fn client_meta(protocol: &Value, session_id: &impl serde::Serialize) -> String {
-    let v = json!({ "protocol_version": protocol, "session_id": session_id });
-    // `{"protocol_version":…,"session_id":…}` → `,"protocol_version":…}`
-    let s = v.to_string();
-    format!(",{}", &s[1..])
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> VaneError {
@@ -174,13 +164,11 @@ impl Front {
             routes: Mutex::new(Routes::default()),
             active_tx: watch::channel(None).0,
             next_id: AtomicU64::new(1),
-            client: Mutex::new(None),
-            client_protocol: Mutex::new(Value::Null),
-            client_meta: Mutex::new(client_meta(&Value::Null, &ctx.telemetry.session_id)),
-            initialized: std::sync::atomic::AtomicBool::new(false),
+            sessions: Mutex::new(Vec::new()),
+            stdio: std::sync::OnceLock::new(),
+            session_seq: AtomicU64::new(0),
             events,
             decisions: Mutex::new(VecDeque::new()),
-            listed: Mutex::new(Vec::new()),
             started: Instant::now(),
             key_seq: AtomicU64::new(0),
             key_prefix: format!("front:{}:{:x}", std::process::id(), nanos),

@@ -61,9 +61,10 @@ pub async fn run(
     let socket = control::serve(front.clone(), &ctx.paths.state_dir)?;
     *front.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.clone());
     tokio::spawn(Front::sweep_direct(Arc::downgrade(&front)));
+    let server = FrontServer::new(front.clone(), front::Access::Local, true);
     let client = transport::ClientTransport::stdio(front.clone())
         .map_err(|e| VaneError::internal(format!("cannot read the client's stdio: {e}")))?;
-    let running = FrontServer(front.clone())
+    let running = server
         .serve(client)
         .await
         .map_err(|e| VaneError::internal(format!("MCP handshake failed: {e}")));

@@ -483,7 +483,10 @@ fn read_client(
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
-        if front.initialized.load(Ordering::Acquire) {
+        if front
+            .stdio_session()
+            .is_some_and(|s| s.initialized.load(Ordering::Acquire))
+        {
             match serde_json::from_slice::<Incoming>(line) {
                 Ok(Incoming {
                     id: Some(id),
@@ -551,7 +554,10 @@ impl Transport<rmcp::RoleServer> for ClientTransport {
             if let Some(inc) = &head {
                 match (inc.method.as_deref(), inc.id, inc.params) {
                     (Some("tools/call"), Some(id), Some(params))
-                        if self.front.initialized.load(Ordering::Acquire) =>
+                        if self
+                            .front
+                            .stdio_session()
+                            .is_some_and(|s| s.initialized.load(Ordering::Acquire)) =>
                     {
                         if let Ok(params) =
                             serde_json::from_str::<rmcp::model::CallToolRequestParams>(params.get())

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::WorkerAnswer;
+use vane_core::contract::meta;
 
 /// What the front asks of a worker process.
 #[derive(Debug, Clone)]
@@ -98,6 +99,8 @@ pub struct ToolSet {
     read_only: HashSet<String>,
     /// tools that mutate only when an argument is present (`plan_next` + `claim`)
     mutates_when: Vec<(String, String)>,
+    /// admin tools (`_meta["vane/admin"]`)
+    admin: HashSet<String>,
 }
 
 impl ToolSet {
@@ -115,15 +118,32 @@ impl ToolSet {
         let mutates_when = tools
             .iter()
             .filter_map(|t| {
-                let f = t.meta.as_ref()?.0.get("vane/mutates_when")?.as_str()?;
+                let f = t.meta.as_ref()?.0.get(meta::MUTATES_WHEN)?.as_str()?;
                 Some((t.name.to_string(), f.to_string()))
             })
+            .collect();
+        let admin = tools
+            .iter()
+            .filter(|t| {
+                t.meta
+                    .as_ref()
+                    .and_then(|m| m.0.get(meta::ADMIN))
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false)
+            })
+            .map(|t| t.name.to_string())
             .collect();
         ToolSet {
             tools,
             read_only,
             mutates_when,
+            admin,
         }
+    }
+
+    /// Is this one of the worker's admin tools?
+    pub fn is_admin(&self, name: &str) -> bool {
+        self.admin.contains(name)
     }
 
     /// Does this call only read? Unknown tools count as mutating: a key on

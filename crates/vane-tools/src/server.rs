@@ -58,13 +58,17 @@ pub fn to_tool(def: &ToolDef) -> Tool {
         .with_title(def.title)
         .with_raw_output_schema(def.output_schema.clone())
         .with_annotations(ann);
-    match def.mutates_when {
-        Some(f) => {
-            let mut m = serde_json::Map::new();
-            m.insert("vane/mutates_when".into(), json!(f));
-            t.with_meta(rmcp::model::MetaObject(m))
-        }
-        None => t,
+    let mut m = serde_json::Map::new();
+    if let Some(f) = def.mutates_when {
+        m.insert(vane_core::contract::meta::MUTATES_WHEN.into(), json!(f));
+    }
+    if def.admin {
+        m.insert(vane_core::contract::meta::ADMIN.into(), json!(true));
+    }
+    if m.is_empty() {
+        t
+    } else {
+        t.with_meta(rmcp::model::MetaObject(m))
     }
 }
 

@@ -19,6 +19,9 @@ pub const IDEMPOTENT_REPLAY: &str = "vane/idempotent_replay";
 pub const SELF_CHECK: &str = "vane/self_check";
 /// On a tool in `tools/list`: the argument values that make a call mutate.
 pub const MUTATES_WHEN: &str = "vane/mutates_when";
+/// On a tool in `tools/list`: an admin tool (the ADMIN_TOOLS flag, and over
+/// HTTP the admin scope, gate it).
+pub const ADMIN: &str = "vane/admin";
 /// The client's progress token, which the front does not relay.
 pub const PROGRESS_TOKEN: &str = "progressToken";
 

@@ -83,11 +83,14 @@ impl Front {
     /// worker logs and traces the client's request, not ours).
     pub async fn handle_call(
         self: &Arc<Self>,
+        session: &Session,
         request: CallToolRequestParams,
         ct: CancellationToken,
         request_id: String,
     ) -> Answer {
-        let (r, done) = self.handle_call_deferred(request, ct, request_id).await;
+        let (r, done) = self
+            .handle_call_deferred(session, request, ct, request_id)
+            .await;
         if let Some(done) = done {
             self.finish_call(done, &r);
         }
@@ -108,11 +111,23 @@ impl Front {
     /// with [`Front::finish_call`] once the answer is written.
     pub async fn handle_call_deferred(
         self: &Arc<Self>,
+        session: &Session,
         mut request: CallToolRequestParams,
         ct: CancellationToken,
         request_id: String,
     ) -> (Answer, Option<CallDone>) {
-        self.annotate(&mut request, request_id);
+        if !session.access.admin() && self.is_admin_tool(&request.name) {
+            let e = err(
+                ErrorCode::Unauthorized,
+                format!(
+                    "`{}` is an admin tool; this client's token lacks the admin scope",
+                    request.name
+                ),
+            )
+            .with_details(json!({ "needs_scope": "admin" }));
+            return (error_result(&e).into(), None);
+        }
+        session.annotate(&mut request, request_id);
         if self.tools.get(&request.name).is_some() {
             let name = request.name.to_string();
             return (self.front_tool(&name, request.arguments).await.into(), None);
@@ -135,6 +150,16 @@ impl Front {
     ) -> Answer {
         let policy = self.policy_for(&params.name, Instant::now());
         self.forward_call_with(params, ct, None, policy).await
+    }
+
+    /// The front's admin tools and the active worker's (as it marks them).
+    pub(crate) fn is_admin_tool(&self, name: &str) -> bool {
+        self.tools.get(name).is_some_and(|d| d.admin)
+            || self
+                .active_tx
+                .borrow()
+                .as_ref()
+                .is_some_and(|w| w.tools().is_admin(name))
     }
 
     /// The retry policy of a call to `tool` that started at `started`.

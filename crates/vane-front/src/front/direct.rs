@@ -312,12 +312,10 @@ impl Front {
         } else {
             serde_json::to_writer(&mut meta, &request_id_of(id_raw))?;
         }
-        meta.extend_from_slice(
-            self.client_meta
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_bytes(),
-        );
+        let Some(session) = self.stdio_session() else {
+            return decline();
+        };
+        meta.extend_from_slice(session.client_meta().as_bytes());
         let lane = w.lane().clone();
         let n = lane.next_call();
         let mut line = Vec::with_capacity(params.get().len() + meta.len() + 96);
@@ -434,8 +432,11 @@ impl Front {
         let ct = self.track(&id_raw);
         let front = self.clone();
         tokio::spawn(async move {
+            let Some(session) = front.stdio_session().cloned() else {
+                return;
+            };
             let (r, done) = front
-                .handle_call_deferred(params, ct.clone(), request_id_of(&id_raw))
+                .handle_call_deferred(&session, params, ct.clone(), request_id_of(&id_raw))
                 .await;
             front.answer_task(&id_raw, &ct, r, done).await;
         });

@@ -4,22 +4,138 @@
 
 use super::*;
 
-impl Front {
-    /// The client's request id, protocol version and the front's session go
-    /// along in `_meta["vane/client"]`; a progress token does not (progress
-    /// is not relayed).
+/// One client's MCP session with the front: stdio has exactly one; over
+/// HTTP there is one per client session (and one per request for
+/// stateless clients). Every session reaches the same workers; what is its
+/// own is who the client is and what it was last shown.
+pub struct Session {
+    /// what the workers log as the client's session
+    /// (`_meta["vane/client"].session_id`)
+    pub id: String,
+    /// what the client may call (HTTP: its token's scopes)
+    pub access: Access,
+    peer: Mutex<Option<Peer<RoleServer>>>,
+    protocol: Mutex<Value>,
+    /// the tail of `_meta["vane/client"]` as JSON text:
+    /// `,"protocol_version":…,"session_id":…}`
+    client_meta: Mutex<String>,
+    /// the client finished the handshake: `tools/call` may take the direct path
+    pub initialized: std::sync::atomic::AtomicBool,
+    /// the tool names the client was last shown
+    listed: Mutex<Vec<String>>,
+}
+
+/// What a session's client may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// everything the flags allow (stdio: the client is the process that
+    /// started vane)
+    Local,
+    /// over HTTP with a token: tools, and admin tools only with the admin scope
+    Remote { admin: bool },
+}
+
+impl Access {
+    /// Whether admin tools may be called at all (the ADMIN_TOOLS flag still
+    /// decides besides).
+    pub fn admin(self) -> bool {
+        matches!(self, Access::Local | Access::Remote { admin: true })
+    }
+}
+
+fn client_meta(protocol: &Value, session_id: &str) -> String {
+    let v = json!({ "protocol_version": protocol, "session_id": session_id });
+    // `{"protocol_version":…,"session_id":…}` → `,"protocol_version":…}`
+    let s = v.to_string();
+    format!(",{}", &s[1..])
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Session {
+    fn new(id: String, access: Access) -> Session {
+        Session {
+            client_meta: Mutex::new(client_meta(&Value::Null, &id)),
+            id,
+            access,
+            peer: Mutex::new(None),
+            protocol: Mutex::new(Value::Null),
+            initialized: std::sync::atomic::AtomicBool::new(false),
+            listed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The tail of `_meta["vane/client"]` (see the field).
+    pub(crate) fn client_meta(&self) -> String {
+        lock(&self.client_meta).clone()
+    }
+
+    /// The client's request id, protocol version and its session go along
+    /// in `_meta["vane/client"]`; a progress token does not (progress is
+    /// not relayed).
     pub(crate) fn annotate(&self, request: &mut CallToolRequestParams, request_id: String) {
-        let protocol = self
-            .client_protocol
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let protocol = lock(&self.protocol).clone();
         let meta = request.meta.get_or_insert_with(Default::default);
         meta.0.remove(meta::PROGRESS_TOKEN);
         meta.0.insert(
             meta::CLIENT.into(),
-            json!({ "request_id": request_id, "protocol_version": protocol, "session_id": self.ctx.telemetry.session_id }),
+            json!({ "request_id": request_id, "protocol_version": protocol, "session_id": self.id }),
         );
+    }
+
+    fn handshake_done(&self, peer: Peer<RoleServer>) {
+        let protocol = peer
+            .peer_info()
+            .and_then(|p| serde_json::to_value(&p.protocol_version).ok())
+            .unwrap_or(Value::Null);
+        *lock(&self.client_meta) = client_meta(&protocol, &self.id);
+        *lock(&self.protocol) = protocol;
+        *lock(&self.peer) = Some(peer);
+        self.initialized
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn peer(&self) -> Option<Peer<RoleServer>> {
+        lock(&self.peer).clone()
+    }
+}
+
+impl Front {
+    /// A new client session; `stdio`: the one the stdio transport serves.
+    pub fn open_session(self: &Arc<Self>, access: Access, stdio: bool) -> Arc<Session> {
+        let n = self.session_seq.fetch_add(1, Ordering::Relaxed);
+        let base = &self.ctx.telemetry.session_id;
+        // the stdio client is the front's own session, as before; other
+        // clients get theirs, so the workers log and rate-limit each apart
+        let id = if stdio {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let s = Arc::new(Session::new(id, access));
+        let mut all = lock(&self.sessions);
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&s));
+        drop(all);
+        if stdio {
+            let _ = self.stdio.set(s.clone());
+        }
+        s
+    }
+
+    /// The stdio client's session, once its transport opened it.
+    pub(crate) fn stdio_session(&self) -> Option<&Arc<Session>> {
+        self.stdio.get()
+    }
+
+    /// The live sessions.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
     }
 
     pub(crate) fn visible_tools(&self, worker_tools: &[Tool]) -> Vec<Tool> {
@@ -35,8 +151,8 @@ impl Front {
         tools
     }
 
-    /// Tells the client when the tool set it sees changed (a switch, or the
-    /// active worker's own `list_changed`).
+    /// Tells each client whose tool set changed (a switch, or the active
+    /// worker's own `list_changed`).
     pub(crate) async fn tools_maybe_changed(&self) {
         let Some(w) = self.active_tx.borrow().clone() else {
             return;
@@ -47,28 +163,45 @@ impl Front {
             .map(|t| t.name.to_string())
             .collect();
         names.sort();
-        let changed = {
-            let mut l = self.listed.lock().unwrap_or_else(|e| e.into_inner());
-            let changed = !l.is_empty() && *l != names;
-            *l = names;
-            changed
-        };
-        if changed {
-            let peer = self
-                .client
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if let Some(p) = peer {
-                let _ = p.notify_tool_list_changed().await;
+        for s in self.sessions() {
+            let changed = {
+                let mut l = lock(&s.listed);
+                let changed = !l.is_empty() && *l != names;
+                *l = names.clone();
+                changed
+            };
+            if changed {
+                if let Some(p) = s.peer() {
+                    let _ = p.notify_tool_list_changed().await;
+                }
+            }
+        }
+    }
+
+    /// Tells every client that the resources changed.
+    pub(crate) async fn resources_changed(&self) {
+        for s in self.sessions() {
+            if let Some(p) = s.peer() {
+                let _ = p.notify_resource_list_changed().await;
             }
         }
     }
 }
 
-/// The rmcp server the client talks to.
+/// The rmcp server one client session talks to.
 #[derive(Clone)]
-pub struct FrontServer(pub Arc<Front>);
+pub struct FrontServer {
+    pub front: Arc<Front>,
+    pub session: Arc<Session>,
+}
+
+impl FrontServer {
+    /// A handler for a new session of `front`.
+    pub fn new(front: Arc<Front>, access: Access, stdio: bool) -> FrontServer {
+        let session = front.open_session(access, stdio);
+        FrontServer { front, session }
+    }
+}
 
 fn meta_from_context(
     params: &mut CallToolRequestParams,
@@ -103,22 +236,7 @@ impl ServerHandler for FrontServer {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        let protocol = context
-            .peer
-            .peer_info()
-            .and_then(|p| serde_json::to_value(&p.protocol_version).ok())
-            .unwrap_or(Value::Null);
-        *self.0.client_meta.lock().unwrap_or_else(|e| e.into_inner()) =
-            client_meta(&protocol, &self.0.ctx.telemetry.session_id);
-        *self
-            .0
-            .client_protocol
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = protocol;
-        *self.0.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(context.peer.clone());
-        self.0
-            .initialized
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.session.handshake_done(context.peer.clone());
     }
 
     async fn ping(&self, _context: RequestContext<RoleServer>) -> Result<(), McpError> {
@@ -131,7 +249,7 @@ impl ServerHandler for FrontServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let r = self
-            .0
+            .front
             .forward(
                 || {
                     ClientRequest::ListToolsRequest(rmcp::model::ListToolsRequest {
@@ -149,11 +267,22 @@ impl ServerHandler for FrontServer {
                 None,
             ));
         };
-        let mut tools = self.0.visible_tools(&list.tools);
+        let mut tools = self.front.visible_tools(&list.tools);
         tools.dedup_by(|a, b| a.name == b.name);
+        if !self.session.access.admin() {
+            // a client without the admin scope is not shown what it cannot call
+            tools.retain(|t| {
+                let marked = t
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.0.get(meta::ADMIN))
+                    .and_then(Value::as_bool);
+                marked != Some(true)
+            });
+        }
         let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
         names.sort();
-        *self.0.listed.lock().unwrap_or_else(|e| e.into_inner()) = names;
+        *lock(&self.session.listed) = names;
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -169,8 +298,8 @@ impl ServerHandler for FrontServer {
             Err(_) => String::new(),
         };
         Ok(self
-            .0
-            .handle_call(request, context.ct.clone(), id)
+            .front
+            .handle_call(&self.session, request, context.ct.clone(), id)
             .await
             .into_result()
             .into())
@@ -182,7 +311,7 @@ impl ServerHandler for FrontServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         match self
-            .0
+            .front
             .forward(
                 || {
                     ClientRequest::ListResourcesRequest(ListResourcesRequest {
@@ -209,7 +338,7 @@ impl ServerHandler for FrontServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         match self
-            .0
+            .front
             .forward(
                 || {
                     ClientRequest::ListResourceTemplatesRequest(ListResourceTemplatesRequest {
@@ -236,7 +365,7 @@ impl ServerHandler for FrontServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         match self
-            .0
+            .front
             .forward(
                 || ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request.clone())),
                 &context.ct,

@@ -335,14 +335,7 @@ impl Front {
             WorkerEvent::ResourcesChanged { id } => {
                 let active = self.active_tx.borrow().clone();
                 if active.is_some_and(|w| w.id == id) {
-                    let peer = self
-                        .client
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone();
-                    if let Some(p) = peer {
-                        let _ = p.notify_resource_list_changed().await;
-                    }
+                    self.resources_changed().await;
                 }
             }
         }
