@@ -13,6 +13,8 @@ pub use dispatch::{
     Budget, BudgetLimits, Dispatch, OnExceeded, OnSuccess, ProviderConfig, ProviderKind,
 };
 
+pub mod http;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -31,6 +33,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// `[tools]`: which tools MCP clients (and the openai provider) get.
     pub tools: ToolsConfig,
+    /// `[http]`: `vane serve --http`.
+    pub http: http::Http,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
     /// `[providers.NAME]`: the agents `vane run` dispatches to.
@@ -597,6 +601,7 @@ impl Config {
                 return bad("commands.deny: empty rule".into());
             }
         }
+        self.http.validate()?;
         dispatch::validate(self)
     }
 }
@@ -675,6 +680,18 @@ tools = { per_second = 200, burst = 1000 }
 admin = { per_second = 5, burst = 20 }      # flags_*, panic_disable_new, worker_health, route_switch, upgrade_*
 health = { per_second = 500, burst = 2000 } # status, tool_manifest
 per_tool = {}                    # e.g. { cmd_run = { per_second = 5, burst = 20 } }
+
+[http]                           # vane serve --http: Streamable HTTP for many clients at once
+listen = "127.0.0.1:8731"        # when --http gives no address; loopback unless allow_remote
+path = "/mcp"
+allowed_hosts = []               # Host values accepted besides loopback and the listen address
+allowed_origins = []             # browser origins allowed, e.g. "http://localhost:*"; others get 403
+# tokens_env = "VANE_HTTP_TOKENS"  # "TOKEN:tools+admin, TOKEN2" — with tokens, every request needs one
+# tokens_file = ".vane/http-tokens" # "sha256:HEX tools,admin" per line (vane http-token new)
+max_body_bytes = 4194304         # larger requests get 413
+authorization_servers = []       # named in /.well-known/oauth-protected-resource (RFC 9728)
+session_idle_s = 300             # idle sessions are closed
+allow_remote = false             # a non-loopback listen address must be asked for (and needs tokens)
 
 [audit]                          # vane audit, the built-in `security` critic, preflight
 allow_paths = []                 # globs never scanned (e.g. "tests/fixtures/**")

@@ -70,6 +70,9 @@ pub struct Front {
     tools: vane_tools::registry::Registry,
     /// itself, for the tools' handlers
     me: std::sync::Weak<Front>,
+    /// the admin tools of this build's workers (the active worker's own
+    /// marks in tools/list count too)
+    worker_admin: std::collections::HashSet<&'static str>,
     pub(crate) cfg: Runtime,
     base: Spec,
     timing: Timing,
@@ -156,6 +159,12 @@ impl Front {
         Arc::new_cyclic(|me: &std::sync::Weak<Front>| Front {
             tools: vane_tools::front_tools::registry(me.clone()),
             me: me.clone(),
+            worker_admin: vane_tools::handlers::registry()
+                .tools()
+                .iter()
+                .filter(|d| d.admin)
+                .map(|d| d.name)
+                .collect(),
             ignore: Ignore::new(&cfg.shadow.ignore_fields),
             shadow_slots: Arc::new(Semaphore::new(cfg.shadow.max_in_flight.max(1))),
             cfg,

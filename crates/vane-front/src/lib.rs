@@ -6,9 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+pub mod auth;
 pub mod compare;
 pub mod control;
 pub mod front;
+pub mod http;
 pub mod pipes;
 pub mod retry;
 pub mod transport;
@@ -25,14 +27,19 @@ use vane_tools::ToolCtx;
 
 pub use front::{Front, FrontServer};
 
-/// Runs a front over stdio until the client closes it: starts the first
-/// worker (`binary worker --workspace …`), the supervisor and the control
-/// socket, then answers the client. Workers are drained and stopped on exit.
-pub async fn run(
-    ctx: Arc<ToolCtx>,
+/// A started front: its first worker on the way, the supervisor, the
+/// control socket and the direct path's timeout sweep running.
+struct Started {
+    front: Arc<Front>,
+    socket: PathBuf,
+}
+
+fn start(
+    ctx: &Arc<ToolCtx>,
     binary: PathBuf,
     state_dir: Option<PathBuf>,
-) -> Result<(), VaneError> {
+    over: &str,
+) -> Result<Started, VaneError> {
     // a promoted version stays promoted across restarts of the front
     let binary = match upgrades::current_binary(&ctx.paths.state_dir) {
         Some(b) if b != binary => {
@@ -46,7 +53,7 @@ pub async fn run(
     let t = ctx.telemetry.clone();
     t.emit(t.event("process").with("event", "start").with(
         "detail",
-        format!("front for {} over stdio", ctx.ws.root.display()),
+        format!("front for {} over {over}", ctx.ws.root.display()),
     ));
     tokio::spawn(front.clone().supervise(rx));
     {
@@ -61,6 +68,31 @@ pub async fn run(
     let socket = control::serve(front.clone(), &ctx.paths.state_dir)?;
     *front.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.clone());
     tokio::spawn(Front::sweep_direct(Arc::downgrade(&front)));
+    Ok(Started { front, socket })
+}
+
+async fn stop(s: Started, reason: String) {
+    s.front.shutdown().await;
+    let _ = std::fs::remove_file(&s.socket);
+    let _ = std::fs::remove_file(control::token_path(&s.socket));
+    let t = &s.front.ctx.telemetry;
+    t.emit(
+        t.event("process")
+            .with("event", "stop")
+            .with("detail", reason),
+    );
+}
+
+/// Runs a front over stdio until the client closes it: starts the first
+/// worker (`binary worker --workspace …`), the supervisor and the control
+/// socket, then answers the client. Workers are drained and stopped on exit.
+pub async fn run(
+    ctx: Arc<ToolCtx>,
+    binary: PathBuf,
+    state_dir: Option<PathBuf>,
+) -> Result<(), VaneError> {
+    let started = start(&ctx, binary, state_dir, "stdio")?;
+    let front = started.front.clone();
     let server = FrontServer::new(front.clone(), front::Access::Local, true);
     let client = transport::ClientTransport::stdio(front.clone())
         .map_err(|e| VaneError::internal(format!("cannot read the client's stdio: {e}")))?;
@@ -72,13 +104,39 @@ pub async fn run(
         Ok(running) => format!("{:?}", running.waiting().await),
         Err(e) => e.message,
     };
-    front.shutdown().await;
-    let _ = std::fs::remove_file(&socket);
-    let _ = std::fs::remove_file(control::token_path(&socket));
-    t.emit(
-        t.event("process")
-            .with("event", "stop")
-            .with("detail", reason),
-    );
+    stop(started, reason).await;
     Ok(())
+}
+
+/// Runs a front over Streamable HTTP (`vane serve --http`) until `ct` is
+/// cancelled (SIGINT/SIGTERM): many client sessions through one front.
+/// `listen`: the address from the command line, else `[http] listen`.
+/// `on_bound` is told the address once the port is open.
+pub async fn run_http(
+    ctx: Arc<ToolCtx>,
+    binary: PathBuf,
+    state_dir: Option<PathBuf>,
+    listen: Option<String>,
+    ct: tokio_util::sync::CancellationToken,
+    on_bound: impl FnOnce(&http::Endpoint),
+) -> Result<(), VaneError> {
+    let cfg = &ctx.config.http;
+    let tokens = auth::Tokens::load(cfg, &ctx.ws.root)?;
+    let ep = http::Endpoint::resolve(cfg, listen.as_deref())?;
+    if !ep.addr.ip().is_loopback() && tokens.is_empty() {
+        return Err(VaneError::new(
+            vane_core::ErrorCode::ConfigInvalid,
+            "http: serving a non-loopback address needs tokens ([http] tokens_env or tokens_file)",
+        ));
+    }
+    let (listener, ep) = http::bind(ep).await?;
+    let started = start(&ctx, binary, state_dir, &format!("http {}", ep.addr))?;
+    on_bound(&ep);
+    let r = http::serve(started.front.clone(), listener, ep, tokens, ct).await;
+    let reason = match &r {
+        Ok(()) => "HTTP server stopped".to_string(),
+        Err(e) => e.message.clone(),
+    };
+    stop(started, reason).await;
+    r
 }

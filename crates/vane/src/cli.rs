@@ -35,7 +35,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Serve MCP over stdio (what `claude mcp add` and Codex run)
+    /// Serve MCP over stdio (what `claude mcp add` and Codex run), or over
+    /// Streamable HTTP to many clients at once (`--http`)
     Serve(ServeArgs),
     /// Serve MCP over stdio as a worker (the tool server itself; a front drives it)
     Worker(ServeArgs),
@@ -206,6 +207,10 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve MCP over Streamable HTTP at ADDR (default: [http] listen,
+    /// 127.0.0.1:8731) instead of stdio; the endpoint is http://ADDR/mcp
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    http: Option<String>,
 }
 
 #[derive(Args)]
@@ -422,10 +427,18 @@ pub fn main() -> ExitCode {
         .init();
     // One thread is enough for a stdio server whose store work is sub-millisecond
     // and whose slow work (commands, critics) is async; it keeps memory low.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // An HTTP front serves many clients at once: a thread per core.
+    let http = matches!(&cli.cmd, Cmd::Serve(a) if a.http.is_some());
+    let built = if http {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -672,7 +685,17 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
                         format!("cannot find the vane executable: {e}"),
                     )
                 })?;
-                vane_front::run(ctx, binary, cli.state_dir.clone()).await?;
+                match &a.http {
+                    Some(listen) => {
+                        let listen = (!listen.is_empty()).then(|| listen.clone());
+                        serve_http(ctx, binary, cli.state_dir.clone(), listen).await?;
+                    }
+                    None => vane_front::run(ctx, binary, cli.state_dir.clone()).await?,
+                }
+            } else if a.http.is_some() {
+                return Err(VaneError::invalid_input(
+                    "--http needs the front ([runtime] front = true; not a worker, not VANE_NO_FRONT, not a dry run)",
+                ));
             } else {
                 serve(ctx).await?;
             }
@@ -1319,6 +1342,37 @@ pub async fn serve(ctx: Arc<ToolCtx>) -> Result<(), VaneError> {
             .with("detail", format!("{reason:?}")),
     );
     Ok(())
+}
+
+/// `vane serve --http`: until SIGINT or SIGTERM, then a graceful stop
+/// (sessions closed, open requests finished, workers drained).
+async fn serve_http(
+    ctx: Arc<ToolCtx>,
+    binary: PathBuf,
+    state_dir: Option<PathBuf>,
+    listen: Option<String>,
+) -> Result<(), VaneError> {
+    let ct = tokio_util::sync::CancellationToken::new();
+    let stop = ct.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        stop.cancel();
+    });
+    vane_front::run_http(ctx, binary, state_dir, listen, ct, |ep| {
+        // the one line a supervisor (or a test) waits for
+        eprintln!("vane: serving MCP at http://{}{}", ep.addr, ep.path);
+    })
+    .await
 }
 
 fn import(ctx: &Arc<ToolCtx>, file: &Path, prune: bool) -> Result<Value, VaneError> {

@@ -84,12 +84,13 @@ impl Front {
     pub async fn handle_call(
         self: &Arc<Self>,
         session: &Session,
+        access: Access,
         request: CallToolRequestParams,
         ct: CancellationToken,
         request_id: String,
     ) -> Answer {
         let (r, done) = self
-            .handle_call_deferred(session, request, ct, request_id)
+            .handle_call_deferred(session, access, request, ct, request_id)
             .await;
         if let Some(done) = done {
             self.finish_call(done, &r);
@@ -112,11 +113,12 @@ impl Front {
     pub async fn handle_call_deferred(
         self: &Arc<Self>,
         session: &Session,
+        access: Access,
         mut request: CallToolRequestParams,
         ct: CancellationToken,
         request_id: String,
     ) -> (Answer, Option<CallDone>) {
-        if !session.access.admin() && self.is_admin_tool(&request.name) {
+        if !access.admin() && self.is_admin_tool(&request.name) {
             let e = err(
                 ErrorCode::Unauthorized,
                 format!(
@@ -152,9 +154,11 @@ impl Front {
         self.forward_call_with(params, ct, None, policy).await
     }
 
-    /// The front's admin tools and the active worker's (as it marks them).
+    /// The front's admin tools and the workers' (this build's, and what the
+    /// active worker marks — a newer one may have more).
     pub(crate) fn is_admin_tool(&self, name: &str) -> bool {
         self.tools.get(name).is_some_and(|d| d.admin)
+            || self.worker_admin.contains(name)
             || self
                 .active_tx
                 .borrow()

@@ -436,7 +436,13 @@ impl Front {
                 return;
             };
             let (r, done) = front
-                .handle_call_deferred(&session, params, ct.clone(), request_id_of(&id_raw))
+                .handle_call_deferred(
+                    &session,
+                    session.access,
+                    params,
+                    ct.clone(),
+                    request_id_of(&id_raw),
+                )
                 .await;
             front.answer_task(&id_raw, &ct, r, done).await;
         });

@@ -195,6 +195,18 @@ pub struct FrontServer {
     pub session: Arc<Session>,
 }
 
+/// What one request may call: over HTTP, what its token granted (decided
+/// per request, never per connection); otherwise the session's own access.
+fn access_of(session: &Session, ext: &rmcp::model::Extensions) -> Access {
+    match ext
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<crate::auth::Granted>())
+    {
+        Some(g) => Access::Remote { admin: g.admin },
+        None => session.access,
+    }
+}
+
 impl FrontServer {
     /// A handler for a new session of `front`.
     pub fn new(front: Arc<Front>, access: Access, stdio: bool) -> FrontServer {
@@ -269,7 +281,7 @@ impl ServerHandler for FrontServer {
         };
         let mut tools = self.front.visible_tools(&list.tools);
         tools.dedup_by(|a, b| a.name == b.name);
-        if !self.session.access.admin() {
+        if !access_of(&self.session, &context.extensions).admin() {
             // a client without the admin scope is not shown what it cannot call
             tools.retain(|t| {
                 let marked = t
@@ -299,7 +311,13 @@ impl ServerHandler for FrontServer {
         };
         Ok(self
             .front
-            .handle_call(&self.session, request, context.ct.clone(), id)
+            .handle_call(
+                &self.session,
+                access_of(&self.session, &context.extensions),
+                request,
+                context.ct.clone(),
+                id,
+            )
             .await
             .into_result()
             .into())
