@@ -685,7 +685,7 @@ per_tool = {}                    # e.g. { cmd_run = { per_second = 5, burst = 20
 listen = "127.0.0.1:8731"        # when --http gives no address; loopback unless allow_remote
 path = "/mcp"
 allowed_hosts = []               # Host values accepted besides loopback and the listen address
-allowed_origins = []             # browser origins allowed, e.g. "http://localhost:*"; others get 403
+allowed_origins = []             # browser origins allowed besides loopback pages; others get 403
 # tokens_env = "VANE_HTTP_TOKENS"  # "TOKEN:tools+admin, TOKEN2" — with tokens, every request needs one
 # tokens_file = ".vane/http-tokens" # "sha256:HEX tools,admin" per line (vane http-token new)
 max_body_bytes = 4194304         # larger requests get 413

@@ -93,6 +93,19 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Browser origins accepted: loopback pages (any port) and
+    /// `[http] allowed_origins`; a request from any other origin is refused.
+    fn allowed_origins(&self) -> Vec<String> {
+        let mut o: Vec<String> = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        o.extend(self.cfg.allowed_origins.iter().cloned());
+        o
+    }
+}
+
 #[derive(Clone)]
 struct AuthState {
     tokens: Arc<Tokens>,
@@ -169,7 +182,7 @@ pub fn router(front: Arc<Front>, ep: &Endpoint, tokens: Tokens, ct: Cancellation
     sessions.session_config.keep_alive = Some(Duration::from_secs(ep.cfg.session_idle_s));
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(ep.allowed_hosts())
-        .with_allowed_origins(ep.cfg.allowed_origins.clone())
+        .with_allowed_origins(ep.allowed_origins())
         .enforce_origin_validation()
         .with_max_request_body_bytes(usize::try_from(ep.cfg.max_body_bytes).unwrap_or(usize::MAX))
         .with_cancellation_token(ct);

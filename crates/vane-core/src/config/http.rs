@@ -15,9 +15,10 @@ pub struct Http {
     /// `Host` values accepted besides the loopback names and the listen
     /// address (anything else is refused: DNS-rebinding protection).
     pub allowed_hosts: Vec<String>,
-    /// Browser origins allowed, e.g. `"http://localhost:*"`; a request
-    /// carrying any other `Origin` is refused (403). Requests without an
-    /// `Origin` (CLIs, SDKs) pass.
+    /// Browser origins allowed besides loopback pages (`http://localhost:*`,
+    /// `http://127.0.0.1:*`, `http://[::1]:*`), e.g. `"https://app.example.com:443"`;
+    /// a request carrying any other `Origin` is refused (403). Requests
+    /// without an `Origin` (CLIs, SDKs) pass.
     pub allowed_origins: Vec<String>,
     /// An environment variable holding bearer tokens: `TOKEN` or
     /// `TOKEN:tools+admin`, separated by commas or whitespace. Only their
