@@ -102,6 +102,9 @@ enum Cmd {
     /// Live flags: every running vane process sees a change on its next call
     #[command(subcommand)]
     Flags(FlagsCmd),
+    /// Bearer tokens for `vane serve --http`
+    #[command(subcommand, name = "http-token")]
+    HttpToken(HttpTokenCmd),
     /// Workspace status: progress, claims, checkpoint, failing critics
     Status {
         #[arg(long)]
@@ -267,6 +270,17 @@ enum CanaryCmd {
     Stop {
         #[arg(long)]
         pid: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HttpTokenCmd {
+    /// A new random token: its SHA-256 is appended to [http] tokens_file
+    /// (only the hash is stored); the token is printed once
+    New {
+        /// grant the admin scope (admin tools; the ADMIN_TOOLS flag still decides)
+        #[arg(long)]
+        admin: bool,
     },
 }
 
@@ -831,6 +845,44 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
             };
             let v = control(&cli, pid, req).await?;
             emit(false, &v, render::control_result);
+        }
+        Cmd::HttpToken(HttpTokenCmd::New { admin }) => {
+            let root = workspace(&cli);
+            let config = load_config(&root)?;
+            let Some(file) = config.http.tokens_file.clone() else {
+                return Err(VaneError::new(
+                    ErrorCode::ConfigInvalid,
+                    "[http] tokens_file is not set; add `tokens_file = \".vane/http-tokens\"` under [http] in vane.toml",
+                ));
+            };
+            let path = root.join(&file);
+            let (token, line) = vane_front::auth::Tokens::generate(*admin)?;
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        VaneError::new(ErrorCode::IoError, format!("{}: {e}", dir.display()))
+                    })?;
+                }
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| {
+                        VaneError::new(ErrorCode::IoError, format!("{}: {e}", path.display()))
+                    })?;
+                writeln!(f, "{line}").map_err(|e| {
+                    VaneError::new(ErrorCode::IoError, format!("{}: {e}", path.display()))
+                })?;
+            }
+            eprintln!(
+                "added to {} ({}); a running `vane serve --http` reads tokens at start. The token (shown once):",
+                path.display(),
+                if *admin { "scopes tools, admin" } else { "scope tools" }
+            );
+            println!("{token}");
         }
         Cmd::Flags(f) => {
             let ctx = open(&cli)?;

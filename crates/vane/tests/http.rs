@@ -38,6 +38,10 @@ fn start(toml: &str) -> Server {
         "tasks:\n  - id: T1\n    title: one\n  - id: T2\n    title: two\n",
         &[("a.txt", "alpha\n")],
     );
+    start_in(d, ws)
+}
+
+fn start_in(d: tempfile::TempDir, ws: PathBuf) -> Server {
     let mut child = Command::new(BIN)
         .arg("--workspace")
         .arg(&ws)
@@ -492,4 +496,46 @@ fn without_tokens_only_loopback_is_served() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs tokens"), "{err}");
+}
+
+/// `vane http-token new` stores only the token's hash (0600) and prints the
+/// token once; a server reading that file accepts it with its scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_token_new_stores_a_hash_the_server_accepts() {
+    let (d, ws) = init_workspace(
+        "[http]\ntokens_file = \".vane/http-tokens\"\n",
+        "tasks:\n  - id: T1\n    title: one\n",
+        &[],
+    );
+    let out = vane(&ws, &["http-token", "new"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("vane_") && token.len() > 40, "{token}");
+    let file = ws.join(".vane/http-tokens");
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(!stored.contains(&token), "the token itself is never stored");
+    assert!(
+        stored.starts_with("sha256:") && stored.trim_end().ends_with(" tools"),
+        "{stored}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let s = start_in(d, ws);
+    let mut m = Mcp::open(&s.url, Some(&token)).await;
+    assert_eq!(m.call("status", json!({})).await["isError"], false);
+    let r = http()
+        .post(&s.url)
+        .bearer_auth(READER)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "only the file's tokens");
 }
