@@ -347,6 +347,128 @@ fn claude_round_trip(claude: &Path) {
     assert!(ops.contains("fs_write") && ops.contains("status"), "{ops}");
 }
 
+/// Claude Code over Streamable HTTP, registered as the README says
+/// (`claude mcp add --transport http … --header "Authorization: Bearer …"`):
+/// `claude mcp list` reports vane connected, and a headless run does real
+/// work through vane's tools over HTTP.
+#[test]
+fn claude_code_calls_vane_tools_over_http() {
+    let clis = clis_or_skip("claude");
+    for claude in &clis {
+        claude_over_http(claude);
+    }
+}
+
+struct HttpVane(std::process::Child);
+
+impl Drop for HttpVane {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vane serve --http 127.0.0.1:0` with one token; (the server, its URL).
+fn serve_http(ws: &Path, token: &str) -> (HttpVane, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .arg("--workspace")
+        .arg(ws)
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .env("VANE_TEST_TOKEN", format!("{token}:tools"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let (false, Some(at)) = (sent, line.find("vane: serving MCP at ")) {
+                let _ = tx.send(line[at + 21..].trim().to_string());
+                sent = true;
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("vane serve --http names its endpoint");
+    (HttpVane(child), url)
+}
+
+fn claude_over_http(claude: &Path) {
+    let (d, ws) = workspace();
+    std::fs::write(
+        ws.join("vane.toml"),
+        "[http]\ntokens_env = \"VANE_TEST_TOKEN\"\n",
+    )
+    .unwrap();
+    let home = d.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let version = announce(claude);
+    let token = "claude-over-http-token-0123456789";
+    let (_server, url) = serve_http(&ws, token);
+    let (file, content) = (
+        "over-http.txt",
+        "written by Claude Code through vane over HTTP\n",
+    );
+    let stub = ModelStub::start(
+        Wire::Anthropic,
+        steps(file, content),
+        "Done: vane answered.",
+    );
+    let env = |c: &mut Command| {
+        clean_env(c, &home, &ws)
+            .env("ANTHROPIC_BASE_URL", stub.base_url())
+            .env("ANTHROPIC_API_KEY", "sk-ant-stub-not-a-real-key")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1");
+    };
+    let add: Vec<String> = readme_command("claude mcp add --transport http vane ", &ws)
+        .into_iter()
+        .map(|w| {
+            w.replace("http://127.0.0.1:8731/mcp", &url)
+                .replace("$VANE_TOKEN", token)
+        })
+        .collect();
+    let (_, args) = command(&add);
+    let mut c = Command::new(claude);
+    env(&mut c);
+    let out = run(c.args(args), Duration::from_secs(60));
+    assert!(out.status.success(), "{add:?}: {}", show(&out));
+    let mut c = Command::new(claude);
+    env(&mut c);
+    let out = run(c.args(["mcp", "list"]), Duration::from_secs(90));
+    let listed = show(&out);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("vane:"))
+        .unwrap_or_else(|| panic!("claude mcp list names vane: {listed}"));
+    assert!(line.contains("Connected"), "Claude Code {version}: {line}");
+
+    let mut p = readme_command("claude -p ", &ws);
+    p.splice(3..3, ["--output-format".to_string(), "json".to_string()]);
+    let (_, args) = command(&p);
+    let mut c = Command::new(claude);
+    env(&mut c);
+    let out = run(c.args(args), Duration::from_secs(180));
+    let printed = show(&out);
+    eprintln!(
+        "stub's log (Claude Code {version}, HTTP):\n{}",
+        stub.transcript()
+    );
+    assert!(out.status.success(), "{p:?}: {printed}");
+    let result: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("claude's JSON result ({e}): {printed}"));
+    assert_eq!(result["is_error"], false, "{printed}");
+    assert_real_round_trip(&stub, &ws, file, content, &printed);
+}
+
 #[test]
 fn codex_calls_vane_tools() {
     let clis = clis_or_skip("codex");
