@@ -147,10 +147,93 @@ pub fn compare(
     })
 }
 
+/// Where an answer says which store revision it read (`status`'s
+/// `/roadmap/revision`, or a top-level `revision`).
+const REVISION_AT: [&str; 2] = ["/roadmap/revision", "/revision"];
+
+fn revision_of(v: &Option<Value>) -> Option<u64> {
+    let v = v.as_ref()?;
+    REVISION_AT
+        .iter()
+        .find_map(|p| v.pointer(p).and_then(Value::as_u64))
+}
+
+/// What comparing two answers found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judged {
+    Same,
+    /// a real difference: `{path, active, canary}`
+    Differ(Value),
+    /// the two reads saw different store revisions (a write landed between
+    /// them) and their answers differ beyond the revision itself: not
+    /// comparable, neither same nor different
+    Moved,
+}
+
+/// [`compare`], aware of the store moving between the two reads: when the
+/// answers name different revisions, the revisions themselves are not a
+/// difference, and any other difference makes the pair [`Judged::Moved`].
+pub fn judge(
+    ignore: &Ignore,
+    active: (&Option<Value>, bool),
+    canary: (&Option<Value>, bool),
+) -> Judged {
+    let (ra, rc) = (revision_of(active.0), revision_of(canary.0));
+    // an error on one side only is never explained by the store moving
+    if ra == rc || active.1 != canary.1 {
+        return match compare(ignore, active, canary) {
+            None => Judged::Same,
+            Some(d) => Judged::Differ(d),
+        };
+    }
+    let strip = |v: &Option<Value>| {
+        let mut v = v.clone();
+        if let Some(x) = v.as_mut() {
+            for p in REVISION_AT {
+                if let Some(r) = x.pointer_mut(p) {
+                    *r = Value::Null;
+                }
+            }
+        }
+        v
+    };
+    let (a, c) = (strip(active.0), strip(canary.0));
+    match compare(ignore, (&a, active.1), (&c, canary.1)) {
+        None => Judged::Same,
+        Some(_) => Judged::Moved,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_store_that_moved_between_the_reads_is_not_a_difference() {
+        let ig = Ignore::new(&[]);
+        let a = Some(json!({"roadmap": {"revision": 7, "tasks": 3}}));
+        let b = Some(json!({"roadmap": {"revision": 9, "tasks": 3}}));
+        assert_eq!(judge(&ig, (&a, false), (&b, false)), Judged::Same);
+        let c = Some(json!({"roadmap": {"revision": 9, "tasks": 4}}));
+        assert_eq!(judge(&ig, (&a, false), (&c, false)), Judged::Moved);
+        // at the same revision, the same difference is real
+        let d = Some(json!({"roadmap": {"revision": 7, "tasks": 4}}));
+        assert!(matches!(
+            judge(&ig, (&a, false), (&d, false)),
+            Judged::Differ(_)
+        ));
+        assert!(matches!(
+            judge(&ig, (&a, false), (&b, true)),
+            Judged::Differ(_)
+        ));
+        // answers without a revision are compared as they are
+        let (x, y) = (Some(json!({"n": 1})), Some(json!({"n": 2})));
+        assert!(matches!(
+            judge(&ig, (&x, false), (&y, false)),
+            Judged::Differ(_)
+        ));
+    }
 
     #[test]
     fn volatile_fields_are_ignored_and_real_differences_found() {

@@ -40,7 +40,7 @@ pub use rollout::Reason;
 use rollout::WatchState;
 pub use session::{Access, FrontServer, Session};
 
-use crate::compare::{compare, Ignore};
+use crate::compare::Ignore;
 use crate::worker::{rss_of, CallError, Role, Spec, Timing, Worker, WorkerEvent};
 
 /// Tools whose latency is the work itself (not counted toward the p95 SLO,

@@ -262,6 +262,13 @@ pub async fn serve(
     tracing::info!(target: "vane::front", "serving MCP over HTTP at http://{}{}", ep.addr, ep.path);
     let app = router(front, &ep, tokens, ct.child_token());
     let stop = ct.clone();
+    // answers go out in several writes (headers, SSE events): without
+    // TCP_NODELAY, Nagle's algorithm waits for the client's delayed ACK
+    // (~40 ms) before the last of them
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await

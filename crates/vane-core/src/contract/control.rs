@@ -120,6 +120,12 @@ pub struct ProbeAnswer {
     pub same: bool,
     #[serde(default)]
     pub difference: Option<Value>,
+    /// every read pair saw a different store revision (clients were
+    /// writing) and differed beyond it: not compared (`same` stays true —
+    /// nothing was found to differ — and the canary's shadow counts it as
+    /// skipped)
+    #[serde(default)]
+    pub moved: bool,
 }
 
 /// The answer to [`ControlRequest::Call`] and [`ControlRequest::CanaryCall`].

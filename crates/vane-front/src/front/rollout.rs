@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::answer::WorkerAnswer;
+use crate::compare::{judge, Judged};
 pub use crate::verdict::Reason;
 use crate::verdict::{verdict, Verdict, Watched};
 use vane_core::contract::control::{CallAnswer, ProbeAnswer, ProbeSide};
@@ -59,16 +60,21 @@ impl Front {
                     canary
                         .stats
                         .record(t0.elapsed(), cr.is_error == Some(true), failed, true);
-                    s.compared.fetch_add(1, Ordering::Relaxed);
-                    match compare(
+                    match judge(
                         &front.ignore,
                         (&active.0, active.1),
                         (&cr.structured_content, cr.is_error == Some(true)),
                     ) {
-                        None => {
+                        // the store moved between the two reads: no sample
+                        Judged::Moved => {
+                            s.skipped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Judged::Same => {
+                            s.compared.fetch_add(1, Ordering::Relaxed);
                             s.matched.fetch_add(1, Ordering::Relaxed);
                         }
-                        Some(d) => {
+                        Judged::Differ(d) => {
+                            s.compared.fetch_add(1, Ordering::Relaxed);
                             s.differed.fetch_add(1, Ordering::Relaxed);
                             let entry =
                                 json!({ "at": now_rfc3339(), "tool": tool, "difference": d });
@@ -343,12 +349,13 @@ impl Front {
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
         let timeout = ms(self.cfg.shadow.timeout_ms);
         let s = &canary.stats.shadow;
-        // The two reads run side by side, but a write that lands between
-        // them (a client's call, while the upgrade probes) makes them differ
-        // without either being wrong: a difference counts once it is seen
-        // twice in a row.
+        // The two reads run side by side, but a write can land between them
+        // (clients work while an upgrade probes): answers that read
+        // different store revisions and differ beyond them are read again
+        // (up to five times), and a difference at the same revision counts
+        // once it is seen twice in a row.
         let mut attempt = 0;
-        let (a, c, diff) = loop {
+        let (a, c, verdict) = loop {
             attempt += 1;
             let (a, c) = tokio::join!(
                 active.call_tool(&params, timeout, None),
@@ -372,17 +379,33 @@ impl Front {
                     ));
                 }
             };
-            let diff = compare(
+            let verdict = judge(
                 &self.ignore,
                 (&a.structured_content, a.is_error == Some(true)),
                 (&c.structured_content, c.is_error == Some(true)),
             );
-            if diff.is_none() || attempt >= 2 {
-                break (a, c, diff);
+            let done = match verdict {
+                Judged::Same => true,
+                Judged::Differ(_) => attempt >= 2,
+                Judged::Moved => attempt >= 5,
+            };
+            if done {
+                break (a, c, verdict);
             }
+            tokio::time::sleep(ms(10)).await;
         };
-        s.compared.fetch_add(1, Ordering::Relaxed);
+        let (diff, moved) = match verdict {
+            Judged::Same => (None, false),
+            Judged::Differ(d) => (Some(d), false),
+            Judged::Moved => (None, true),
+        };
+        if moved {
+            s.skipped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            s.compared.fetch_add(1, Ordering::Relaxed);
+        }
         match &diff {
+            None if moved => {}
             None => {
                 s.matched.fetch_add(1, Ordering::Relaxed);
             }
@@ -409,6 +432,7 @@ impl Front {
             },
             same: diff.is_none(),
             difference: diff,
+            moved,
         })
     }
 
