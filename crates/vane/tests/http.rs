@@ -318,18 +318,68 @@ async fn hostile_requests_are_refused_and_nothing_else_degrades() {
         "params": {"name": "fs_write", "arguments": {"path": "x", "content": "x".repeat(200_000)}}});
     let r = post(&[], big.to_string()).await.unwrap();
     assert_eq!(r.status().as_u16(), 413, "over max_body_bytes");
+    // a client that opens its session's event stream and never reads it
+    let mut slow = Mcp::open(&s.url, Some(READER)).await;
+    let stream = c
+        .get(&s.url)
+        .bearer_auth(READER)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", slow.session.clone().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200, "the GET stream is open");
     // many idle sessions cost little and block nobody
     let mut idle = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..1000 {
         let r = post(&[], init.clone()).await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
         idle.push(r.headers()["mcp-session-id"].to_str().unwrap().to_string());
     }
     let t = Instant::now();
     let mut m = Mcp::open(&s.url, Some(READER)).await;
-    let st = m.call("status", json!({})).await;
-    assert_eq!(st["isError"], false);
+    for _ in 0..20 {
+        let st = m.call("status", json!({})).await;
+        assert_eq!(st["isError"], false);
+    }
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // the slow client's own requests still work, its stream still open
+    assert_eq!(slow.call("plan_next", json!({})).await["isError"], false);
+    drop(stream);
+}
+
+/// A client of revision 2026-07-28 sends stateless requests: no
+/// initialize, no session, each request saying what it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_requests_need_no_session() {
+    let s = start(WITH_TOKENS);
+    let r = http()
+        .post(&s.url)
+        .bearer_auth(READER)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "plan_next")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+                "name": "plan_next", "arguments": {"limit": 1},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {}}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("mcp-session-id").is_none(), "no session");
+    let m = message(&r.text().await.unwrap());
+    assert_eq!(m["id"], 9);
+    assert_eq!(
+        m["result"]["structuredContent"]["tasks"][0]["id"], "T1",
+        "{m}"
+    );
 }
 
 /// Several sessions at once keep working while the active worker is killed
