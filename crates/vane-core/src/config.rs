@@ -692,6 +692,9 @@ max_body_bytes = 4194304         # larger requests get 413
 authorization_servers = []       # named in /.well-known/oauth-protected-resource (RFC 9728)
 session_idle_s = 300             # idle sessions are closed
 allow_remote = false             # a non-loopback listen address must be asked for (and needs tokens)
+# [http.jwt]                     # JWT access tokens: signature, iss, exp, aud = this endpoint
+# issuer = "https://auth.example"
+# jwks_file = "jwks.json"        # the issuer's public keys
 
 [audit]                          # vane audit, the built-in `security` critic, preflight
 allow_paths = []                 # globs never scanned (e.g. "tests/fixtures/**")

@@ -19,10 +19,114 @@ pub struct Granted {
     pub admin: bool,
 }
 
-/// The known tokens.
-#[derive(Debug, Default)]
+/// The known tokens: opaque ones by hash, and JWT access tokens of a
+/// configured issuer.
+#[derive(Default)]
 pub struct Tokens {
     entries: Vec<([u8; 32], Granted)>,
+    jwt: Option<JwtCheck>,
+}
+
+/// JWT access tokens of one issuer: signature by one of its keys (JWKS),
+/// `iss`, `exp`/`nbf`, and `aud` naming this resource (RFC 8707).
+pub struct JwtCheck {
+    keys: Vec<(
+        Option<String>,
+        jsonwebtoken::DecodingKey,
+        jsonwebtoken::Algorithm,
+    )>,
+    validation: jsonwebtoken::Validation,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<Vec<String>>,
+}
+
+impl JwtCheck {
+    /// The issuer's keys from its JWKS document; `resource`: the audience
+    /// when `[http.jwt] audience` does not name one.
+    pub fn load(
+        cfg: &vane_core::config::http::Jwt,
+        ws: &Path,
+        resource: &str,
+    ) -> Result<JwtCheck, VaneError> {
+        use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
+        use jsonwebtoken::Algorithm;
+        let p = ws.join(&cfg.jwks_file);
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| bad(format!("http.jwt: jwks_file {}: {e}", p.display())))?;
+        let set: JwkSet = serde_json::from_str(&text).map_err(|e| {
+            bad(format!(
+                "http.jwt: {} is not a JWKS document: {e}",
+                p.display()
+            ))
+        })?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+                (Some(KeyAlgorithm::EdDSA), _) | (None, AlgorithmParameters::OctetKeyPair(_)) => {
+                    Algorithm::EdDSA
+                }
+                (Some(KeyAlgorithm::ES256), _) | (None, AlgorithmParameters::EllipticCurve(_)) => {
+                    Algorithm::ES256
+                }
+                (Some(KeyAlgorithm::ES384), _) => Algorithm::ES384,
+                (Some(KeyAlgorithm::RS384), _) => Algorithm::RS384,
+                (Some(KeyAlgorithm::RS512), _) => Algorithm::RS512,
+                (Some(KeyAlgorithm::PS256), _) => Algorithm::PS256,
+                (Some(KeyAlgorithm::RS256), _) | (None, AlgorithmParameters::RSA(_)) => {
+                    Algorithm::RS256
+                }
+                (other, _) => {
+                    return Err(bad(format!(
+                        "http.jwt: key {:?}: algorithm {other:?} is not accepted (asymmetric signatures only)",
+                        jwk.common.key_id
+                    )))
+                }
+            };
+            let key = jsonwebtoken::DecodingKey::from_jwk(jwk)
+                .map_err(|e| bad(format!("http.jwt: key {:?}: {e}", jwk.common.key_id)))?;
+            keys.push((jwk.common.key_id.clone(), key, alg));
+        }
+        if keys.is_empty() {
+            return Err(bad(format!("http.jwt: {} holds no keys", p.display())));
+        }
+        let mut validation = jsonwebtoken::Validation::new(keys[0].2);
+        validation.set_issuer(&[&cfg.issuer]);
+        validation.set_audience(&[cfg.audience.as_deref().unwrap_or(resource)]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = cfg.leeway_s;
+        validation.validate_nbf = true;
+        Ok(JwtCheck { keys, validation })
+    }
+
+    /// What a JWT grants, if one of the issuer's keys signed it for this
+    /// audience and it has not expired.
+    pub fn check(&self, token: &str) -> Option<Granted> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let candidates = self.keys.iter().filter(|(kid, _, alg)| {
+            *alg == header.alg && (header.kid.is_none() || kid.as_ref() == header.kid.as_ref())
+        });
+        for (_, key, alg) in candidates {
+            let mut v = self.validation.clone();
+            v.algorithms = vec![*alg];
+            if let Ok(data) = jsonwebtoken::decode::<Claims>(token, key, &v) {
+                let c = data.claims;
+                let admin = c
+                    .scope
+                    .iter()
+                    .flat_map(|s| s.split_whitespace())
+                    .chain(c.scp.iter().flatten().map(String::as_str))
+                    .any(|s| s == "admin");
+                return Some(Granted { admin });
+            }
+        }
+        None
+    }
 }
 
 fn sha256(s: &str) -> [u8; 32] {
@@ -53,8 +157,11 @@ impl Tokens {
     /// The tokens `[http]` names: `tokens_env` and `tokens_file` (relative
     /// to `ws`). A named variable or file that is missing is an error, so a
     /// typo never opens the endpoint.
-    pub fn load(cfg: &Http, ws: &Path) -> Result<Tokens, VaneError> {
+    pub fn load(cfg: &Http, ws: &Path, resource: &str) -> Result<Tokens, VaneError> {
         let mut t = Tokens::default();
+        if let Some(j) = &cfg.jwt {
+            t.jwt = Some(JwtCheck::load(j, ws, resource)?);
+        }
         if let Some(var) = &cfg.tokens_env {
             let v = std::env::var(var)
                 .map_err(|_| bad(format!("http: tokens_env names `{var}`, which is not set")))?;
@@ -114,12 +221,18 @@ impl Tokens {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.jwt.is_none()
     }
 
-    /// What `presented` grants, compared against every known hash in
-    /// constant time (no early exit).
+    /// What `presented` grants: a JWT checked against the issuer's keys,
+    /// any other token against every known hash in constant time (no early
+    /// exit).
     pub fn check(&self, presented: &str) -> Option<Granted> {
+        if let Some(j) = &self.jwt {
+            if presented.matches('.').count() == 2 {
+                return j.check(presented);
+            }
+        }
         let h = sha256(presented);
         let mut found = None;
         for (known, g) in &self.entries {
@@ -151,6 +264,96 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use ring::signature::KeyPair;
+
+    fn keypair() -> (Vec<u8>, String) {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let kp = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.public_key().as_ref());
+        (pkcs8.as_ref().to_vec(), x)
+    }
+
+    fn sign(pkcs8: &[u8], kid: &str, claims: serde_json::Value) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ed_der(pkcs8)).unwrap()
+    }
+
+    /// JWT access tokens: the issuer's signature, `iss`, `exp` and the
+    /// audience (this resource, RFC 8707) are all checked; `admin` in
+    /// `scope` grants admin tools.
+    #[test]
+    fn jwt_access_tokens_need_the_issuer_the_key_and_this_audience() {
+        let d = tempfile::tempdir().unwrap();
+        let (pkcs8, x) = keypair();
+        let (other, _) = keypair();
+        std::fs::write(
+            d.path().join("jwks.json"),
+            serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig"}]}).to_string(),
+        )
+        .unwrap();
+        let cfg = Http {
+            jwt: Some(vane_core::config::http::Jwt {
+                issuer: "https://auth.example".into(),
+                jwks_file: "jwks.json".into(),
+                audience: None,
+                leeway_s: 0,
+            }),
+            ..Http::default()
+        };
+        let resource = "http://127.0.0.1:8731/mcp";
+        let t = Tokens::load(&cfg, d.path(), resource).unwrap();
+        assert!(!t.is_empty());
+        let exp = (std::time::SystemTime::now() + std::time::Duration::from_secs(600))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = |iss: &str, aud: &str, exp: u64, scope: &str| serde_json::json!({"iss": iss, "aud": aud, "exp": exp, "sub": "agent", "scope": scope});
+        let ok = sign(
+            &pkcs8,
+            "k1",
+            claims("https://auth.example", resource, exp, "tools"),
+        );
+        assert_eq!(t.check(&ok), Some(Granted { admin: false }));
+        let admin = sign(
+            &pkcs8,
+            "k1",
+            claims("https://auth.example", resource, exp, "tools admin"),
+        );
+        assert_eq!(t.check(&admin), Some(Granted { admin: true }));
+        // another audience (a token minted for another server), another
+        // issuer, an expired token, another key: refused
+        let aud = sign(
+            &pkcs8,
+            "k1",
+            claims("https://auth.example", "http://other/mcp", exp, "tools"),
+        );
+        assert_eq!(t.check(&aud), None);
+        let iss = sign(
+            &pkcs8,
+            "k1",
+            claims("https://evil.example", resource, exp, "tools"),
+        );
+        assert_eq!(t.check(&iss), None);
+        let old = sign(
+            &pkcs8,
+            "k1",
+            claims("https://auth.example", resource, 1_000, "tools"),
+        );
+        assert_eq!(t.check(&old), None);
+        let forged = sign(
+            &other,
+            "k1",
+            claims("https://auth.example", resource, exp, "admin"),
+        );
+        assert_eq!(t.check(&forged), None);
+        assert_eq!(t.check("a.b.c"), None);
+        // a JWKS file that is missing or empty is a configuration error
+        std::fs::write(d.path().join("jwks.json"), r#"{"keys": []}"#).unwrap();
+        assert!(Tokens::load(&cfg, d.path(), resource).is_err());
+    }
 
     #[test]
     fn tokens_are_checked_by_hash_with_their_scopes() {

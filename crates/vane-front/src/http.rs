@@ -166,9 +166,15 @@ fn unauthorized(metadata_url: &str, error: Option<&str>) -> Response {
 
 /// The RFC 9728 protected-resource metadata.
 fn metadata(ep: &Endpoint) -> serde_json::Value {
+    let mut servers = ep.cfg.authorization_servers.clone();
+    if let Some(j) = &ep.cfg.jwt {
+        if !servers.contains(&j.issuer) {
+            servers.push(j.issuer.clone());
+        }
+    }
     json!({
         "resource": ep.resource,
-        "authorization_servers": ep.cfg.authorization_servers,
+        "authorization_servers": servers,
         "bearer_methods_supported": ["header"],
         "scopes_supported": ["tools", "admin"],
         "resource_name": "vane",

@@ -121,15 +121,15 @@ pub async fn run_http(
     on_bound: impl FnOnce(&http::Endpoint),
 ) -> Result<(), VaneError> {
     let cfg = &ctx.config.http;
-    let tokens = auth::Tokens::load(cfg, &ctx.ws.root)?;
     let ep = http::Endpoint::resolve(cfg, listen.as_deref())?;
+    let (listener, ep) = http::bind(ep).await?;
+    let tokens = auth::Tokens::load(cfg, &ctx.ws.root, &ep.resource)?;
     if !ep.addr.ip().is_loopback() && tokens.is_empty() {
         return Err(VaneError::new(
             vane_core::ErrorCode::ConfigInvalid,
             "http: serving a non-loopback address needs tokens ([http] tokens_env or tokens_file)",
         ));
     }
-    let (listener, ep) = http::bind(ep).await?;
     let started = start(&ctx, binary, state_dir, &format!("http {}", ep.addr))?;
     on_bound(&ep);
     let r = http::serve(started.front.clone(), listener, ep, tokens, ct).await;

@@ -38,6 +38,30 @@ pub struct Http {
     pub session_idle_s: u64,
     /// Listening on a non-loopback address must be asked for, and needs tokens.
     pub allow_remote: bool,
+    /// `[http.jwt]`: JWT access tokens from an authorization server.
+    pub jwt: Option<Jwt>,
+}
+
+/// JWT access tokens (RFC 9068): signature by one of the issuer's keys,
+/// `iss`, `exp`, and `aud` naming this resource (RFC 8707) are checked;
+/// `scope` (or `scp`) holding `admin` grants admin tools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// The issuer (`iss`) tokens must name.
+    pub issuer: String,
+    /// The issuer's public keys as a JWKS document (relative to the workspace).
+    pub jwks_file: String,
+    /// The audience tokens must name (default: `[http] resource`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
 }
 
 impl Default for Http {
@@ -54,6 +78,7 @@ impl Default for Http {
             resource: None,
             session_idle_s: 300,
             allow_remote: false,
+            jwt: None,
         }
     }
 }
