@@ -14,9 +14,17 @@ use vane_core::config::http::Http;
 use vane_core::{ErrorCode, VaneError};
 
 /// What a request's token grants (an extension on the request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Granted {
     pub admin: bool,
+    /// who the client is, for what is kept per client across requests
+    /// (rate limits, logs) when a request has no session: a short digest
+    /// of its token (or of a JWT's subject); `None` without tokens
+    pub client: Option<std::sync::Arc<str>>,
+}
+
+fn label(prefix: &str, digest: &[u8; 32]) -> Option<std::sync::Arc<str>> {
+    Some(format!("{prefix}-{}", hex::encode(&digest[..6])).into())
 }
 
 /// The known tokens: opaque ones by hash, and JWT access tokens of a
@@ -40,6 +48,8 @@ pub struct JwtCheck {
 
 #[derive(serde::Deserialize)]
 struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -122,7 +132,11 @@ impl JwtCheck {
                     .flat_map(|s| s.split_whitespace())
                     .chain(c.scp.iter().flatten().map(String::as_str))
                     .any(|s| s == "admin");
-                return Some(Granted { admin });
+                let who = c.sub.as_deref().unwrap_or(token);
+                return Some(Granted {
+                    admin,
+                    client: label("jwt", &sha256(who)),
+                });
             }
         }
         None
@@ -138,7 +152,10 @@ fn bad(m: String) -> VaneError {
 }
 
 fn scopes(text: &str, at: &str) -> Result<Granted, VaneError> {
-    let mut g = Granted { admin: false };
+    let mut g = Granted {
+        admin: false,
+        client: None,
+    };
     for s in text
         .split(['+', ','])
         .map(str::trim)
@@ -238,7 +255,10 @@ impl Tokens {
         for (known, g) in &self.entries {
             let diff = known.iter().zip(&h).fold(0u8, |acc, (a, b)| acc | (a ^ b));
             if diff == 0 {
-                found = Some(*g);
+                found = Some(Granted {
+                    admin: g.admin,
+                    client: label("token", &h),
+                });
             }
         }
         found
@@ -316,13 +336,13 @@ mod tests {
             "k1",
             claims("https://auth.example", resource, exp, "tools"),
         );
-        assert_eq!(t.check(&ok), Some(Granted { admin: false }));
+        assert_eq!(t.check(&ok).map(|g| g.admin), Some(false));
         let admin = sign(
             &pkcs8,
             "k1",
             claims("https://auth.example", resource, exp, "tools admin"),
         );
-        assert_eq!(t.check(&admin), Some(Granted { admin: true }));
+        assert_eq!(t.check(&admin).map(|g| g.admin), Some(true));
         // another audience (a token minted for another server), another
         // issuer, an expired token, another key: refused
         let aud = sign(
@@ -330,26 +350,26 @@ mod tests {
             "k1",
             claims("https://auth.example", "http://other/mcp", exp, "tools"),
         );
-        assert_eq!(t.check(&aud), None);
+        assert_eq!(t.check(&aud).map(|g| g.admin), None);
         let iss = sign(
             &pkcs8,
             "k1",
             claims("https://evil.example", resource, exp, "tools"),
         );
-        assert_eq!(t.check(&iss), None);
+        assert_eq!(t.check(&iss).map(|g| g.admin), None);
         let old = sign(
             &pkcs8,
             "k1",
             claims("https://auth.example", resource, 1_000, "tools"),
         );
-        assert_eq!(t.check(&old), None);
+        assert_eq!(t.check(&old).map(|g| g.admin), None);
         let forged = sign(
             &other,
             "k1",
             claims("https://auth.example", resource, exp, "admin"),
         );
-        assert_eq!(t.check(&forged), None);
-        assert_eq!(t.check("a.b.c"), None);
+        assert_eq!(t.check(&forged).map(|g| g.admin), None);
+        assert_eq!(t.check("a.b.c").map(|g| g.admin), None);
         // a JWKS file that is missing or empty is a configuration error
         std::fs::write(d.path().join("jwks.json"), r#"{"keys": []}"#).unwrap();
         assert!(Tokens::load(&cfg, d.path(), resource).is_err());
@@ -364,21 +384,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.check("reader-token-0123456789"),
-            Some(Granted { admin: false })
+            t.check("reader-token-0123456789").map(|g| g.admin),
+            Some(false)
         );
         assert_eq!(
-            t.check("admin-token-0123456789"),
-            Some(Granted { admin: true })
+            t.check("admin-token-0123456789").map(|g| g.admin),
+            Some(true)
         );
-        assert_eq!(t.check("reader-token-012345678"), None);
-        assert_eq!(t.check(""), None);
+        assert_eq!(t.check("reader-token-012345678").map(|g| g.admin), None);
+        // a client's label: the same for its token every time, another for
+        // another token, never the token itself
+        let label = |tok: &str| t.check(tok).unwrap().client.unwrap();
+        assert_eq!(
+            label("reader-token-0123456789"),
+            label("reader-token-0123456789")
+        );
+        assert_ne!(
+            label("reader-token-0123456789"),
+            label("admin-token-0123456789")
+        );
+        assert!(!label("reader-token-0123456789").contains("0123456789"));
+        assert_eq!(t.check("").map(|g| g.admin), None);
         let (token, line) = Tokens::generate(true).unwrap();
         assert!(!line.contains(&token), "only the hash is stored");
         let mut f = Tokens::default();
         f.add_hashed(&format!("# team tokens\n{line}\n"), "file")
             .unwrap();
-        assert_eq!(f.check(&token), Some(Granted { admin: true }));
+        assert_eq!(f.check(&token).map(|g| g.admin), Some(true));
         assert!(f.add_hashed("sha256:zz tools", "file").is_err());
         assert!(f.add_hashed("plain-token tools", "file").is_err());
         assert!(t.add_plain("short", "env").is_err());

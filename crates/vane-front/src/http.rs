@@ -117,7 +117,10 @@ struct AuthState {
 /// tokens configured (loopback only), requests pass with the tools scope.
 async fn authenticate(State(s): State<AuthState>, mut req: Request, next: Next) -> Response {
     if s.tokens.is_empty() {
-        req.extensions_mut().insert(Granted { admin: false });
+        req.extensions_mut().insert(Granted {
+            admin: false,
+            client: None,
+        });
         return next.run(req).await;
     }
     let presented = req

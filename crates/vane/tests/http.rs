@@ -349,6 +349,52 @@ async fn hostile_requests_are_refused_and_nothing_else_degrades() {
     drop(stream);
 }
 
+fn stateless(c: &reqwest::Client, url: &str, token: &str, id: u64) -> reqwest::RequestBuilder {
+    c.post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "plan_next")
+        .body(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "plan_next", "arguments": {"limit": 1},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {}}}})
+            .to_string(),
+        )
+}
+
+/// Stateless requests have no session, so what is kept per client follows
+/// the token: its rate limit holds across requests, and another token has
+/// its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_clients_are_rate_limited_by_their_token() {
+    let s = start(&format!(
+        "{WITH_TOKENS}\n[rate_limits]\ntools = {{ per_second = 1, burst = 3 }}\n"
+    ));
+    let c = http();
+    let mut limited = 0;
+    for i in 0..6 {
+        let r = stateless(&c, &s.url, READER, i).send().await.unwrap();
+        let m = message(&r.text().await.unwrap());
+        if m["result"]["structuredContent"]["error"]["code"] == "rate_limited" {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 2,
+        "6 quick calls over a burst of 3: {limited} limited"
+    );
+    let r = stateless(&c, &s.url, ADMIN, 99).send().await.unwrap();
+    let m = message(&r.text().await.unwrap());
+    assert_eq!(
+        m["result"]["isError"], false,
+        "another token, another bucket: {m}"
+    );
+}
+
 /// A client of revision 2026-07-28 sends stateless requests: no
 /// initialize, no session, each request saying what it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,6 +207,37 @@ fn access_of(session: &Session, ext: &rmcp::model::Extensions) -> Access {
     }
 }
 
+/// The session a request is served as: its MCP session, or — for a
+/// stateless request (no `Mcp-Session-Id`), which gets a handler of its
+/// own — the client its token names, so what is kept per client (rate
+/// limits, the workers' logs) follows the client, not the request.
+fn session_for(session: &Arc<Session>, ext: &rmcp::model::Extensions) -> Arc<Session> {
+    let Some(parts) = ext.get::<http::request::Parts>() else {
+        return session.clone();
+    };
+    if parts.headers.contains_key("mcp-session-id") {
+        return session.clone();
+    }
+    let client = parts
+        .extensions
+        .get::<crate::auth::Granted>()
+        .and_then(|g| g.client.clone());
+    let id = match client {
+        Some(c) => format!("http-{c}"),
+        None => "http-anonymous".to_string(),
+    };
+    let protocol = parts
+        .headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| Value::String(v.to_string()))
+        .unwrap_or(Value::Null);
+    let s = Session::new(id, session.access);
+    *lock(&s.client_meta) = client_meta(&protocol, &s.id);
+    *lock(&s.protocol) = protocol;
+    Arc::new(s)
+}
+
 impl FrontServer {
     /// A handler for a new session of `front`.
     pub fn new(front: Arc<Front>, access: Access, stdio: bool) -> FrontServer {
@@ -309,10 +340,11 @@ impl ServerHandler for FrontServer {
             Ok(v) => v.to_string(),
             Err(_) => String::new(),
         };
+        let session = session_for(&self.session, &context.extensions);
         Ok(self
             .front
             .handle_call(
-                &self.session,
+                &session,
                 access_of(&self.session, &context.extensions),
                 request,
                 context.ct.clone(),
