@@ -19,6 +19,7 @@ pub mod model;
 pub mod planner;
 pub mod redact;
 pub mod roadmap;
+pub mod rules;
 pub mod text;
 pub mod transitions;
 

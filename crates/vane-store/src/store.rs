@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use vane_core::model::{ExitCriterion, Group, GroupKind, Priority, Roadmap, Status, Task};
 use vane_core::planner::{PlanGraph, PlanItem, PlanQuery};
-use vane_core::{transitions, ErrorCode, VaneError};
+use vane_core::{rules, ErrorCode, VaneError};
 
 use crate::exports::{self, ExportKind};
 use crate::schema::{self, Applied, Reach, SchemaInfo, MIGRATIONS, SCHEMA_VERSION};
@@ -792,8 +792,8 @@ impl Store {
             let Some(item) = graph.first_ready(q, now) else { return Ok(None) };
             let id = item.id.clone();
             let prev = get_task(tx, &id)?;
-            let lease = now + (ttl_s as i64) * 1000;
-            let started = if prev.status == Status::InProgress { prev.started_at_ms.unwrap_or(now) } else { now };
+            let plan = rules::plan_claim(&facts(&prev), ttl_s, now);
+            let (lease, started) = (plan.lease_expires_ms, plan.started_at_ms);
             tx.execute(
                 "UPDATE tasks SET status='in_progress', claimed_by=?2, lease_expires_ms=?3, started_at_ms=?4, version=version+1, updated_at_ms=?5,
                    owner = coalesce(owner, ?2) WHERE id=?1",
@@ -803,7 +803,7 @@ impl Store {
             let task = get_task(tx, &id)?;
             tx.execute(
                 "INSERT INTO task_events(task_id, at_ms, actor, kind, from_status, to_status, version, data) VALUES (?1,?2,?3,'claim',?4,'in_progress',?5,?6)",
-                params![id, now, agent, prev.status.as_str(), task.version, json!({"ttl_s": ttl_s, "lease_expired_takeover": prev.claimed_by.is_some()}).to_string()],
+                params![id, now, agent, prev.status.as_str(), task.version, json!({"ttl_s": ttl_s, "lease_expired_takeover": plan.takeover}).to_string()],
             )
             .map_err(db_err)?;
             Ok(Some((task, prev.status)))
@@ -814,61 +814,18 @@ impl Store {
     pub fn update_task(&self, u: &TaskUpdate, now: i64) -> Result<UpdateOutcome> {
         self.write(&[ExportKind::Roadmap], |tx| {
             let prev = get_task(tx, &u.task_id)?;
-            if let Some(expected) = u.expected_version {
-                if expected != prev.version {
-                    return Err(VaneError::new(
-                        ErrorCode::VersionConflict,
-                        format!(
-                            "task `{}` is at version {}, not {expected}: someone changed it; re-read and retry",
-                            prev.id, prev.version
-                        ),
-                    )
-                    .with_details(json!({ "task_id": prev.id, "expected_version": expected, "current_version": prev.version, "current_status": prev.status })));
-                }
-            }
-            let mut changed = Vec::new();
-            let mut forced = false;
-            let mut status = prev.status;
-            if let Some(to) = u.status {
-                transitions::check(&prev.id, prev.status, to)?;
-                if to == Status::Done && prev.status != Status::Done {
-                    let unmet = unmet_critics(tx, &prev)?;
-                    if !unmet.is_empty() {
-                        if !u.force {
-                            let names: Vec<&str> = unmet.iter().filter_map(|v| v["critic"].as_str()).collect();
-                            return Err(VaneError::new(
-                                ErrorCode::ExitCriteriaUnmet,
-                                format!(
-                                    "task `{}` needs a passing run of critic(s) {} since it started; run critics_run, or pass force with a reason",
-                                    prev.id,
-                                    names.join(", ")
-                                ),
-                            )
-                            .with_details(json!({ "task_id": prev.id, "unmet": unmet })));
-                        }
-                        if u.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-                            return Err(VaneError::invalid_input("force needs a non-empty reason, which is recorded"));
-                        }
-                        forced = true;
-                    }
-                }
-                if to != prev.status {
-                    status = to;
-                    changed.push("status".to_string());
-                }
-            }
-            let leaving_progress = prev.status == Status::InProgress && status != Status::InProgress;
-            let entering_progress = status == Status::InProgress && prev.status != Status::InProgress;
-            let started = if entering_progress && prev.status != Status::Review { Some(now) } else { prev.started_at_ms };
-            if u.notes.is_some() {
-                changed.push("notes".into());
-            }
-            if u.owner.is_some() {
-                changed.push("owner".into());
-            }
-            if u.priority.is_some() {
-                changed.push("priority".into());
-            }
+            let request = rules::UpdateRequest {
+                expected_version: u.expected_version,
+                status: u.status,
+                notes: u.notes.is_some(),
+                owner: u.owner.is_some(),
+                priority: u.priority.is_some(),
+                force: u.force,
+                reason: u.reason.as_deref(),
+            };
+            let since = prev.started_at_ms.unwrap_or(0);
+            let plan = rules::plan_update(&facts(&prev), &request, now, |name| critic_history(tx, name, since), iso)?;
+            let rules::UpdatePlan { status, changed, forced, started_at_ms: started, release_claim: leaving_progress } = plan;
             tx.execute(
                 "UPDATE tasks SET status=?2, notes=coalesce(?3, notes), owner=coalesce(?4, owner), priority=coalesce(?5, priority),
                    started_at_ms=?6, version=version+1, updated_at_ms=?7,
@@ -1543,91 +1500,92 @@ fn graph_at(
     Ok(g)
 }
 
-fn unmet_critics(conn: &Connection, t: &TaskRecord) -> Result<Vec<Value>> {
-    let since = t.started_at_ms.unwrap_or(0);
-    let mut unmet = Vec::new();
-    for ec in &t.exit_criteria {
-        let Some(name) = ec.critic() else { continue };
-        let passed: bool = conn
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM critic_runs WHERE name=?1 AND status='pass' AND started_at_ms >= ?2)",
-                params![name, since],
-                |r| r.get(0),
-            )
-            .map_err(db_err)?;
-        if !passed {
-            let last: Option<(String, i64)> = conn
-                .query_row(
-                    "SELECT status, finished_at_ms FROM critic_runs WHERE name=?1 ORDER BY id DESC LIMIT 1",
-                    [name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(db_err)?;
-            unmet.push(json!({
-                "critic": name,
-                "last_run": last.map(|(s, at)| json!({ "status": s, "finished_at": iso(at), "before_task_started": at < since })),
-            }));
-        }
+/// The facts of a task the domain rules read.
+fn facts(t: &TaskRecord) -> rules::TaskFacts<'_> {
+    rules::TaskFacts {
+        id: &t.id,
+        status: t.status,
+        version: t.version,
+        started_at_ms: t.started_at_ms,
+        exit_criteria: &t.exit_criteria,
+        claimed_by: t.claimed_by.as_deref(),
     }
-    Ok(unmet)
+}
+
+/// What the store knows of critic `name`'s runs since `since` (the gate's facts).
+fn critic_history(conn: &Connection, name: &str, since: i64) -> Result<rules::CriticHistory> {
+    let passed: bool = conn
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM critic_runs WHERE name=?1 AND status='pass' AND started_at_ms >= ?2)",
+            params![name, since],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    let last = if passed {
+        None
+    } else {
+        conn.query_row(
+            "SELECT status, finished_at_ms FROM critic_runs WHERE name=?1 ORDER BY id DESC LIMIT 1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?
+    };
+    Ok(rules::CriticHistory {
+        passed_since_start: passed,
+        last,
+    })
 }
 
 fn remediate(tx: &Transaction<'_>, run: &NewCriticRun) -> Result<String> {
-    let id = format!("CRITIC-{}", run.name);
     let now = run.finished_at_ms;
-    let tail: String = run
-        .output_tail
-        .chars()
-        .rev()
-        .take(2000)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    let description = format!(
-        "Critic `{}` reported {} (exit code {}) at {}.\nCommand: {}\n\nOutput tail:\n{}",
-        run.name,
-        run.status.as_str(),
-        run.exit_code
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "none".into()),
-        iso(now),
-        run.command,
-        tail
-    );
-    let existing = get_task(tx, &id).ok();
-    match existing {
-        None => {
+    let outcome = rules::CriticOutcome {
+        name: &run.name,
+        status: run.status.as_str(),
+        exit_code: run.exit_code,
+        command: &run.command,
+        output_tail: &run.output_tail,
+        finished_at_ms: now,
+    };
+    let existing = get_task(tx, &rules::remediation_id(&run.name)).ok();
+    match rules::remediation(&outcome, existing.as_ref().map(|t| t.status), iso) {
+        rules::Remediation::Create {
+            id,
+            title,
+            description,
+            exit_criteria,
+            extra,
+            reason,
+        } => {
             let ord: i64 = tx
                 .query_row("SELECT coalesce(max(ord), 0) + 1 FROM tasks", [], |r| {
                     r.get(0)
                 })
                 .map_err(db_err)?;
-            let ec = serde_json::to_string(&[ExitCriterion::Critic(run.name.clone())])
-                .map_err(json_err)?;
+            let ec = serde_json::to_string(&exit_criteria).map_err(json_err)?;
             tx.execute(
                 "INSERT INTO tasks(id, ord, title, description, status, priority, dependencies, exit_criteria, extra, version, updated_at_ms)
                  VALUES (?1,?2,?3,?4,'pending',1,'[]',?5,?6,1,?7)",
-                params![
-                    id,
-                    ord,
-                    format!("Fix failing critic `{}`", run.name),
-                    description,
-                    ec,
-                    json!({ "source": "critic", "critic": run.name }).to_string(),
-                    now
-                ],
+                params![id, ord, title, description, ec, extra.to_string(), now],
             )
             .map_err(db_err)?;
             tx.execute(
                 "INSERT INTO task_events(task_id, at_ms, actor, kind, to_status, version, reason) VALUES (?1,?2,'vane','remediation','pending',1,?3)",
-                params![id, now, format!("critic {} {}", run.name, run.status.as_str())],
+                params![id, now, reason],
             )
             .map_err(db_err)?;
+            Ok(id)
         }
-        Some(t) => {
-            let reopen = matches!(t.status, Status::Done | Status::Cancelled);
+        rules::Remediation::Refresh {
+            id,
+            description,
+            reopen,
+            from,
+            to,
+            reason,
+        } => {
+            let version = existing.map(|t| t.version).unwrap_or(0) + 1;
             tx.execute(
                 "UPDATE tasks SET description=?2, status = CASE WHEN ?3 THEN 'pending' ELSE status END, version=version+1, updated_at_ms=?4 WHERE id=?1",
                 params![id, description, reopen, now],
@@ -1635,19 +1593,12 @@ fn remediate(tx: &Transaction<'_>, run: &NewCriticRun) -> Result<String> {
             .map_err(db_err)?;
             tx.execute(
                 "INSERT INTO task_events(task_id, at_ms, actor, kind, from_status, to_status, version, reason) VALUES (?1,?2,'vane','remediation',?3,?4,?5,?6)",
-                params![
-                    id,
-                    now,
-                    t.status.as_str(),
-                    if reopen { "pending" } else { t.status.as_str() },
-                    t.version + 1,
-                    format!("critic {} {}", run.name, run.status.as_str())
-                ],
+                params![id, now, from.as_str(), to.as_str(), version, reason],
             )
             .map_err(db_err)?;
+            Ok(id)
         }
     }
-    Ok(id)
 }
 
 pub(crate) fn latest_critic_runs(conn: &Connection) -> Result<Vec<CriticRun>> {
