@@ -14,6 +14,7 @@ pub use dispatch::{
 };
 
 pub mod http;
+pub mod store;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +36,8 @@ pub struct Config {
     pub tools: ToolsConfig,
     /// `[http]`: `vane serve --http`.
     pub http: http::Http,
+    /// `[store]`: SQLite (default) or a shared PostgreSQL database.
+    pub store: store::Store,
     /// `[critics.NAME]` tables.
     pub critics: IndexMap<String, CriticConfig>,
     /// `[providers.NAME]`: the agents `vane run` dispatches to.
@@ -602,6 +605,7 @@ impl Config {
             }
         }
         self.http.validate()?;
+        self.store.validate()?;
         dispatch::validate(self)
     }
 }
@@ -695,6 +699,11 @@ allow_remote = false             # a non-loopback listen address must be asked f
 # [http.jwt]                     # JWT access tokens: signature, iss, exp, aud = this endpoint
 # issuer = "https://auth.example"
 # jwks_file = "jwks.json"        # the issuer's public keys
+
+[store]                          # where the store is: unset url = vane.db in the state directory (SQLite)
+# url = "postgres://vane@db.internal:5432/vane"  # a PostgreSQL database fronts on several hosts share (VANE_STORE_URL overrides)
+# password_file = ".vane-db-password"           # its password (or VANE_STORE_PASSWORD); never in the URL
+max_connections = 8              # connections one vane process keeps to PostgreSQL at most
 
 [audit]                          # vane audit, the built-in `security` critic, preflight
 allow_paths = []                 # globs never scanned (e.g. "tests/fixtures/**")

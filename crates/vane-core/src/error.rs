@@ -28,6 +28,8 @@ pub enum ErrorCode {
     RoadmapInvalid,
     ConfigInvalid,
     StoreError,
+    /// the database cannot be reached (down, restarting, network): retry
+    StoreUnavailable,
     IoError,
     SandboxUnavailable,
     AdminDisabled,
@@ -69,6 +71,7 @@ impl ErrorCode {
             ErrorCode::RoadmapInvalid => "roadmap_invalid",
             ErrorCode::ConfigInvalid => "config_invalid",
             ErrorCode::StoreError => "store_error",
+            ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::IoError => "io_error",
             ErrorCode::SandboxUnavailable => "sandbox_unavailable",
             ErrorCode::AdminDisabled => "admin_disabled",
@@ -168,6 +171,7 @@ mod tests {
             ErrorCode::Cancelled,
             ErrorCode::Internal,
             ErrorCode::StoreError,
+            ErrorCode::StoreUnavailable,
         ];
         for c in codes {
             assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));

@@ -6,14 +6,14 @@
 //! cover" only holds if the check and the reservation are one transaction.
 //! A running attempt reserves its ceiling; a finished one counts what it cost.
 
-use rusqlite::{params, OptionalExtension, Transaction};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use vane_core::dispatch::{Outcome, ProviderHealth, Usage};
 use vane_core::{ErrorCode, VaneError};
 
-use crate::store::{db_err, iso, Result, Store};
+use crate::sql::{one, one_opt, p, Row, Sql, Val};
+use crate::store::{iso, Result, Store};
 
 /// One budget limit an attempt must fit in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,12 +91,12 @@ pub struct Attempt {
 
 const ATTEMPT_COLS: &str = "id, task_id, runner, env, provider, model, started_at_ms, finished_at_ms, outcome, exit_status, session_id, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, estimate_micros, reported_micros, cost_micros, ceiling_micros, priced, num_turns, transcript_artifact, error, detail, agent_pgid";
 
-fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attempt> {
+fn attempt_row(r: &Row) -> Result<Attempt> {
     let started: i64 = r.get(6)?;
     let finished: Option<i64> = r.get(7)?;
-    let outcome: String = r.get(8)?;
-    let detail: String = r.get(23)?;
-    let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+    let outcome = r.str(8);
+    let detail = r.str(23);
+    let u = |i: usize| -> Result<u64> { Ok(r.get::<i64>(i)?.max(0) as u64) };
     Ok(Attempt {
         id: r.get(0)?,
         task_id: r.get(1)?,
@@ -107,7 +107,7 @@ fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attempt> {
         started_at: iso(started),
         finished_at: finished.map(iso),
         duration_ms: finished.map(|f| f - started),
-        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Interrupted),
+        outcome: Outcome::parse(outcome).unwrap_or(Outcome::Interrupted),
         exit_status: r.get(9)?,
         session_id: r.get(10)?,
         usage: Usage {
@@ -124,7 +124,7 @@ fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attempt> {
         num_turns: r.get(20)?,
         transcript_artifact: r.get(21)?,
         error: r.get(22)?,
-        detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+        detail: serde_json::from_str(detail).unwrap_or(Value::Null),
         agent_pgid: r.get(24)?,
     })
 }
@@ -136,27 +136,29 @@ pub struct Spent {
     pub reserved_micros: i64,
 }
 
-fn spent_tx(
-    tx: &rusqlite::Connection,
-    env: &str,
-    provider: Option<&str>,
-    since_ms: i64,
-) -> Result<Spent> {
-    let mut q = tx
-        .prepare_cached(
-            "SELECT coalesce(sum(CASE WHEN outcome = 'running' THEN 0 ELSE cost_micros END), 0),
-                    coalesce(sum(CASE WHEN outcome = 'running' THEN ceiling_micros ELSE 0 END), 0)
+fn spent_tx(db: &mut dyn Sql, env: &str, provider: Option<&str>, since_ms: i64) -> Result<Spent> {
+    // the provider filter is two statements, not `(?3 IS NULL OR …)`:
+    // PostgreSQL cannot infer the type of a parameter that is only NULL-tested
+    let r = match provider {
+        None => db.query_row(
+            "SELECT CAST(coalesce(sum(CASE WHEN outcome = 'running' THEN 0 ELSE cost_micros END), 0) AS BIGINT),
+                    CAST(coalesce(sum(CASE WHEN outcome = 'running' THEN ceiling_micros ELSE 0 END), 0) AS BIGINT)
              FROM dispatch_attempts
-             WHERE env = ?1 AND started_at_ms >= ?2 AND (?3 IS NULL OR provider = ?3)",
-        )
-        .map_err(db_err)?;
-    q.query_row(params![env, since_ms, provider], |r| {
-        Ok(Spent {
-            spent_micros: r.get(0)?,
-            reserved_micros: r.get(1)?,
-        })
+             WHERE env = ?1 AND started_at_ms >= ?2",
+            p![env, since_ms],
+        )?,
+        Some(provider) => db.query_row(
+            "SELECT CAST(coalesce(sum(CASE WHEN outcome = 'running' THEN 0 ELSE cost_micros END), 0) AS BIGINT),
+                    CAST(coalesce(sum(CASE WHEN outcome = 'running' THEN ceiling_micros ELSE 0 END), 0) AS BIGINT)
+             FROM dispatch_attempts
+             WHERE env = ?1 AND started_at_ms >= ?2 AND provider = ?3",
+            p![env, since_ms, provider],
+        )?,
+    };
+    Ok(Spent {
+        spent_micros: r.get(0)?,
+        reserved_micros: r.get(1)?,
     })
-    .map_err(db_err)
 }
 
 /// How `cost_summary` groups.
@@ -229,10 +231,10 @@ impl Store {
     /// ceiling (spent + reserved + ceiling ≤ limit), in one transaction;
     /// else `budget_exceeded` naming the first limit that cannot.
     pub fn attempt_start(&self, a: &NewAttempt) -> Result<i64> {
-        self.write(&[], |tx| {
+        self.write(&[], |db| {
             for b in &a.budgets {
                 let provider = (b.scope != "total").then_some(b.scope.as_str());
-                let s = spent_tx(tx, &a.env, provider, b.window_start_ms)?;
+                let s = spent_tx(db, &a.env, provider, b.window_start_ms)?;
                 if s.spent_micros + s.reserved_micros + a.ceiling_micros > b.limit_micros {
                     return Err(VaneError::new(
                         ErrorCode::BudgetExceeded,
@@ -254,24 +256,22 @@ impl Store {
                     })));
                 }
             }
-            tx.execute(
+            one(
+                db,
                 "INSERT INTO dispatch_attempts(task_id, runner, runner_pid, env, provider, model, started_at_ms, ceiling_micros)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-                params![a.task_id, a.runner, a.runner_pid, a.env, a.provider, a.model, a.started_at_ms, a.ceiling_micros],
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8) RETURNING id",
+                p![a.task_id, a.runner, a.runner_pid, a.env, a.provider, a.model, a.started_at_ms, a.ceiling_micros],
             )
-            .map_err(db_err)?;
-            Ok(tx.last_insert_rowid())
         })
     }
 
     /// Records the agent's process group once it started.
     pub fn attempt_agent_started(&self, id: i64, pgid: i64) -> Result<()> {
-        self.write(&[], |tx| {
-            tx.execute(
+        self.write(&[], |db| {
+            db.exec(
                 "UPDATE dispatch_attempts SET agent_pgid = ?2 WHERE id = ?1",
-                params![id, pgid],
-            )
-            .map_err(db_err)?;
+                p![id, pgid],
+            )?;
             Ok(())
         })
     }
@@ -280,10 +280,10 @@ impl Store {
     /// (another process marked it interrupted) keeps its outcome, but its
     /// usage and cost are still recorded: no finished attempt's cost is lost.
     pub fn attempt_finish(&self, e: &AttemptEnd) -> Result<Attempt> {
-        self.write(&[], |tx| {
+        self.write(&[], |db| {
             let cost = e.reported_micros.unwrap_or(e.estimate_micros);
-            let n = tx
-                .execute(
+            let n = db
+                .exec(
                     "UPDATE dispatch_attempts SET
                        finished_at_ms = ?2,
                        outcome = CASE WHEN outcome = 'running' THEN ?3 ELSE outcome END,
@@ -292,7 +292,7 @@ impl Store {
                        estimate_micros = ?11, reported_micros = ?12, cost_micros = ?13, priced = ?14,
                        num_turns = ?15, transcript_artifact = ?16, error = ?17, detail = ?18
                      WHERE id = ?1",
-                    params![
+                    p![
                         e.id,
                         e.finished_at_ms,
                         e.outcome.unwrap_or(Outcome::Interrupted).as_str(),
@@ -312,12 +312,11 @@ impl Store {
                         e.error,
                         e.detail.to_string()
                     ],
-                )
-                .map_err(db_err)?;
+                )?;
             if n == 0 {
                 return Err(VaneError::new(ErrorCode::NotFound, format!("no attempt {}", e.id)));
             }
-            get_attempt(tx, e.id)
+            get_attempt(db, e.id)
         })
     }
 
@@ -329,16 +328,16 @@ impl Store {
         alive: &dyn Fn(&str, i64) -> bool,
         now: i64,
     ) -> Result<Vec<Attempt>> {
-        let running: Vec<(i64, String, i64)> = {
-            let conn = self.conn();
-            let mut q = conn
-                .prepare_cached("SELECT id, runner, runner_pid FROM dispatch_attempts WHERE outcome = 'running'")
-                .map_err(db_err)?;
-            let rows = q
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(db_err)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
-        };
+        let running: Vec<(i64, String, i64)> = self
+            .read(|db| {
+                db.query(
+                    "SELECT id, runner, runner_pid FROM dispatch_attempts WHERE outcome = 'running'",
+                    p![],
+                )
+            })?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .collect::<Result<_>>()?;
         let dead: Vec<(i64, String)> = running
             .into_iter()
             .filter(|(_, runner, pid)| !alive(runner, *pid))
@@ -347,24 +346,22 @@ impl Store {
         if dead.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(&[crate::ExportKind::Roadmap], |tx| {
+        self.write(&[crate::ExportKind::Roadmap], |db| {
             let mut out = Vec::new();
             for (id, runner) in &dead {
-                let n = tx
-                    .execute(
+                let n = db
+                    .exec(
                         "UPDATE dispatch_attempts SET outcome = 'interrupted', finished_at_ms = ?2,
                            error = coalesce(error, 'its runner stopped before the attempt ended')
                          WHERE id = ?1 AND outcome = 'running'",
-                        params![id, now],
-                    )
-                    .map_err(db_err)?;
+                        p![id, now],
+                    )?;
                 if n == 1 {
-                    tx.execute(
+                    db.exec(
                         "UPDATE tasks SET lease_expires_ms = ?2 WHERE claimed_by = ?1 AND status = 'in_progress'",
-                        params![runner, now],
-                    )
-                    .map_err(db_err)?;
-                    out.push(get_attempt(tx, *id)?);
+                        p![runner, now],
+                    )?;
+                    out.push(get_attempt(db, *id)?);
                 }
             }
             Ok(out)
@@ -373,32 +370,33 @@ impl Store {
 
     /// Attempts, newest first (of one task when given).
     pub fn attempts(&self, task_id: Option<&str>, limit: usize) -> Result<Vec<Attempt>> {
-        let conn = self.conn();
-        let mut q = conn
-            .prepare_cached(&format!(
-                "SELECT {ATTEMPT_COLS} FROM dispatch_attempts WHERE (?1 IS NULL OR task_id = ?1) ORDER BY id DESC LIMIT ?2"
-            ))
-            .map_err(db_err)?;
-        let rows = q
-            .query_map(params![task_id, limit as i64], attempt_row)
-            .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(db_err)
+        let rows = self.read(|db| match task_id {
+            Some(t) => db.query(
+                &format!("SELECT {ATTEMPT_COLS} FROM dispatch_attempts WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2"),
+                p![t, limit],
+            ),
+            None => db.query(
+                &format!("SELECT {ATTEMPT_COLS} FROM dispatch_attempts ORDER BY id DESC LIMIT ?1"),
+                p![limit],
+            ),
+        })?;
+        rows.iter().map(attempt_row).collect()
     }
 
     /// Finished attempts of `task_id` whose agent ran and did not finish it.
     pub fn task_failures(&self, task_id: &str) -> Result<i64> {
-        self.conn()
-            .query_row(
+        self.read(|db| {
+            one(
+                db,
                 "SELECT count(*) FROM dispatch_attempts WHERE task_id = ?1 AND outcome = 'task_failed'",
-                params![task_id],
-                |r| r.get(0),
+                p![task_id],
             )
-            .map_err(db_err)
+        })
     }
 
     /// Spent and reserved since `since_ms` (of one provider when given).
     pub fn spent(&self, env: &str, provider: Option<&str>, since_ms: i64) -> Result<Spent> {
-        spent_tx(&self.conn(), env, provider, since_ms)
+        self.read(|db| spent_tx(db, env, provider, since_ms))
     }
 
     /// The ledger grouped by `by` (newest keys first for days; else by cost).
@@ -414,25 +412,29 @@ impl Store {
             "cost DESC, key"
         };
         let sql = format!(
-            "SELECT {} AS key, count(*), sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens),
-                    sum(output_tokens), sum(cost_micros) AS cost, sum(estimate_micros), coalesce(sum(reported_micros), 0),
-                    sum(CASE WHEN priced THEN 0 ELSE 1 END)
+            "SELECT {} AS key, count(*), CAST(sum(input_tokens) AS BIGINT), CAST(sum(cached_input_tokens) AS BIGINT),
+                    CAST(sum(cache_write_tokens) AS BIGINT), CAST(sum(output_tokens) AS BIGINT),
+                    CAST(sum(cost_micros) AS BIGINT) AS cost, CAST(sum(estimate_micros) AS BIGINT),
+                    CAST(coalesce(sum(reported_micros), 0) AS BIGINT),
+                    CAST(sum(CASE WHEN priced <> 0 THEN 0 ELSE 1 END) AS BIGINT)
              FROM dispatch_attempts
-             WHERE (?1 IS NULL OR env = ?1) AND started_at_ms >= ?2
+             WHERE {} started_at_ms >= ?1
              GROUP BY key ORDER BY {order}",
-            by.expr()
+            by.expr(),
+            if env.is_some() { "env = ?2 AND" } else { "" }
         );
-        let conn = self.conn();
-        let mut q = conn.prepare_cached(&sql).map_err(db_err)?;
-        let rows = q
-            .query_map(params![env, since_ms.unwrap_or(i64::MIN)], |r| {
-                let key = match r.get::<_, rusqlite::types::Value>(0)? {
-                    rusqlite::types::Value::Integer(day) => {
-                        chrono::DateTime::from_timestamp(day * 86_400, 0)
-                            .map(|t| t.format("%Y-%m-%d").to_string())
-                            .unwrap_or_else(|| day.to_string())
-                    }
-                    rusqlite::types::Value::Text(t) => t,
+        let since = since_ms.unwrap_or(i64::MIN);
+        let rows = self.read(|db| match env {
+            Some(env) => db.query(&sql, p![since, env]),
+            None => db.query(&sql, p![since]),
+        })?;
+        rows.iter()
+            .map(|r| {
+                let key = match &r.0[0] {
+                    Val::Int(day) => chrono::DateTime::from_timestamp(day * 86_400, 0)
+                        .map(|t| t.format("%Y-%m-%d").to_string())
+                        .unwrap_or_else(|| day.to_string()),
+                    Val::Text(t) => t.clone(),
                     _ => String::new(),
                 };
                 Ok(CostRow {
@@ -448,24 +450,17 @@ impl Store {
                     unpriced: r.get(9)?,
                 })
             })
-            .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(db_err)
+            .collect()
     }
 
     /// Every provider's recorded health.
     pub fn provider_health(&self) -> Result<Vec<ProviderHealth>> {
-        let conn = self.conn();
-        let mut q = conn
-            .prepare_cached("SELECT data FROM provider_health ORDER BY provider")
-            .map_err(db_err)?;
-        let rows = q.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            if let Ok(h) = serde_json::from_str(&row.map_err(db_err)?) {
-                out.push(h);
-            }
-        }
-        Ok(out)
+        let rows =
+            self.read(|db| db.query("SELECT data FROM provider_health ORDER BY provider", p![]))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r.str(0)).ok())
+            .collect())
     }
 
     /// Applies `f` to a provider's health (a fresh one if none is recorded)
@@ -476,15 +471,14 @@ impl Store {
         now: i64,
         f: impl FnOnce(ProviderHealth) -> ProviderHealth,
     ) -> Result<ProviderHealth> {
-        self.write(&[], |tx| {
-            let cur = read_health(tx, provider)?.unwrap_or_else(|| ProviderHealth::new(provider, now));
+        self.write(&[], |db| {
+            let cur = read_health(db, provider)?.unwrap_or_else(|| ProviderHealth::new(provider, now));
             let next = f(cur);
-            tx.execute(
+            db.exec(
                 "INSERT INTO provider_health(provider, data, updated_at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT(provider) DO UPDATE SET data = excluded.data, updated_at_ms = excluded.updated_at_ms",
-                params![provider, serde_json::to_string(&next).unwrap_or_default(), now],
-            )
-            .map_err(db_err)?;
+                p![provider, serde_json::to_string(&next).unwrap_or_default(), now],
+            )?;
             Ok(next)
         })
     }
@@ -492,29 +486,27 @@ impl Store {
     /// Records a budget alert unless one of the same env, scope, window and
     /// level is recorded already; true when this call recorded it.
     pub fn alert_once(&self, a: &BudgetAlert) -> Result<bool> {
-        self.write(&[], |tx| {
-            let n = tx
-                .execute(
-                    "INSERT OR IGNORE INTO budget_alerts(env, scope, window, window_start_ms, level, at_ms, spent_micros, limit_micros)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-                    params![a.env, a.scope, a.window, a.window_start_ms, a.level, a.at_ms, a.spent_micros, a.limit_micros],
-                )
-                .map_err(db_err)?;
+        self.write(&[], |db| {
+            let n = db.exec(
+                    "INSERT INTO budget_alerts(env, scope, \"window\", window_start_ms, level, at_ms, spent_micros, limit_micros)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT DO NOTHING",
+                    p![a.env, a.scope, a.window, a.window_start_ms, a.level, a.at_ms, a.spent_micros, a.limit_micros],
+                )?;
             Ok(n == 1)
         })
     }
 
     /// Alerts recorded since `since_ms`, newest first.
     pub fn budget_alerts(&self, since_ms: i64) -> Result<Vec<BudgetAlert>> {
-        let conn = self.conn();
-        let mut q = conn
-            .prepare_cached(
-                "SELECT env, scope, window, window_start_ms, level, at_ms, spent_micros, limit_micros
+        let rows = self.read(|db| {
+            db.query(
+                "SELECT env, scope, \"window\", window_start_ms, level, at_ms, spent_micros, limit_micros
                  FROM budget_alerts WHERE at_ms >= ?1 ORDER BY at_ms DESC",
+                p![since_ms],
             )
-            .map_err(db_err)?;
-        let rows = q
-            .query_map(params![since_ms], |r| {
+        })?;
+        rows.iter()
+            .map(|r| {
                 Ok(BudgetAlert {
                     env: r.get(0)?,
                     scope: r.get(1)?,
@@ -526,28 +518,23 @@ impl Store {
                     limit_micros: r.get(7)?,
                 })
             })
-            .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(db_err)
+            .collect()
     }
 }
 
-fn get_attempt(tx: &Transaction<'_>, id: i64) -> Result<Attempt> {
-    tx.query_row(
+fn get_attempt(db: &mut dyn Sql, id: i64) -> Result<Attempt> {
+    let r = db.query_row(
         &format!("SELECT {ATTEMPT_COLS} FROM dispatch_attempts WHERE id = ?1"),
-        params![id],
-        attempt_row,
-    )
-    .map_err(db_err)
+        p![id],
+    )?;
+    attempt_row(&r)
 }
 
-fn read_health(tx: &Transaction<'_>, provider: &str) -> Result<Option<ProviderHealth>> {
-    let data: Option<String> = tx
-        .query_row(
-            "SELECT data FROM provider_health WHERE provider = ?1",
-            params![provider],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db_err)?;
+fn read_health(db: &mut dyn Sql, provider: &str) -> Result<Option<ProviderHealth>> {
+    let data: Option<String> = one_opt(
+        db,
+        "SELECT data FROM provider_health WHERE provider = ?1",
+        p![provider],
+    )?;
     Ok(data.and_then(|d| serde_json::from_str(&d).ok()))
 }

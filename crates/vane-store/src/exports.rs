@@ -16,7 +16,7 @@ use fs4::fs_std::FileExt;
 use serde_json::json;
 use vane_core::{ErrorCode, VaneError};
 
-use crate::store::{self, db_err, Result, Store};
+use crate::store::{self, Result, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportKind {
@@ -83,25 +83,22 @@ pub(crate) fn refresh(store: &Store, kind: ExportKind) -> Result<bool> {
     let done = revs.get(kind.meta_key()).copied().unwrap_or(-1);
 
     // Revision and data from one snapshot.
-    let rendered = store.with_conn(|conn| {
-        let tx = conn.unchecked_transaction().map_err(db_err)?;
-        let rev: i64 = tx
-            .query_row("SELECT value FROM meta WHERE key = ?1", [kind.meta_key()], |r| r.get(0))
-            .map_err(db_err)?;
+    let rendered = store.read_snapshot(|tx| {
+        let rev: i64 = crate::sql::one(tx, "SELECT value FROM meta WHERE key = ?1", crate::sql::p![kind.meta_key()])?;
         if rev <= done {
             return Ok(None);
         }
         let files: Vec<(std::path::PathBuf, Vec<u8>)> = match kind {
             ExportKind::Roadmap => {
-                let r = store::load_roadmap(&tx)?;
+                let r = store::load_roadmap(tx)?;
                 vec![(paths.roadmap_export(), vane_core::roadmap::to_yaml(&r).into_bytes())]
             }
             ExportKind::Context => {
                 let mut md = String::from("# Running context\n\n<!-- written by vane from its store; edit through the context_write tool -->\n");
-                for s in store::context_sections(&tx)? {
+                for s in store::context_sections(tx)? {
                     md.push_str(&format!("\n## {}\n\n{}\n", s.name, s.content.trim_end()));
                 }
-                let decisions = store::decisions(&tx, 50)?;
+                let decisions = store::decisions(tx, 50)?;
                 if !decisions.is_empty() {
                     md.push_str("\n## Decisions\n");
                     for d in decisions.iter().rev() {
@@ -117,14 +114,14 @@ pub(crate) fn refresh(store: &Store, kind: ExportKind) -> Result<bool> {
                 }
                 vec![(paths.context_export(), md.into_bytes())]
             }
-            ExportKind::Checkpoint => match store::latest_checkpoint(&tx)? {
+            ExportKind::Checkpoint => match store::latest_checkpoint(tx)? {
                 Some(c) => vec![(
                     paths.checkpoint_export(),
                     serde_json::to_vec_pretty(&c).unwrap_or_default(),
                 )],
                 None => Vec::new(),
             },
-            ExportKind::Critics => store::latest_critic_runs(&tx)?
+            ExportKind::Critics => store::latest_critic_runs(tx)?
                 .into_iter()
                 .map(|run| {
                     (
@@ -134,7 +131,6 @@ pub(crate) fn refresh(store: &Store, kind: ExportKind) -> Result<bool> {
                 })
                 .collect(),
         };
-        tx.commit().map_err(db_err)?;
         Ok(Some((rev, files)))
     })?;
     let Some((rev, files)) = rendered else {

@@ -17,7 +17,10 @@ pub mod dispatch;
 mod exports;
 pub mod journal;
 mod paths;
+pub mod pg;
 pub mod schema;
+mod sql;
+mod sqlite;
 mod store;
 
 pub use dispatch::{
@@ -25,7 +28,9 @@ pub use dispatch::{
 };
 pub use exports::{write_atomic, ExportKind};
 pub use paths::StatePaths;
+pub use pg::PgTarget;
 pub use schema::{
     Applied, Migration, MigrationRef, Phase, Reach, SchemaInfo, MIGRATIONS, SCHEMA_VERSION,
 };
+pub use sql::Engine;
 pub use store::*;

@@ -2,11 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
-/// Paths of one workspace's state directory.
+use crate::pg::PgTarget;
+
+/// Paths of one workspace's state directory, and where its store is: the
+/// SQLite file in the state directory, or a PostgreSQL database (`store`)
+/// that fronts on several hosts share — exports, logs and artifacts stay in
+/// each checkout's own state directory either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatePaths {
     pub workspace: PathBuf,
     pub state_dir: PathBuf,
+    pub store: Option<PgTarget>,
 }
 
 impl StatePaths {
@@ -14,7 +20,13 @@ impl StatePaths {
         StatePaths {
             workspace: workspace.into(),
             state_dir: state_dir.into(),
+            store: None,
         }
+    }
+    /// The same paths with the store in PostgreSQL.
+    pub fn with_store(mut self, store: Option<PgTarget>) -> StatePaths {
+        self.store = store;
+        self
     }
     pub fn db(&self) -> PathBuf {
         self.state_dir.join("vane.db")

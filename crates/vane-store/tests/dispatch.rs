@@ -1,8 +1,14 @@
-//! The ledger on a real SQLite file: budgets checked and reserved in one
+//! The ledger on both engines (a real SQLite file, a real PostgreSQL
+//! server): budgets checked and reserved in one
 //! transaction (threads racing for the last dollars), orphaned attempts of a
 //! dead runner, health updates, alerts once, cost summaries.
 
+#[macro_use]
+mod common;
+
 use std::sync::Arc;
+
+use common::Env;
 
 use vane_core::dispatch::{BreakerPolicy, HealthState, Outcome, Usage};
 use vane_core::planner::PlanQuery;
@@ -22,13 +28,18 @@ epics:
           - {id: B, title: second}
 "#;
 
-fn setup() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = StatePaths::new(dir.path(), dir.path().join(".vane"));
-    let store = Store::open(&paths).unwrap();
+both_engines!(
+    a_running_attempt_reserves_its_ceiling_and_a_finished_one_counts_its_cost,
+    racing_runners_never_reserve_more_than_the_budget,
+    a_dead_runners_attempts_are_interrupted_and_its_claims_freed,
+    health_alerts_and_the_cost_summary,
+);
+
+fn setup(env: &Env) -> Store {
+    let store = env.open();
     let (r, _) = parse_yaml(ROADMAP).unwrap();
     store.import_roadmap(&r, false, "test").unwrap();
-    (dir, store)
+    store
 }
 
 fn attempt(task: &str, provider: &str, ceiling: i64, budgets: Vec<BudgetCheck>) -> NewAttempt {
@@ -81,9 +92,8 @@ fn finish(
         .unwrap()
 }
 
-#[test]
-fn a_running_attempt_reserves_its_ceiling_and_a_finished_one_counts_its_cost() {
-    let (_d, store) = setup();
+fn a_running_attempt_reserves_its_ceiling_and_a_finished_one_counts_its_cost(env: Env) {
+    let store = setup(&env);
     let a = store
         .attempt_start(&attempt("A", "p", 600, vec![day(1_000)]))
         .unwrap();
@@ -122,9 +132,8 @@ fn a_running_attempt_reserves_its_ceiling_and_a_finished_one_counts_its_cost() {
         .is_err());
 }
 
-#[test]
-fn racing_runners_never_reserve_more_than_the_budget() {
-    let (_d, store) = setup();
+fn racing_runners_never_reserve_more_than_the_budget(env: Env) {
+    let store = setup(&env);
     let store = Arc::new(store);
     let handles: Vec<_> = (0..8)
         .map(|_| {
@@ -144,9 +153,8 @@ fn racing_runners_never_reserve_more_than_the_budget() {
     assert_eq!(store.spent("dev", None, 0).unwrap().reserved_micros, 900);
 }
 
-#[test]
-fn a_dead_runners_attempts_are_interrupted_and_its_claims_freed() {
-    let (_d, store) = setup();
+fn a_dead_runners_attempts_are_interrupted_and_its_claims_freed(env: Env) {
+    let store = setup(&env);
     let q = PlanQuery::default();
     let (task, _) = store
         .claim_next(&q, "host:1:0", 3600, 1_000)
@@ -184,9 +192,8 @@ fn a_dead_runners_attempts_are_interrupted_and_its_claims_freed() {
     );
 }
 
-#[test]
-fn health_alerts_and_the_cost_summary() {
-    let (_d, store) = setup();
+fn health_alerts_and_the_cost_summary(env: Env) {
+    let store = setup(&env);
     let p = BreakerPolicy::default();
     let h = store
         .update_provider_health("claude", 10, |h| {

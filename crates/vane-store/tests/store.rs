@@ -1,7 +1,13 @@
-//! Store behaviour on real SQLite files: imports, claims under contention,
-//! optimistic concurrency, critic gating, atomic exports.
+//! Store behaviour on both engines (real SQLite files, a real PostgreSQL
+//! server): imports, claims under contention, optimistic concurrency,
+//! critic gating, atomic exports, schema compatibility.
+
+#[macro_use]
+mod common;
 
 use std::sync::Arc;
+
+use common::Env;
 
 use serde_json::json;
 use vane_core::planner::PlanQuery;
@@ -29,29 +35,41 @@ epics:
             title: fourth
 "#;
 
-fn setup() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = StatePaths::new(dir.path(), dir.path().join(".vane"));
-    let store = Store::open(&paths).unwrap();
+both_engines!(
+    reimport_of_unchanged_roadmap_changes_nothing,
+    concurrent_claims_never_hand_out_a_task_twice,
+    stale_update_is_a_version_conflict_and_nothing_is_lost,
+    done_needs_a_passing_critic_since_start_unless_forced,
+    failing_critic_opens_a_remediation_task,
+    exports_follow_the_store_and_never_go_backwards,
+    a_newer_schema_is_refused,
+    a_newer_expand_is_accepted_and_a_newer_contract_refused,
+    flags_and_their_history,
+    artifacts_decisions_and_checkpoints,
+    idempotency_keys_replay_and_refuse_reuse,
+    idempotency_ownership_is_a_lease_not_a_pid,
+    prune_and_keep_on_reimport,
+);
+
+fn setup(env: &Env) -> Store {
+    let store = env.open();
     let (r, _) = parse_yaml(ROADMAP).unwrap();
     store.import_roadmap(&r, false, "test").unwrap();
-    (dir, store)
+    store
 }
 
-#[test]
-fn reimport_of_unchanged_roadmap_changes_nothing() {
-    let (_d, store) = setup();
+fn reimport_of_unchanged_roadmap_changes_nothing(env: Env) {
+    let store = setup(&env);
     let (r, _) = parse_yaml(ROADMAP).unwrap();
     let s = store.import_roadmap(&r, false, "test").unwrap();
     assert_eq!((s.created, s.updated, s.unchanged), (0, 0, 4));
     assert_eq!(store.get_task("A").unwrap().version, 1);
 }
 
-#[test]
-fn concurrent_claims_never_hand_out_a_task_twice() {
-    let (d, store) = setup();
+fn concurrent_claims_never_hand_out_a_task_twice(env: Env) {
+    let store = setup(&env);
     drop(store);
-    let paths = StatePaths::new(d.path(), d.path().join(".vane"));
+    let paths = env.paths.clone();
     let mut handles = Vec::new();
     for i in 0..8 {
         let paths = paths.clone();
@@ -72,9 +90,8 @@ fn concurrent_claims_never_hand_out_a_task_twice() {
     assert_eq!(got, vec!["A", "C", "D"]);
 }
 
-#[test]
-fn stale_update_is_a_version_conflict_and_nothing_is_lost() {
-    let (_d, store) = setup();
+fn stale_update_is_a_version_conflict_and_nothing_is_lost(env: Env) {
+    let store = setup(&env);
     let store = Arc::new(store);
     let v = store.get_task("C").unwrap().version;
     let up = |notes: &str| TaskUpdate {
@@ -90,9 +107,8 @@ fn stale_update_is_a_version_conflict_and_nothing_is_lost() {
     assert_eq!(store.get_task("C").unwrap().notes.as_deref(), Some("first"));
 }
 
-#[test]
-fn done_needs_a_passing_critic_since_start_unless_forced() {
-    let (_d, store) = setup();
+fn done_needs_a_passing_critic_since_start_unless_forced(env: Env) {
+    let store = setup(&env);
     let t0 = now_ms();
     // an old pass before the task started does not count
     store
@@ -150,9 +166,9 @@ fn done_needs_a_passing_critic_since_start_unless_forced() {
     );
 }
 
-#[test]
-fn failing_critic_opens_a_remediation_task() {
-    let (d, store) = setup();
+fn failing_critic_opens_a_remediation_task(env: Env) {
+    let store = setup(&env);
+    let d = &env.dir;
     let run = NewCriticRun {
         name: "lint".into(),
         status: CriticStatus::Fail,
@@ -175,16 +191,15 @@ fn failing_critic_opens_a_remediation_task() {
         .contains("CRITIC-lint"));
 }
 
-#[test]
-fn exports_follow_the_store_and_never_go_backwards() {
-    let (d, store) = setup();
+fn exports_follow_the_store_and_never_go_backwards(env: Env) {
+    let store = setup(&env);
+    let d = &env.dir;
     store.context_write("goal", "ship it", false, 100).unwrap();
     let md = std::fs::read_to_string(d.path().join(".vane/context.md")).unwrap();
     assert!(md.contains("## goal") && md.contains("ship it"));
     // a second store on the same files writes a newer revision; the first
     // store's refresh must not put the older content back
-    let paths = StatePaths::new(d.path(), d.path().join(".vane"));
-    let other = Store::open(&paths).unwrap();
+    let other = env.open();
     other.context_write("goal", "newer", false, 100).unwrap();
     assert!(!store.export(ExportKind::Context).unwrap());
     assert!(std::fs::read_to_string(d.path().join(".vane/context.md"))
@@ -196,40 +211,29 @@ fn exports_follow_the_store_and_never_go_backwards() {
     assert_eq!(e.code, ErrorCode::ContextBudgetExceeded);
 }
 
-#[test]
-fn a_newer_schema_is_refused() {
-    let (d, store) = setup();
+fn a_newer_schema_is_refused(env: Env) {
+    let store = setup(&env);
     drop(store);
-    let db = d.path().join(".vane/vane.db");
     // pretend a newer vane migrated this store
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .pragma_update(None, "user_version", 999)
-        .unwrap();
-    let paths = StatePaths::new(d.path(), d.path().join(".vane"));
-    let e = Store::open(&paths).err().unwrap();
+    env.set_schema_version(999);
+    let e = Store::open(&env.paths).err().unwrap();
     assert_eq!(e.code, ErrorCode::SchemaIncompatible);
     assert!(e.message.contains("newer"));
 }
 
 /// A newer vane's expand migration leaves the store usable by this one; its
 /// contract migration makes this one refuse the store, read-only or not.
-#[test]
-fn a_newer_expand_is_accepted_and_a_newer_contract_refused() {
-    let (d, store) = setup();
+fn a_newer_expand_is_accepted_and_a_newer_contract_refused(env: Env) {
+    let store = setup(&env);
     drop(store);
-    let db = d.path().join(".vane/vane.db");
     let v = vane_store::SCHEMA_VERSION;
-    let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch(&format!(
+    env.raw(&format!(
         "ALTER TABLE decisions ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
-         INSERT INTO schema_migrations VALUES ({}, 'decision_tags', 'expand', 1, 'newer vane');
-         PRAGMA user_version = {};",
-        v + 1,
+         INSERT INTO schema_migrations VALUES ({}, 'decision_tags', 'expand', 1, 'newer vane');",
         v + 1
-    ))
-    .unwrap();
-    let paths = StatePaths::new(d.path(), d.path().join(".vane"));
+    ));
+    env.set_schema_version(v + 1);
+    let paths = env.paths.clone();
     let store = Store::open(&paths).expect("expand-only newer schema is usable");
     assert_eq!(store.schema_version(), v + 1);
     let info = store.schema_info().unwrap();
@@ -241,15 +245,13 @@ fn a_newer_expand_is_accepted_and_a_newer_contract_refused() {
     drop(store);
     Store::open_read_only(&paths).expect("and read-only too");
 
-    c.execute_batch(&format!(
+    env.raw(&format!(
         "INSERT INTO schema_migrations VALUES ({}, 'drop_impact', 'contract', 2, 'newer vane');
-         UPDATE meta SET value = {} WHERE key = 'schema_floor';
-         PRAGMA user_version = {};",
-        v + 2,
+         UPDATE meta SET value = {} WHERE key = 'schema_floor';",
         v + 2,
         v + 2
-    ))
-    .unwrap();
+    ));
+    env.set_schema_version(v + 2);
     for e in [
         Store::open(&paths).err().unwrap(),
         Store::open_read_only(&paths).err().unwrap(),
@@ -258,4 +260,228 @@ fn a_newer_expand_is_accepted_and_a_newer_contract_refused() {
         assert!(e.message.contains("drop_impact"), "{}", e.message);
         assert_eq!(e.details["floor"], v + 2);
     }
+}
+
+fn flags_and_their_history(env: Env) {
+    let store = setup(&env);
+    let r0 = store.flags_revision().unwrap();
+    assert_eq!(
+        store.set_flag("tools.cmd_run", Some("off"), "ops").unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_flag("tools.cmd_run", Some("on"), "ops")
+            .unwrap()
+            .as_deref(),
+        Some("off")
+    );
+    store.set_flag("a_b", Some("1"), "ops").unwrap();
+    store.set_flag("ab", Some("2"), "ops").unwrap();
+    assert_eq!(store.flags_revision().unwrap(), r0 + 4);
+    // byte order, as on SQLite, whatever the database's collation
+    let keys: Vec<String> = store.flags().unwrap().into_iter().map(|f| f.key).collect();
+    assert_eq!(keys, ["a_b", "ab", "tools.cmd_run"]);
+    assert_eq!(
+        store.set_flag("ab", None, "ops").unwrap().as_deref(),
+        Some("2")
+    );
+    let h = store.flag_history(10).unwrap();
+    assert_eq!(h.len(), 5);
+    assert_eq!(h[0]["key"], "ab");
+    assert_eq!(h[0]["new"], json!(null));
+    // another process (a front on another host) sees the change
+    let other = env.open();
+    assert_eq!(other.flags().unwrap().len(), 2);
+    assert_eq!(
+        other.flags_revision().unwrap(),
+        store.flags_revision().unwrap()
+    );
+}
+
+fn artifacts_decisions_and_checkpoints(env: Env) {
+    let store = setup(&env);
+    let a = store
+        .record_artifact(
+            "log",
+            Some("out.txt"),
+            &json!({"k": 1}),
+            Some("A"),
+            Some(b"hello"),
+        )
+        .unwrap();
+    let b = store
+        .record_artifact("note", None, &json!({}), None, None)
+        .unwrap();
+    assert!(b.id > a.id);
+    let got = store.get_artifact(a.id).unwrap();
+    assert_eq!(got.metadata, json!({"k": 1}));
+    assert_eq!(store.artifact_content(&got).unwrap().unwrap(), b"hello");
+    assert_eq!(store.list_artifacts(10).unwrap()[0].id, b.id);
+    assert_eq!(
+        store.get_artifact(999).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        store
+            .record_artifact("x", None, &json!({}), Some("nope"), None)
+            .unwrap_err()
+            .code,
+        ErrorCode::TaskNotFound
+    );
+    let d = store
+        .record_decision("use pg", "shared", Some("big"), Some("A"))
+        .unwrap();
+    assert_eq!(store.decisions(5).unwrap()[0].id, d.id);
+    let c1 = store.write_checkpoint("first", json!({"n": 1})).unwrap();
+    let c2 = store.write_checkpoint("second", json!({"n": 2})).unwrap();
+    assert!(c2.id > c1.id);
+    assert_eq!(store.latest_checkpoint().unwrap().unwrap().reason, "second");
+    let ctx = std::fs::read_to_string(env.dir.path().join(".vane/context.md")).unwrap();
+    assert!(ctx.contains("use pg"), "{ctx}");
+    let status = store.status(now_ms()).unwrap();
+    assert_eq!(status.tasks, 4);
+    assert_eq!(status.schema_version, SCHEMA_VERSION);
+    assert!(status.revision >= 4);
+}
+
+fn idempotency_keys_replay_and_refuse_reuse(env: Env) {
+    let store = setup(&env);
+    let alive = |_pid: u32| true;
+    let me = KeyOwner::this_process();
+    let other = |host: &str, pid: u32| KeyOwner {
+        id: format!("{host}:{pid}:1"),
+        host: host.into(),
+        pid,
+    };
+    assert_eq!(
+        store
+            .idempotency_begin("k1", "plan_update", "h1", &me, &alive)
+            .unwrap(),
+        Idempotency::Run
+    );
+    // the same key, held by a live owner elsewhere
+    let e = store
+        .idempotency_begin("k1", "plan_update", "h1", &other("elsewhere", 11), &alive)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::IdempotencyKeyInProgress);
+    assert_eq!(e.details["owner"], json!(me.id));
+    assert!(store.idempotency_heartbeat("k1", &me).unwrap());
+    assert!(!store
+        .idempotency_heartbeat("k1", &other("elsewhere", 11))
+        .unwrap());
+    store
+        .idempotency_finish("k1", &json!({"ok": true}), false)
+        .unwrap();
+    assert!(!store.idempotency_heartbeat("k1", &me).unwrap(), "finished");
+    assert_eq!(
+        store
+            .idempotency_begin("k1", "plan_update", "h1", &other("elsewhere", 11), &alive)
+            .unwrap(),
+        Idempotency::Replay {
+            result: json!({"ok": true}),
+            is_error: false
+        }
+    );
+    assert_eq!(
+        store
+            .idempotency_begin("k1", "plan_update", "other", &me, &alive)
+            .unwrap_err()
+            .code,
+        ErrorCode::IdempotencyKeyReused
+    );
+    assert_eq!(
+        store
+            .idempotency_begin("k2", "plan_claim", "h", &me, &alive)
+            .unwrap(),
+        Idempotency::Run
+    );
+    assert!(store.idempotency_release("k2").unwrap());
+    assert!(!store.idempotency_release("k2").unwrap());
+}
+
+/// A key's owner on another host is judged by its lease, never by a pid
+/// (which names nothing there); on this host a dead pid frees it at once.
+fn idempotency_ownership_is_a_lease_not_a_pid(env: Env) {
+    let store = setup(&env);
+    let dead = |_pid: u32| false;
+    let live = |_pid: u32| true;
+    let me = KeyOwner::this_process();
+    let remote = KeyOwner {
+        id: "far-host:4242:7".into(),
+        host: "far-host".into(),
+        pid: 4242,
+    };
+    assert_eq!(
+        store
+            .idempotency_begin("k", "plan_update", "h", &remote, &live)
+            .unwrap(),
+        Idempotency::Run
+    );
+    // pid 4242 is not alive *here*, which says nothing about far-host
+    assert_eq!(
+        store
+            .idempotency_begin("k", "plan_update", "h", &me, &dead)
+            .unwrap_err()
+            .code,
+        ErrorCode::IdempotencyKeyInProgress
+    );
+    // the remote owner stops renewing: once the lease lapses, the key is taken over
+    env.raw("UPDATE idempotency SET lease_expires_ms = 1 WHERE key = 'k'");
+    assert_eq!(
+        store
+            .idempotency_begin("k", "plan_update", "h", &me, &live)
+            .unwrap(),
+        Idempotency::Run
+    );
+    assert!(store.idempotency_heartbeat("k", &me).unwrap());
+    assert!(
+        !store.idempotency_heartbeat("k", &remote).unwrap(),
+        "no longer the remote's"
+    );
+    // a process of this host that died: taken over at once, lease or not
+    let local = KeyOwner {
+        id: format!("{}:999999:1", me.host),
+        host: me.host.clone(),
+        pid: 999_999,
+    };
+    assert_eq!(
+        store
+            .idempotency_begin("k3", "plan_update", "h", &local, &live)
+            .unwrap(),
+        Idempotency::Run
+    );
+    assert_eq!(
+        store
+            .idempotency_begin("k3", "plan_update", "h", &me, &dead)
+            .unwrap(),
+        Idempotency::Run
+    );
+}
+
+fn prune_and_keep_on_reimport(env: Env) {
+    let store = setup(&env);
+    let (mut r, _) = parse_yaml(ROADMAP).unwrap();
+    r.tasks.retain(|t| t.id != "C");
+    let s = store.import_roadmap(&r, false, "test").unwrap();
+    assert_eq!(s.kept_not_in_file, 1);
+    let order: Vec<String> = store
+        .load_roadmap()
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(
+        order,
+        ["A", "B", "D", "C"],
+        "kept tasks go after the file's"
+    );
+    let s = store.import_roadmap(&r, true, "test").unwrap();
+    assert_eq!(s.removed, 1);
+    assert_eq!(
+        store.get_task("C").unwrap_err().code,
+        ErrorCode::TaskNotFound
+    );
+    assert_eq!(store.plan_graph().unwrap().items().len(), 3);
 }

@@ -111,13 +111,61 @@ pub fn load_config(workspace: &Path) -> Result<Config, VaneError> {
 
 /// The state directory: explicit > `VANE_STATE_DIR` (handled by the CLI) >
 /// `state_dir` of vane.toml > `.vane`.
-pub fn state_paths(workspace: &Path, explicit: Option<&Path>, config: &Config) -> StatePaths {
+///
+/// The store is the SQLite file there, unless `VANE_STORE_URL` or
+/// `[store] url` names a PostgreSQL database (see [`store_target`]).
+pub fn state_paths(
+    workspace: &Path,
+    explicit: Option<&Path>,
+    config: &Config,
+) -> Result<StatePaths, VaneError> {
     let dir = match explicit {
         Some(d) if d.is_absolute() => d.to_path_buf(),
         Some(d) => workspace.join(d),
         None => workspace.join(config.state_dir.as_deref().unwrap_or(".vane")),
     };
-    StatePaths::new(workspace, dir)
+    Ok(StatePaths::new(workspace, dir).with_store(store_target(workspace, config)?))
+}
+
+/// The PostgreSQL database of the store, if one is configured:
+/// `VANE_STORE_URL` > `[store] url`; its password from
+/// `VANE_STORE_PASSWORD` > `[store] password_file` (> the URL, for the
+/// environment variable only). `None`: the SQLite file.
+pub fn store_target(
+    workspace: &Path,
+    config: &Config,
+) -> Result<Option<vane_store::PgTarget>, VaneError> {
+    use vane_core::config::store::{check_url, PASSWORD_ENV, URL_ENV};
+    let url = match std::env::var(URL_ENV).ok().filter(|u| !u.trim().is_empty()) {
+        Some(u) => {
+            check_url(u.trim(), URL_ENV)?;
+            u.trim().to_string()
+        }
+        None => match &config.store.url {
+            Some(u) => u.clone(),
+            None => return Ok(None),
+        },
+    };
+    let password = match std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
+        Some(p) => Some(p),
+        None => match &config.store.password_file {
+            Some(f) => {
+                let p = workspace.join(f);
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    VaneError::new(
+                        ErrorCode::ConfigInvalid,
+                        format!("store.password_file {}: {e}", p.display()),
+                    )
+                })?;
+                Some(text.lines().next().unwrap_or("").trim_end().to_string())
+            }
+            None => None,
+        },
+    };
+    Ok(Some(
+        vane_store::PgTarget::parse(&url, password.as_deref())?
+            .with_max_connections(config.store.max_connections),
+    ))
 }
 
 impl ToolCtx {
@@ -155,7 +203,7 @@ impl ToolCtx {
         })?;
         let config = load_config(&root)?;
         check_tool_names(&config)?;
-        let paths = state_paths(&root, state_dir, &config);
+        let paths = state_paths(&root, state_dir, &config)?;
         let store = Store::open_mode(&paths, mode)?;
         let ws = Workspace::new(&root, &paths.state_dir)
             .map_err(|e| VaneError::new(ErrorCode::IoError, format!("workspace: {e}")))?;

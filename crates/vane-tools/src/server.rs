@@ -155,10 +155,11 @@ impl VaneServer {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
                 && !is_zombie(pid)
         };
+        let owner = vane_store::KeyOwner::this_process();
         match self
             .ctx
             .store
-            .idempotency_begin(key, name, &hash, std::process::id(), &alive)
+            .idempotency_begin(key, name, &hash, &owner, &alive)
         {
             Err(e) => error_result(&e),
             Ok(vane_store::Idempotency::Replay { result, is_error }) => {
@@ -193,7 +194,29 @@ impl VaneServer {
                     _ => Vec::new(),
                 };
                 let journal = vane_store::journal::new(key, replay);
+                // the lease is renewed while the call runs: another front
+                // (another host) takes the key over only once it lapses
+                let heartbeat = {
+                    let (store, key, owner) =
+                        (self.ctx.store.clone(), key.to_string(), owner.clone());
+                    tokio::spawn(async move {
+                        let every = std::time::Duration::from_millis(
+                            (vane_store::IDEMPOTENCY_LEASE_MS / 3) as u64,
+                        );
+                        loop {
+                            tokio::time::sleep(every).await;
+                            match store.idempotency_heartbeat(&key, &owner) {
+                                Ok(true) => {}
+                                Ok(false) => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, key, "could not renew an idempotency lease")
+                                }
+                            }
+                        }
+                    })
+                };
                 let r = vane_store::journal::scope(Some(journal), self.call(name, args)).await;
+                heartbeat.abort();
                 let internal = r.is_error == Some(true)
                     && r.structured_content
                         .as_ref()

@@ -1295,7 +1295,7 @@ fn paths_of(cli: &Cli) -> Result<vane_store::StatePaths, VaneError> {
         )
     })?;
     let config = load_config(&root)?;
-    Ok(state_paths(&root, cli.state_dir.as_deref(), &config))
+    state_paths(&root, cli.state_dir.as_deref(), &config)
 }
 
 /// Sends a control request to the workspace's running fronts (or the one
@@ -1451,7 +1451,7 @@ fn init(ws: &Path, state_dir: Option<&Path>, roadmap: Option<&Path>) -> Result<V
         &ws.canonicalize().unwrap_or(ws.to_path_buf()),
         state_dir,
         &config,
-    );
+    )?;
     let ctx = Arc::new(ToolCtx::open(ws, state_dir)?);
     ctx.store.export_all()?;
     let imported = match roadmap {

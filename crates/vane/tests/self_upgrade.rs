@@ -40,7 +40,7 @@ fn add_migrations(ws: &Path, entries: &[(&str, &str, &str)]) {
     let mut add = String::new();
     for (i, (name, phase, sql)) in entries.iter().enumerate() {
         add.push_str(&format!(
-            "    Migration {{\n        version: {},\n        name: \"{name}\",\n        phase: Phase::{phase},\n        sql: r#\"{sql}\"#,\n    }},\n",
+            "    Migration {{\n        version: {},\n        name: \"{name}\",\n        phase: Phase::{phase},\n        sql: r#\"{sql}\"#,\n        pg: \"\",\n    }},\n",
             vane_store::SCHEMA_VERSION + 1 + i as i64
         ));
     }

@@ -1,0 +1,534 @@
+//! PostgreSQL behind [`Sql`]: one database shared by fronts on several hosts.
+//!
+//! Client: `tokio-postgres` (the maintained, pure-Rust PostgreSQL client of
+//! the `rust-postgres` project). Why its async API and not the sync
+//! `postgres` wrapper: the store is called inline from tokio worker threads,
+//! where the wrapper's private runtime refuses to start. Here the connections
+//! live on one small background runtime of their own, and a call hands its
+//! request to its connection and waits for the answer on the calling thread
+//! (`futures_executor::block_on`) — the store's API stays synchronous, so a
+//! transaction still cannot be held across an `await`.
+//!
+//! Pooling: `r2d2` (the long-standing generic sync pool). Each pooled
+//! connection caches its prepared statements by SQL text.
+//!
+//! What it guarantees (see ARCHITECTURE.md, "The store seam"): every write
+//! transaction first updates the `revision` row, so concurrent writers on any
+//! host queue on that row lock and run one after another, each seeing every
+//! earlier commit (READ COMMITTED takes a fresh snapshot per statement); a
+//! lost connection or a database that is down is `store_unavailable`
+//! (retryable) within the connect timeout, never a hang or a panic.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_executor::block_on;
+use serde_json::json;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+use tokio_postgres::{Client, Config, NoTls, Statement};
+use vane_core::{ErrorCode, VaneError};
+
+use crate::sql::{dollar_params, Engine, Row, Sql, Val};
+use crate::store::Result;
+
+/// How long a call waits for a connection before it reports the database
+/// unavailable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The channel a flag change is announced on.
+pub(crate) const FLAGS_CHANNEL: &str = "vane_flags";
+
+/// The background runtime every PostgreSQL connection of the process runs
+/// on (one worker: it only shuttles bytes).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vane-pg")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for PostgreSQL connections")
+    })
+}
+
+/// Where to connect, and the text to show for it (never the password).
+#[derive(Clone)]
+pub struct PgTarget {
+    config: Config,
+    shown: String,
+    max_connections: u32,
+}
+
+impl PartialEq for PgTarget {
+    fn eq(&self, o: &PgTarget) -> bool {
+        self.shown == o.shown && self.config.get_password() == o.config.get_password()
+    }
+}
+impl Eq for PgTarget {}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl PgTarget {
+    /// Parses a `postgres://` URL (or a `key=value` connection string);
+    /// `password`, when given, replaces any in the URL (it comes from the
+    /// environment or a file, so the URL in vane.toml need not hold one).
+    pub fn parse(url: &str, password: Option<&str>) -> Result<PgTarget> {
+        let mut config: Config = url.parse().map_err(|e| {
+            VaneError::new(
+                ErrorCode::ConfigInvalid,
+                format!("the store URL is not a PostgreSQL connection string: {e}"),
+            )
+        })?;
+        if let Some(p) = password {
+            config.password(p);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives_idle(Duration::from_secs(30));
+        config.application_name("vane");
+        let shown = shown(&config);
+        Ok(PgTarget {
+            config,
+            shown,
+            max_connections: 8,
+        })
+    }
+
+    /// At most `n` connections per process (the pool's size).
+    pub fn with_max_connections(mut self, n: u32) -> PgTarget {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// The same database, every transaction read-only (a dry-run canary).
+    pub(crate) fn read_only(&self) -> PgTarget {
+        let mut t = self.clone();
+        t.config.options("-c default_transaction_read_only=on");
+        t
+    }
+
+    /// `postgres://user@host:port/db`, without the password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+fn shown(c: &Config) -> String {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(s) => s.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        c.get_user().unwrap_or(""),
+        c.get_dbname().unwrap_or("")
+    )
+}
+
+/// A database error as a vane error: connection trouble is
+/// `store_unavailable` (retryable), everything else `store_error`.
+pub(crate) fn pg_err(e: tokio_postgres::Error) -> VaneError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let class = &code.code()[..2];
+        if class == "08" || class == "57" || class == "53" {
+            return unavailable(db.message());
+        }
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+        {
+            return VaneError::new(
+                ErrorCode::StoreError,
+                format!("store: {}; retry", db.message()),
+            )
+            .with_details(json!({ "retryable": true }));
+        }
+        return VaneError::new(ErrorCode::StoreError, format!("store: {}", db.message()))
+            .with_details(json!({ "sqlstate": code.code() }));
+    }
+    if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) {
+        return unavailable(&e.to_string());
+    }
+    let text = e.to_string();
+    if text.contains("connect") || text.contains("timed out") {
+        return unavailable(&text);
+    }
+    VaneError::new(ErrorCode::StoreError, format!("store: {text}"))
+}
+
+pub(crate) fn unavailable(why: &str) -> VaneError {
+    VaneError::new(
+        ErrorCode::StoreUnavailable,
+        format!("the store's database is unavailable ({why}); nothing was changed by this call unless it says otherwise — retry shortly"),
+    )
+    .with_details(json!({
+        "retryable": true,
+        "hint": "the PostgreSQL server is down, restarting or unreachable; vane keeps serving and reconnects by itself once it is back (`vane preflight` checks it)",
+    }))
+}
+
+/// One pooled connection and its prepared statements.
+pub(crate) struct PgConn {
+    client: Client,
+    stmts: HashMap<String, Statement>,
+}
+
+impl PgConn {
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let st = block_on(self.client.prepare(&dollar_params(sql))).map_err(pg_err)?;
+        self.stmts.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Runs `run` on the prepared statement; a statement prepared before a
+    /// migration changed its tables is prepared again once.
+    fn with_statement<T>(
+        &mut self,
+        sql: &str,
+        run: impl Fn(&Client, &Statement) -> std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
+        let st = self.statement(sql)?;
+        match run(&self.client, &st) {
+            Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+                self.stmts.clear();
+                let st = self.statement(sql)?;
+                run(&self.client, &st).map_err(pg_err)
+            }
+            r => r.map_err(pg_err),
+        }
+    }
+}
+
+fn refs(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+impl Sql for PgConn {
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+        self.with_statement(sql, |c, st| block_on(c.execute(st, &refs(params))))
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>> {
+        let rows = self.with_statement(sql, |c, st| block_on(c.query(st, &refs(params))))?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| {
+                        r.try_get::<_, Val>(i).map_err(|e| {
+                            VaneError::new(ErrorCode::StoreError, format!("store: column {i}: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<Val>>>()
+                    .map(Row)
+            })
+            .collect()
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        block_on(self.client.batch_execute(sql)).map_err(pg_err)
+    }
+}
+
+impl ToSql for Val {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        match self {
+            Val::Null => Ok(IsNull::Yes),
+            Val::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::FLOAT4 => (*i as f32).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    i.to_string().as_str().to_sql(ty, out)
+                }
+                _ => Err(format!("an integer cannot be sent as {ty}").into()),
+            },
+            Val::Real(f) => match *ty {
+                Type::FLOAT8 => f.to_sql(ty, out),
+                Type::FLOAT4 => (*f as f32).to_sql(ty, out),
+                _ => Err(format!("a real cannot be sent as {ty}").into()),
+            },
+            Val::Text(s) => match *ty {
+                Type::INT8 => s.parse::<i64>()?.to_sql(ty, out),
+                _ => s.as_str().to_sql(ty, out),
+            },
+            Val::Blob(b) => b.as_slice().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Val {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Val, Box<dyn StdError + Sync + Send>> {
+        Ok(match *ty {
+            Type::INT8 => Val::Int(i64::from_sql(ty, raw)?),
+            Type::INT4 => Val::Int(i64::from(i32::from_sql(ty, raw)?)),
+            Type::INT2 => Val::Int(i64::from(i16::from_sql(ty, raw)?)),
+            Type::BOOL => Val::Int(i64::from(bool::from_sql(ty, raw)?)),
+            Type::FLOAT8 => Val::Real(f64::from_sql(ty, raw)?),
+            Type::FLOAT4 => Val::Real(f64::from(f32::from_sql(ty, raw)?)),
+            Type::BYTEA => Val::Blob(Vec::<u8>::from_sql(ty, raw)?),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                Val::Text(String::from_sql(ty, raw)?)
+            }
+            _ => return Err(format!("a column of type {ty} (cast it in the query)").into()),
+        })
+    }
+
+    fn from_sql_null(_: &Type) -> std::result::Result<Val, Box<dyn StdError + Sync + Send>> {
+        Ok(Val::Null)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// Opens connections for the pool.
+pub(crate) struct Manager {
+    target: PgTarget,
+}
+
+/// r2d2 wants its own error type.
+#[derive(Debug)]
+pub(crate) struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl StdError for ConnectError {}
+
+fn connect(target: &PgTarget) -> std::result::Result<Client, tokio_postgres::Error> {
+    let config = target.config.clone();
+    let task = runtime().spawn(async move {
+        let (client, conn) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            // ends when the server or the client closes the connection
+            let _ = conn.await;
+        });
+        Ok::<_, tokio_postgres::Error>(client)
+    });
+    match block_on(task) {
+        Ok(r) => r,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = ConnectError;
+
+    fn connect(&self) -> std::result::Result<PgConn, ConnectError> {
+        let client = connect(&self.target).map_err(|e| ConnectError(e.to_string()))?;
+        Ok(PgConn {
+            client,
+            stmts: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, c: &mut PgConn) -> std::result::Result<(), ConnectError> {
+        block_on(c.client.simple_query(""))
+            .map(drop)
+            .map_err(|e| ConnectError(e.to_string()))
+    }
+
+    fn has_broken(&self, c: &mut PgConn) -> bool {
+        c.client.is_closed()
+    }
+}
+
+/// r2d2 logs connection failures through `log`; vane reports them as
+/// `store_unavailable` to the caller instead, and traces them once here.
+#[derive(Debug)]
+struct TraceErrors;
+
+impl r2d2::HandleError<ConnectError> for TraceErrors {
+    fn handle_error(&self, error: ConnectError) {
+        tracing::debug!(error = %error, "PostgreSQL connection attempt failed");
+    }
+}
+
+/// One PostgreSQL database: its pool, and what the flag listener last heard.
+pub(crate) struct Pg {
+    pool: r2d2::Pool<Manager>,
+    target: PgTarget,
+    /// the flags revision the listener last heard, or -1 while it is not
+    /// listening (then readers ask the database)
+    flags_rev: Arc<AtomicI64>,
+}
+
+pub(crate) type Pooled = r2d2::PooledConnection<Manager>;
+
+impl Pg {
+    pub(crate) fn open(target: &PgTarget) -> Pg {
+        let pool = r2d2::Pool::builder()
+            .max_size(target.max_connections)
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .error_handler(Box::new(TraceErrors))
+            .build_unchecked(Manager {
+                target: target.clone(),
+            });
+        Pg {
+            pool,
+            target: target.clone(),
+            flags_rev: Arc::new(AtomicI64::new(-1)),
+        }
+    }
+
+    pub(crate) fn target(&self) -> &PgTarget {
+        &self.target
+    }
+
+    /// A connection from the pool, or `store_unavailable`.
+    pub(crate) fn conn(&self) -> Result<Pooled> {
+        self.pool.get().map_err(|e| {
+            let why = e.to_string();
+            unavailable(if why.is_empty() {
+                "no connection"
+            } else {
+                &why
+            })
+        })
+    }
+
+    /// Runs `f` in a transaction opened with `begin`: committed when it
+    /// succeeds, rolled back when it fails.
+    pub(crate) fn transaction<T>(
+        &self,
+        begin: &str,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T>,
+    ) -> Result<T> {
+        let mut c = self.conn()?;
+        c.batch(begin)?;
+        match f(&mut *c) {
+            Ok(v) => {
+                c.batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                // a broken connection rolls back by itself
+                let _ = c.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// The flags revision as the listener last heard it, if it is listening.
+    pub(crate) fn heard_flags_revision(&self) -> Option<i64> {
+        let v = self.flags_rev.load(Ordering::Acquire);
+        (v >= 0).then_some(v)
+    }
+
+    /// A flag change this process made (the notification may come later).
+    pub(crate) fn saw_flags_revision(&self, rev: i64) {
+        let _ = self
+            .flags_rev
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v >= 0).then_some(v.max(rev))
+            });
+    }
+
+    /// Starts the thread that keeps [`Pg::heard_flags_revision`] current with
+    /// `LISTEN`, reconnecting after a lost connection (meanwhile readers
+    /// ask the database: the polling fallback).
+    pub(crate) fn start_flag_listener(&self) {
+        let target = self.target.clone();
+        let rev = Arc::downgrade(&self.flags_rev);
+        runtime().spawn(listen_flags(target, rev));
+    }
+}
+
+async fn listen_flags(target: PgTarget, rev: std::sync::Weak<AtomicI64>) {
+    use futures_util::StreamExt;
+    let set = |v: i64| {
+        if let Some(cell) = rev.upgrade() {
+            cell.store(v, Ordering::Release);
+        }
+    };
+    while rev.strong_count() > 0 {
+        let attempt = async {
+            let (client, mut conn) = target.config.connect(NoTls).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            // the connection is driven here; it ends (and so does `rx`)
+            // when the server goes away
+            let forward = tokio::spawn(async move {
+                let mut stream = std::pin::pin!(futures_util::stream::poll_fn(
+                    move |cx| conn.poll_message(cx)
+                ));
+                while let Some(Ok(m)) = stream.next().await {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                        let _ = tx.send(n.payload().to_string());
+                    }
+                }
+            });
+            client
+                .batch_execute(&format!("LISTEN {FLAGS_CHANNEL}"))
+                .await?;
+            // what was set before we listened
+            let row = client
+                .query_one("SELECT value FROM meta WHERE key = 'rev_flags'", &[])
+                .await?;
+            set(row.get::<_, i64>(0));
+            loop {
+                match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+                    Ok(Some(payload)) => {
+                        if let (Ok(v), Some(cell)) = (payload.parse::<i64>(), rev.upgrade()) {
+                            cell.fetch_max(v, Ordering::AcqRel);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) if rev.strong_count() == 0 => break,
+                    Err(_) => {}
+                }
+            }
+            forward.abort();
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        let r = attempt.await;
+        set(-1);
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "flag listener lost its connection; readers poll until it is back");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
