@@ -13,6 +13,7 @@
 //! command: callers do slow work first, then record its result.
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod dispatch;
 mod exports;
 pub mod journal;
@@ -23,6 +24,7 @@ mod sql;
 mod sqlite;
 mod store;
 
+pub use admin::{copy_to_postgres, migrate_at, rehearse_at, schema_info_at, CopyReport, TableCopy};
 pub use dispatch::{
     Attempt, AttemptEnd, BudgetAlert, BudgetCheck, CostBy, CostRow, NewAttempt, Spent,
 };

@@ -392,9 +392,23 @@ impl Store {
         }
     }
 
+    /// The engine and its version (`SQLite 3.x`, `PostgreSQL 15.x`).
+    pub fn server_version(&self) -> Result<String> {
+        self.read(|db| match db.engine() {
+            Engine::Sqlite => Ok(format!(
+                "SQLite {}",
+                one::<String>(db, "SELECT sqlite_version()", p![])?
+            )),
+            Engine::Postgres => Ok(format!(
+                "PostgreSQL {}",
+                one::<String>(db, "SELECT current_setting('server_version')", p![])?
+            )),
+        })
+    }
+
     /// The flags revision the PostgreSQL listener last heard, when it is
     /// listening (`None` on SQLite, or while it reconnects).
-    pub(crate) fn heard_flags_revision(&self) -> Option<i64> {
+    pub fn heard_flags_revision(&self) -> Option<i64> {
         match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(pg) => pg.heard_flags_revision(),

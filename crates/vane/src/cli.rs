@@ -32,9 +32,17 @@ enum Cmd {
     Init {
         #[arg(long)]
         roadmap: Option<PathBuf>,
+        /// Keep the store in this PostgreSQL database (postgres://USER@HOST:PORT/DB; its
+        /// password in VANE_STORE_PASSWORD), shared by fronts on several hosts, instead
+        /// of the state directory's SQLite file. Written to vane.toml as [store] url.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         #[arg(long)]
         json: bool,
     },
+    /// The store itself: where it is (info), moving a SQLite store into PostgreSQL (copy)
+    #[command(subcommand)]
+    Store(crate::store_cli::StoreCmd),
     /// Serve MCP over stdio (what `claude mcp add` and Codex run), or over
     /// Streamable HTTP to many clients at once (`--http`)
     Serve(ServeArgs),
@@ -90,6 +98,10 @@ enum Cmd {
         /// included, then check it and read it back through the store
         #[arg(long, value_name = "DB")]
         check: Option<PathBuf>,
+        /// Try every pending migration (contract included) on the live store and undo it:
+        /// on PostgreSQL in one transaction rolled back, on SQLite on a private copy
+        #[arg(long, conflicts_with_all = ["status", "contract", "check"])]
+        rehearse: bool,
         /// The front asking for the contract step (its own socket is not a blocker)
         #[arg(long, hide = true)]
         front_pid: Option<u32>,
@@ -603,6 +615,11 @@ fn require_workspace(cli: &Cli) -> Result<(), VaneError> {
     if paths.db().is_file() {
         return Ok(());
     }
+    // a checkout of a workspace whose store is in PostgreSQL: `vane init`
+    // made its state directory (the database itself may be anywhere)
+    if paths.store.is_some() && paths.state_dir.is_dir() {
+        return Ok(());
+    }
     Err(VaneError::new(
         ErrorCode::NotAWorkspace,
         format!(
@@ -618,13 +635,34 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
     let mut otel = Some(otel);
     require_workspace(&cli)?;
     match &cli.cmd {
-        Cmd::Init { roadmap, json } => {
+        Cmd::Init {
+            roadmap,
+            store,
+            json,
+        } => {
             let v = init(
                 &workspace(&cli),
                 cli.state_dir.as_deref(),
                 roadmap.as_deref(),
+                store.as_deref(),
             )?;
             emit(*json, &v, render::init);
+        }
+        Cmd::Store(cmd) => {
+            let root = workspace(&cli);
+            let root = root.canonicalize().unwrap_or(root);
+            let (v, ok) = crate::store_cli::run(cmd, &root, cli.state_dir.as_deref())?;
+            match cmd {
+                crate::store_cli::StoreCmd::Copy { json, .. } => {
+                    emit(*json, &v, crate::store_cli::render_copy)
+                }
+                crate::store_cli::StoreCmd::Info { json } => {
+                    emit(*json, &v, crate::store_cli::render_info)
+                }
+            }
+            if !ok {
+                return Ok(ExitCode::from(1));
+            }
         }
         Cmd::Serve(a) | Cmd::Worker(a) => {
             // VANE_DRY_RUN=1: a canary that opens the store read-only and
@@ -718,10 +756,26 @@ async fn run(cli: Cli, otel: vane_telemetry::otel::Otel) -> Result<ExitCode, Van
             status,
             contract,
             check,
+            rehearse,
             front_pid,
             json,
         } => {
-            let (v, ok) = migrate(&cli, *status, *contract, check.as_deref(), *front_pid).await?;
+            let (v, ok) = if *rehearse {
+                let paths = paths_of(&cli)?;
+                let scratch = tempfile::tempdir_in(&paths.state_dir).map_err(|e| {
+                    VaneError::new(
+                        ErrorCode::IoError,
+                        format!("{}: {e}", paths.state_dir.display()),
+                    )
+                })?;
+                let report = vane_store::rehearse_at(&paths, scratch.path())?;
+                let ok = report.ok;
+                let mut v = serde_json::to_value(&report).unwrap_or_default();
+                v["mode"] = json!("rehearse");
+                (v, ok)
+            } else {
+                migrate(&cli, *status, *contract, check.as_deref(), *front_pid).await?
+            };
             emit(*json, &v, render::migrate);
             if !ok {
                 return Ok(ExitCode::from(1));
@@ -1246,11 +1300,15 @@ async fn migrate(
         return Ok((v, ok));
     }
     let paths = paths_of(cli)?;
+    let location = match &paths.store {
+        Some(t) => t.shown().to_string(),
+        None => paths.db().display().to_string(),
+    };
     if status {
-        let info = vane_store::schema_info_of(&paths.db())?;
+        let info = vane_store::schema_info_at(&paths)?;
         let ok = info.incompatible.is_none();
         let mut v = serde_json::to_value(&info).unwrap_or_default();
-        v["db"] = json!(paths.db().display().to_string());
+        v["db"] = json!(location);
         v["mode"] = json!("status");
         v["ok"] = json!(ok);
         return Ok((v, ok));
@@ -1272,14 +1330,11 @@ async fn migrate(
             ));
         }
     }
-    if !paths.db().exists() {
+    if paths.store.is_none() && !paths.db().exists() {
         // a new store: opening it creates and migrates it
         vane_store::Store::open(&paths)?;
     }
-    let report = vane_store::migrate_db(
-        &paths.db(),
-        if contract { Reach::All } else { Reach::Expand },
-    )?;
+    let report = vane_store::migrate_at(&paths, if contract { Reach::All } else { Reach::Expand })?;
     let ok = report.ok;
     let mut v = serde_json::to_value(&report).unwrap_or_default();
     v["mode"] = json!(if contract { "contract" } else { "expand" });
@@ -1435,7 +1490,12 @@ fn import(ctx: &Arc<ToolCtx>, file: &Path, prune: bool) -> Result<Value, VaneErr
     Ok(json!({ "file": file.display().to_string(), "report": report, "summary": summary }))
 }
 
-fn init(ws: &Path, state_dir: Option<&Path>, roadmap: Option<&Path>) -> Result<Value, VaneError> {
+fn init(
+    ws: &Path,
+    state_dir: Option<&Path>,
+    roadmap: Option<&Path>,
+    store: Option<&str>,
+) -> Result<Value, VaneError> {
     std::fs::create_dir_all(ws)
         .map_err(|e| VaneError::new(ErrorCode::IoError, format!("{}: {e}", ws.display())))?;
     let toml = ws.join("vane.toml");
@@ -1446,6 +1506,9 @@ fn init(ws: &Path, state_dir: Option<&Path>, roadmap: Option<&Path>) -> Result<V
         vane_store::write_atomic(&toml, vane_core::config::DEFAULT_TOML.as_bytes())?;
         true
     };
+    if let Some(url) = store {
+        crate::store_cli::set_store_url(ws, url)?;
+    }
     let config = load_config(ws)?;
     let paths = state_paths(
         &ws.canonicalize().unwrap_or(ws.to_path_buf()),
@@ -1463,6 +1526,7 @@ fn init(ws: &Path, state_dir: Option<&Path>, roadmap: Option<&Path>) -> Result<V
         "config": toml.display().to_string(),
         "config_created": created_toml,
         "state_dir": paths.state_dir.display().to_string(),
+        "store": { "engine": ctx.store.engine().as_str(), "location": ctx.store.location() },
         "import": imported,
     }))
 }

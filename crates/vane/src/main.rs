@@ -9,6 +9,7 @@ mod cli;
 mod demo;
 mod dispatch_cli;
 mod render;
+mod store_cli;
 mod upgrade;
 
 use std::process::ExitCode;

@@ -249,9 +249,28 @@ pub async fn preflight(
         disk(&paths.state_dir, config.upgrade.min_free_mb)
     }));
     checks.push(check("store", || {
-        let s = vane_store::Store::open(paths).map_err(|e| e.message)?;
+        if paths.store.is_none() {
+            let s = vane_store::Store::open(paths).map_err(|e| e.message)?;
+            s.health_check().map_err(|e| e.message)?;
+            return Ok("BEGIN; ROLLBACK; and quick_check ok".into());
+        }
+        // PostgreSQL: reachable, its version, where the migrations stand
+        let info = vane_store::schema_info_at(paths).map_err(|e| e.message)?;
+        if let Some(e) = info.error() {
+            return Err(e.message);
+        }
+        let s = vane_store::Store::open_mode(paths, vane_store::OpenMode::Front)
+            .map_err(|e| e.message)?;
         s.health_check().map_err(|e| e.message)?;
-        Ok("BEGIN; ROLLBACK; and quick_check ok".into())
+        Ok(format!(
+            "{} at {}: reachable, BEGIN; ROLLBACK; ok, schema {} (floor {}, this vane knows {}, {} migration(s) pending)",
+            s.server_version().map_err(|e| e.message)?,
+            s.location(),
+            info.store_version,
+            info.floor,
+            info.supported,
+            info.pending.len()
+        ))
     }));
     checks.push(check("sandbox", || {
         use vane_core::config::SandboxMode;
@@ -1044,20 +1063,31 @@ async fn schema_gate(
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let copy = dir.join("vane.db");
     let t = Instant::now();
-    ctx.store
-        .snapshot(&copy)
-        .map_err(|e| format!("cannot copy the store: {}", e.message))?;
+    // SQLite: the new version migrates a private copy. PostgreSQL (a shared
+    // database a file copy cannot stand for): it migrates the live database
+    // in one transaction that it rolls back.
+    let shared = ctx.store.engine() == vane_store::Engine::Postgres;
+    if !shared {
+        ctx.store
+            .snapshot(&copy)
+            .map_err(|e| format!("cannot copy the store: {}", e.message))?;
+    }
     let copy_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let copy_s = copy.display().to_string();
+    let copy_s = if shared {
+        format!(
+            "{} (rehearsed in a rolled-back transaction)",
+            ctx.store.location()
+        )
+    } else {
+        copy.display().to_string()
+    };
     let t = Instant::now();
-    let checked = vane_json(
-        binary,
-        ws,
-        paths,
-        &["migrate", "--check", &copy_s, "--json"],
-        timeout,
-    )
-    .await;
+    let args: Vec<&str> = if shared {
+        vec!["migrate", "--rehearse", "--json"]
+    } else {
+        vec!["migrate", "--check", &copy_s, "--json"]
+    };
+    let checked = vane_json(binary, ws, paths, &args, timeout).await;
     let check_ms = t.elapsed().as_secs_f64() * 1000.0;
     let check = match checked {
         Ok(v) => v,

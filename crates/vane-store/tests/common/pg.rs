@@ -138,6 +138,15 @@ impl Cluster {
         ])
         .arg(dir.join("data"));
         run(c, "initdb");
+        // one role must prove its password (the rest is trust): the tests of
+        // VANE_STORE_PASSWORD and password_file log in as it
+        let hba = dir.join("data/pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n{old}"),
+        )
+        .unwrap();
     }
 
     /// Starts the server (waiting until it accepts connections).
@@ -181,9 +190,9 @@ impl Cluster {
     pub fn shared() -> Option<Cluster> {
         let bin = available()?;
         let uid = euid();
-        let dir = std::env::temp_dir().join(format!("vane-test-pg-{uid}"));
+        let dir = std::env::temp_dir().join(format!("vane-test-pg2-{uid}"));
         std::fs::create_dir_all(std::env::temp_dir()).unwrap();
-        let lock_path = std::env::temp_dir().join(format!("vane-test-pg-{uid}.lock"));
+        let lock_path = std::env::temp_dir().join(format!("vane-test-pg2-{uid}.lock"));
         let lock = std::fs::File::create(&lock_path).unwrap();
         fs4::fs_std::FileExt::lock_exclusive(&lock).unwrap();
         let port_file = dir.join("port");
@@ -278,6 +287,21 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Creates [`PASSWORD_ROLE`] with `password`, owning database `db`.
+    pub fn password_role(&self, db: &str, password: &str) {
+        self.psql(
+            "postgres",
+            &format!(
+                "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{PASSWORD_ROLE}') THEN CREATE ROLE {PASSWORD_ROLE} LOGIN; END IF; END$$; ALTER ROLE {PASSWORD_ROLE} PASSWORD '{password}'"
+            ),
+        );
+        self.psql(
+            "postgres",
+            &format!("ALTER DATABASE {db} OWNER TO {PASSWORD_ROLE}"),
+        );
+        self.psql(db, &format!("ALTER SCHEMA public OWNER TO {PASSWORD_ROLE}"));
+    }
+
     /// A new, empty database of this test's own.
     pub fn database(&self) -> TestDb {
         let name = format!(
@@ -313,6 +337,9 @@ impl Drop for Cluster {
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The role that logs in with a password (see [`Cluster::password_role`]).
+pub const PASSWORD_ROLE: &str = "vane_pw";
 
 /// One test's database; dropped (with its connections) when the test ends.
 pub struct TestDb {
