@@ -1,13 +1,17 @@
 //! vane-store: the transactional source of truth.
 //!
-//! SQLite in WAL mode, a versioned schema with forward-only migrations, and
-//! one `BEGIN IMMEDIATE` transaction per mutation, so several `vane serve`
-//! processes on one workspace never lose an update or corrupt the store.
-//! After each change the human/git exports (`roadmap.yaml`, `context.md`,
-//! `checkpoint.json`, `critics/<name>.json`) are rewritten atomically
-//! (temp file + rename) under a lock, and only when the store holds a newer
-//! revision than the one already exported — an older export never overwrites
-//! a newer one.
+//! One store API over two engines (see `store.rs` and ARCHITECTURE.md, "The
+//! store seam"): SQLite in WAL mode, one file per workspace, the default; or
+//! a PostgreSQL database that fronts on several hosts share. A versioned
+//! schema with forward-only expand/contract migrations, and one transaction
+//! per mutation in one global write order, so any number of `vane serve`
+//! processes — on one machine or many — never lose an update, never claim a
+//! task twice, never corrupt the store. After each change the human/git
+//! exports (`roadmap.yaml`, `context.md`, `checkpoint.json`,
+//! `critics/<name>.json`) are rewritten atomically (temp file + rename) in
+//! the checkout's state directory under a lock, and only when the store holds
+//! a newer revision than the one already exported — an older export never
+//! overwrites a newer one.
 //!
 //! It must never hold a transaction open across an `await` or an external
 //! command: callers do slow work first, then record its result.

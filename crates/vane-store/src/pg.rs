@@ -40,8 +40,17 @@ use crate::store::Result;
 /// unavailable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The channel a flag change is announced on.
+/// The channel a flag change is announced on (payload: the flags revision).
 pub(crate) const FLAGS_CHANNEL: &str = "vane_flags";
+/// The channel a change of exported state is announced on (payload: the
+/// store revision), so every checkout refreshes its exports.
+pub(crate) const STORE_CHANNEL: &str = "vane_store";
+
+/// What the listener last heard; -1 while it is not listening.
+struct Heard {
+    flags: AtomicI64,
+    store: AtomicI64,
+}
 
 /// The background runtime every PostgreSQL connection of the process runs
 /// on (one worker: it only shuttles bytes).
@@ -386,13 +395,15 @@ impl r2d2::HandleError<ConnectError> for TraceErrors {
     }
 }
 
-/// One PostgreSQL database: its pool, and what the flag listener last heard.
+/// One PostgreSQL database: its pool, and what the listener last heard.
+/// Clones share both.
+#[derive(Clone)]
 pub(crate) struct Pg {
     pool: r2d2::Pool<Manager>,
     target: PgTarget,
-    /// the flags revision the listener last heard, or -1 while it is not
-    /// listening (then readers ask the database)
-    flags_rev: Arc<AtomicI64>,
+    /// the flags and store revisions the listener last heard, or -1 while
+    /// it is not listening (then readers ask the database)
+    heard: Arc<Heard>,
 }
 
 pub(crate) type Pooled = r2d2::PooledConnection<Manager>;
@@ -411,7 +422,10 @@ impl Pg {
         Pg {
             pool,
             target: target.clone(),
-            flags_rev: Arc::new(AtomicI64::new(-1)),
+            heard: Arc::new(Heard {
+                flags: AtomicI64::new(-1),
+                store: AtomicI64::new(-1),
+            }),
         }
     }
 
@@ -455,39 +469,50 @@ impl Pg {
 
     /// The flags revision as the listener last heard it, if it is listening.
     pub(crate) fn heard_flags_revision(&self) -> Option<i64> {
-        let v = self.flags_rev.load(Ordering::Acquire);
+        let v = self.heard.flags.load(Ordering::Acquire);
+        (v >= 0).then_some(v)
+    }
+
+    /// The store revision of the last exported change the listener heard of.
+    pub(crate) fn heard_store_revision(&self) -> Option<i64> {
+        let v = self.heard.store.load(Ordering::Acquire);
         (v >= 0).then_some(v)
     }
 
     /// A flag change this process made (the notification may come later).
     pub(crate) fn saw_flags_revision(&self, rev: i64) {
         let _ = self
-            .flags_rev
+            .heard
+            .flags
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
                 (v >= 0).then_some(v.max(rev))
             });
     }
 
-    /// Starts the thread that keeps [`Pg::heard_flags_revision`] current with
-    /// `LISTEN`, reconnecting after a lost connection (meanwhile readers
-    /// ask the database: the polling fallback).
-    pub(crate) fn start_flag_listener(&self) {
+    /// Starts the task that keeps [`Pg::heard_flags_revision`] and
+    /// [`Pg::heard_store_revision`] current with `LISTEN`, reconnecting
+    /// after a lost connection (meanwhile readers ask the database: the
+    /// polling fallback). It ends once every clone of this `Pg` is dropped.
+    pub(crate) fn start_listener(&self) {
         let target = self.target.clone();
-        let rev = Arc::downgrade(&self.flags_rev);
-        runtime().spawn(listen_flags(target, rev));
+        let heard = Arc::downgrade(&self.heard);
+        runtime().spawn(listen(target, heard));
     }
 }
 
-async fn listen_flags(target: PgTarget, rev: std::sync::Weak<AtomicI64>) {
+async fn listen(target: PgTarget, heard: std::sync::Weak<Heard>) {
     use futures_util::StreamExt;
-    let set = |v: i64| {
-        if let Some(cell) = rev.upgrade() {
-            cell.store(v, Ordering::Release);
+    let set = |flags: i64, store: i64| {
+        if let Some(h) = heard.upgrade() {
+            h.flags.store(flags, Ordering::Release);
+            h.store.store(store, Ordering::Release);
         }
     };
-    while rev.strong_count() > 0 {
+    while heard.strong_count() > 0 {
         let attempt = async {
-            let (client, mut conn) = target.config.connect(NoTls).await?;
+            let mut config = target.config.clone();
+            config.application_name("vane-listener");
+            let (client, mut conn) = config.connect(NoTls).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // the connection is driven here; it ends (and so does `rx`)
             // when the server goes away
@@ -497,27 +522,37 @@ async fn listen_flags(target: PgTarget, rev: std::sync::Weak<AtomicI64>) {
                 ));
                 while let Some(Ok(m)) = stream.next().await {
                     if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                        let _ = tx.send(n.payload().to_string());
+                        let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
                     }
                 }
             });
             client
-                .batch_execute(&format!("LISTEN {FLAGS_CHANNEL}"))
+                .batch_execute(&format!("LISTEN {FLAGS_CHANNEL}; LISTEN {STORE_CHANNEL}"))
                 .await?;
-            // what was set before we listened
-            let row = client
+            // what changed before we listened
+            let flags = client
                 .query_one("SELECT value FROM meta WHERE key = 'rev_flags'", &[])
-                .await?;
-            set(row.get::<_, i64>(0));
+                .await?
+                .get::<_, i64>(0);
+            let store = client
+                .query_one("SELECT value FROM meta WHERE key = 'revision'", &[])
+                .await?
+                .get::<_, i64>(0);
+            set(flags, store);
             loop {
                 match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-                    Ok(Some(payload)) => {
-                        if let (Ok(v), Some(cell)) = (payload.parse::<i64>(), rev.upgrade()) {
+                    Ok(Some((channel, payload))) => {
+                        if let (Ok(v), Some(h)) = (payload.parse::<i64>(), heard.upgrade()) {
+                            let cell = if channel == FLAGS_CHANNEL {
+                                &h.flags
+                            } else {
+                                &h.store
+                            };
                             cell.fetch_max(v, Ordering::AcqRel);
                         }
                     }
                     Ok(None) => break,
-                    Err(_) if rev.strong_count() == 0 => break,
+                    Err(_) if heard.strong_count() == 0 => break,
                     Err(_) => {}
                 }
             }
@@ -525,9 +560,9 @@ async fn listen_flags(target: PgTarget, rev: std::sync::Weak<AtomicI64>) {
             Ok::<_, tokio_postgres::Error>(())
         };
         let r = attempt.await;
-        set(-1);
+        set(-1, -1);
         if let Err(e) = r {
-            tracing::debug!(error = %e, "flag listener lost its connection; readers poll until it is back");
+            tracing::debug!(error = %e, "store listener lost its connection; readers poll until it is back");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

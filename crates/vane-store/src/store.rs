@@ -109,7 +109,21 @@ pub struct Store {
     paths: StatePaths,
     read_only: bool,
     graph: GraphCache,
+    /// set when this store is dropped: stops its exporter thread
+    exporter_stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.exporter_stop {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// How often a checkout's exporter looks whether another host changed the
+/// shared store.
+const EXPORT_POLL: Duration = Duration::from_millis(200);
 
 impl Store {
     /// Opens (creating and migrating when writable) the store of `paths`.
@@ -143,12 +157,16 @@ impl Store {
             None => Backend::Sqlite(Mutex::new(open_sqlite(&paths.db(), mode)?)),
             Some(target) => Backend::Postgres(open_pg(target, mode)?),
         };
-        let store = Store {
+        let mut store = Store {
             backend,
             paths: paths.clone(),
             read_only,
             graph: Mutex::new(None),
+            exporter_stop: None,
         };
+        if let (Backend::Postgres(pg), OpenMode::Write) = (&store.backend, mode) {
+            store.exporter_stop = Some(start_exporter(pg.clone(), paths.clone()));
+        }
         if !read_only {
             let gi = paths.gitignore();
             if !gi.exists() {
@@ -291,6 +309,13 @@ impl Store {
                     p![rev, k.meta_key()],
                 )?;
             }
+            if !kinds.is_empty() && db.engine() == Engine::Postgres {
+                // every checkout's exporter hears of it when this commits
+                db.exec(
+                    "SELECT pg_notify(?1, ?2)",
+                    p![crate::pg::STORE_CHANNEL, rev.to_string()],
+                )?;
+            }
             if let Some(j) = &journal {
                 let mut st = j.lock().unwrap_or_else(|e| e.into_inner());
                 st.recorded
@@ -415,6 +440,13 @@ impl Store {
         }
     }
 
+    fn heard_store_revision_pg(&self) -> Option<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => pg.heard_store_revision(),
+        }
+    }
+
     /// Tells this process's listener about a flag change it made itself.
     pub(crate) fn saw_flags_revision(&self, rev: i64) {
         if let Backend::Postgres(pg) = &self.backend {
@@ -438,8 +470,44 @@ fn open_pg(target: &PgTarget, mode: OpenMode) -> Result<Pg> {
     if prepare_schema(&info, mode)? {
         schema::apply_pg(&pg, MIGRATIONS, Reach::Expand, &migration_actor(), false)?;
     }
-    pg.start_flag_listener();
+    pg.start_listener();
     Ok(pg)
+}
+
+/// Keeps this checkout's exports current with a shared store: when the
+/// listener hears of a change (made on any host), the exports are refreshed
+/// (each only if the store is newer than what is on disk). Runs until the
+/// store that started it is dropped.
+fn start_exporter(pg: Pg, paths: StatePaths) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("vane-exports".into())
+        .spawn(move || {
+            let store = Store {
+                backend: Backend::Postgres(pg),
+                paths,
+                read_only: false,
+                graph: Mutex::new(None),
+                exporter_stop: None,
+            };
+            let mut done = -1;
+            while !stopped.load(Ordering::Acquire) {
+                std::thread::sleep(EXPORT_POLL);
+                let heard = store.heard_store_revision_pg();
+                if let Some(rev) = heard.filter(|r| *r > done) {
+                    match store.export_all() {
+                        Ok(()) => done = rev,
+                        Err(e) => tracing::debug!(error = %e, "exports not refreshed yet"),
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no exporter thread: this checkout's exports follow its own changes only");
+    }
+    stop
 }
 
 /// Opens the SQLite database `db` for `mode` and brings its schema to

@@ -485,3 +485,54 @@ fn prune_and_keep_on_reimport(env: Env) {
     );
     assert_eq!(store.plan_graph().unwrap().items().len(), 3);
 }
+
+/// PostgreSQL only: a flag change reaches another process's listener
+/// (`LISTEN vane_flags`) without that process asking the database.
+#[test]
+fn postgres_flag_changes_are_heard_by_other_processes() {
+    let Some(env) = Env::new(common::Engine::Postgres) else {
+        return;
+    };
+    let listener = env.open();
+    let t0 = std::time::Instant::now();
+    while listener.heard_flags_revision().is_none() {
+        assert!(t0.elapsed().as_secs() < 5, "the listener never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let before = listener.heard_flags_revision().unwrap();
+    let writer = env.open();
+    writer
+        .set_flag("SCHEDULER_MODE", Some("wsjf"), "test")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while listener.heard_flags_revision() == Some(before) {
+        assert!(t0.elapsed().as_secs() < 1, "not heard within 1 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(listener.heard_flags_revision(), Some(before + 1));
+    assert_eq!(listener.flags_revision().unwrap(), before + 1);
+    // the listening connection lost: readers ask the database meanwhile
+    // (the polling fallback), and the listener comes back by itself
+    let db = env.db.as_ref().unwrap();
+    db.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vane-listener' AND datname = current_database()");
+    let t0 = std::time::Instant::now();
+    while listener.heard_flags_revision().is_some() {
+        assert!(
+            t0.elapsed().as_secs() < 3,
+            "the lost listener was not noticed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    writer
+        .set_flag("SCHEDULER_MODE", Some("priority"), "test")
+        .unwrap();
+    assert_eq!(listener.flags_revision().unwrap(), before + 2, "polled");
+    let t0 = std::time::Instant::now();
+    while listener.heard_flags_revision() != Some(before + 2) {
+        assert!(t0.elapsed().as_secs() < 5, "the listener did not come back");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SQLite has no listener: every read asks the file
+    let lite = Env::new(common::Engine::Sqlite).unwrap().open();
+    assert_eq!(lite.heard_flags_revision(), None);
+}

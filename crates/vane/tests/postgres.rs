@@ -147,8 +147,24 @@ async fn three_fronts_sixteen_agents_one_postgres() {
         assert_eq!(s["roadmap"]["by_status"]["done"], json!(TASKS), "{s}");
         let _ = ws;
     }
-    let export = std::fs::read_to_string(checkouts[0].join(".vane/roadmap.yaml")).unwrap();
-    assert_eq!(export.matches("status: done").count(), TASKS, "{export}");
+    // every checkout's exports follow the shared state (each front's
+    // exporter hears of the other hosts' changes)
+    for ws in &checkouts {
+        let t0 = Instant::now();
+        loop {
+            let export = std::fs::read_to_string(ws.join(".vane/roadmap.yaml")).unwrap_or_default();
+            if export.matches("status: done").count() == TASKS {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "{}: the export lags the shared store: {} of {TASKS} done",
+                ws.display(),
+                export.matches("status: done").count()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     for f in fronts {
         Arc::try_unwrap(f).ok().unwrap().close().await;
     }
