@@ -244,7 +244,7 @@ pub fn copy_to_postgres(db: &Path, target: &PgTarget) -> Result<CopyReport> {
                 .map(|c| format!("\"{c}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let rows = src.query(&format!("SELECT {list} FROM \"{t}\""), p![])?;
+
             let insert = if MERGED.contains(&t.as_str()) {
                 let key = if t == "meta" { "key" } else { "id" };
                 let set = cols
@@ -260,13 +260,16 @@ pub fn copy_to_postgres(db: &Path, target: &PgTarget) -> Result<CopyReport> {
             } else {
                 format!("INSERT INTO \"{t}\"({list}) VALUES ({})", placeholders(cols.len()))
             };
-            for r in &rows {
+            let mut copied = 0i64;
+            src.query_each(&format!("SELECT {list} FROM \"{t}\""), p![], &mut |r| {
                 if t == "meta" && r.str(0) == "schema_version" {
-                    continue;
+                    return Ok(());
                 }
                 dst.exec(&insert, &r.0)?;
-            }
-            report.rows += rows.len() as i64;
+                copied += 1;
+                Ok(())
+            })?;
+            report.rows += copied;
             // identity columns continue after the copied ids
             for (col, seq) in identity_columns(dst, t)? {
                 dst.exec(

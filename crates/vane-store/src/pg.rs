@@ -258,6 +258,31 @@ impl Sql for PgConn {
     fn batch(&mut self, sql: &str) -> Result<()> {
         block_on(self.client.batch_execute(sql)).map_err(pg_err)
     }
+
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[Val],
+        each: &mut dyn FnMut(&Row) -> Result<()>,
+    ) -> Result<()> {
+        use futures_util::StreamExt;
+        let stream = self.with_statement(sql, |c, st| {
+            block_on(c.query_raw(st, params.iter().map(|v| v as &(dyn ToSql + Sync))))
+        })?;
+        let mut stream = std::pin::pin!(stream);
+        let mut row = Row(Vec::new());
+        while let Some(r) = block_on(stream.next()) {
+            let r = r.map_err(pg_err)?;
+            row.0.clear();
+            for i in 0..r.len() {
+                row.0.push(r.try_get::<_, Val>(i).map_err(|e| {
+                    VaneError::new(ErrorCode::StoreError, format!("store: column {i}: {e}"))
+                })?);
+            }
+            each(&row)?;
+        }
+        Ok(())
+    }
 }
 
 impl ToSql for Val {

@@ -245,6 +245,14 @@ pub trait Sql {
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>>;
     /// Runs several statements without parameters (DDL).
     fn batch(&mut self, sql: &str) -> Result<()>;
+    /// Runs a query and hands each row to `each` as it arrives, without
+    /// holding them all (the plan graph of 100,000 tasks, a store copy).
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[Val],
+        each: &mut dyn FnMut(&Row) -> Result<()>,
+    ) -> Result<()>;
 
     /// The first row, if any.
     fn query_opt(&mut self, sql: &str, params: &[Val]) -> Result<Option<Row>> {

@@ -84,4 +84,26 @@ impl Sql for Lite<'_> {
     fn batch(&mut self, sql: &str) -> Result<()> {
         self.0.execute_batch(sql).map_err(db_err)
     }
+
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[Val],
+        each: &mut dyn FnMut(&Row) -> Result<()>,
+    ) -> Result<()> {
+        let mut st = self.0.prepare_cached(sql).map_err(db_err)?;
+        let n = st.column_count();
+        let mut rows = st
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(db_err)?;
+        let mut row = Row(Vec::with_capacity(n));
+        while let Some(r) = rows.next().map_err(db_err)? {
+            row.0.clear();
+            for i in 0..n {
+                row.0.push(val_of(r.get_ref(i).map_err(db_err)?));
+            }
+            each(&row)?;
+        }
+        Ok(())
+    }
 }

@@ -371,9 +371,8 @@ pub(crate) fn graph_at(db: &mut dyn Sql, cache: &GraphCache) -> Result<Arc<PlanG
             }
         }
     }
-    let rows = db.query("SELECT id, title, status, priority, epic_id, milestone_id, owner, dependencies, claimed_by, lease_expires_ms, estimate_hours, version FROM tasks ORDER BY ord", p![])?;
-    let mut items = Vec::with_capacity(rows.len());
-    for r in &rows {
+    let mut items = Vec::new();
+    db.query_each("SELECT id, title, status, priority, epic_id, milestone_id, owner, dependencies, claimed_by, lease_expires_ms, estimate_hours, version FROM tasks ORDER BY ord", p![], &mut |r| {
         items.push(PlanItem {
             id: r.get(0)?,
             title: r.get(1)?,
@@ -388,7 +387,8 @@ pub(crate) fn graph_at(db: &mut dyn Sql, cache: &GraphCache) -> Result<Arc<PlanG
             estimate_hours: r.get(10)?,
             version: r.get(11)?,
         });
-    }
+        Ok(())
+    })?;
     let g = Arc::new(PlanGraph::new(items));
     *cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((rev, g.clone()));
     Ok(g)
@@ -505,10 +505,12 @@ pub(crate) fn load_roadmap(db: &mut dyn Sql) -> Result<Roadmap> {
             extra: serde_json::from_str(row.str(7)).map_err(json_err)?,
         });
     }
-    for row in db.query("SELECT id, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent FROM tasks ORDER BY ord", p![])? {
+    let groups = r.groups.len();
+    let mut tasks = Vec::new();
+    db.query_each("SELECT id, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent FROM tasks ORDER BY ord", p![], &mut |row| {
         let ec: Vec<Value> = serde_json::from_str(row.str(8)).map_err(json_err)?;
         let parent: Option<i64> = row.get(10)?;
-        r.tasks.push(Task {
+        tasks.push(Task {
             id: row.get(0)?,
             title: row.get(1)?,
             description: row.get(2)?,
@@ -518,10 +520,12 @@ pub(crate) fn load_roadmap(db: &mut dyn Sql) -> Result<Roadmap> {
             estimate_hours: row.get(6)?,
             dependencies: serde_json::from_str(row.str(7)).map_err(json_err)?,
             exit_criteria: ec.iter().map(ExitCriterion::from_value).collect(),
-            parent: parent.map(|p| p as usize).filter(|&p| p < r.groups.len()),
+            parent: parent.map(|p| p as usize).filter(|&p| p < groups),
             extra: serde_json::from_str(row.str(9)).map_err(json_err)?,
         });
-    }
+        Ok(())
+    })?;
+    r.tasks = tasks;
     Ok(r)
 }
 
