@@ -195,6 +195,10 @@ pub(crate) fn unavailable(why: &str) -> VaneError {
 pub(crate) struct PgConn {
     client: Client,
     stmts: HashMap<String, Statement>,
+    /// inside a transaction vane opened and has not ended: a connection
+    /// given back in this state (a panic mid-transaction, a failed COMMIT)
+    /// is discarded by the pool, never handed to the next caller
+    in_tx: bool,
 }
 
 impl PgConn {
@@ -395,6 +399,7 @@ impl r2d2::ManageConnection for Manager {
         Ok(PgConn {
             client,
             stmts: HashMap::new(),
+            in_tx: false,
         })
     }
 
@@ -405,7 +410,7 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, c: &mut PgConn) -> bool {
-        c.client.is_closed()
+        c.in_tx || c.client.is_closed()
     }
 }
 
@@ -462,11 +467,23 @@ impl Pg {
     pub(crate) fn conn(&self) -> Result<Pooled> {
         self.pool.get().map_err(|e| {
             let why = e.to_string();
-            unavailable(if why.is_empty() {
-                "no connection"
-            } else {
-                &why
-            })
+            match why.split_once(": ") {
+                // r2d2 names the last connection error, if there was one
+                Some((_, cause)) => unavailable(cause),
+                // none: the database answers, every pooled connection is busy
+                None => VaneError::new(
+                    ErrorCode::StoreUnavailable,
+                    format!(
+                        "all {} connections of this process to the store are busy (waited {} s); retry shortly",
+                        self.target.max_connections,
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                )
+                .with_details(json!({
+                    "retryable": true,
+                    "hint": "raise [store] max_connections in vane.toml (and PostgreSQL's max_connections to match) if this happens under normal load",
+                })),
+            }
         })
     }
 
@@ -477,16 +494,31 @@ impl Pg {
         begin: &str,
         f: impl FnOnce(&mut dyn Sql) -> Result<T>,
     ) -> Result<T> {
+        self.transaction_ending(begin, true, f)
+    }
+
+    /// [`Pg::transaction`], or with `commit` false rolled back even when
+    /// `f` succeeds (a rehearsal).
+    pub(crate) fn transaction_ending<T>(
+        &self,
+        begin: &str,
+        commit: bool,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T>,
+    ) -> Result<T> {
         let mut c = self.conn()?;
+        c.in_tx = true;
         c.batch(begin)?;
         match f(&mut *c) {
             Ok(v) => {
-                c.batch("COMMIT")?;
+                c.batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
+                c.in_tx = false;
                 Ok(v)
             }
             Err(e) => {
-                // a broken connection rolls back by itself
-                let _ = c.batch("ROLLBACK");
+                // a broken connection rolls back by itself (and is dropped)
+                if c.batch("ROLLBACK").is_ok() {
+                    c.in_tx = false;
+                }
                 Err(e)
             }
         }

@@ -788,22 +788,11 @@ pub(crate) fn apply_pg(
     actor: &str,
     rehearse: bool,
 ) -> Result<Vec<Applied>> {
-    let mut c = pg.conn()?;
-    c.batch("BEGIN")?;
-    let r = (|| {
-        c.exec("SELECT pg_advisory_xact_lock(?1)", p![PG_MIGRATION_LOCK])?;
-        apply_in(&mut *c, known, reach, actor)
-    })();
-    match r {
-        Ok(done) if !rehearse => {
-            c.batch("COMMIT")?;
-            Ok(done)
-        }
-        r => {
-            let _ = c.batch("ROLLBACK");
-            r
-        }
-    }
+    // a rehearsal ends in ROLLBACK: the undo is the point
+    pg.transaction_ending("BEGIN", !rehearse, |db| {
+        db.exec("SELECT pg_advisory_xact_lock(?1)", p![PG_MIGRATION_LOCK])?;
+        apply_in(db, known, reach, actor)
+    })
 }
 
 fn set_store_version(db: &mut dyn Sql, version: i64) -> Result<()> {
@@ -988,4 +977,73 @@ mod tests {
             .unwrap();
         assert!(e.message.contains("newer than this vane"), "{}", e.message);
     }
+
+    /// PostgreSQL: a rehearsal applies and undoes; a failing migration leaves
+    /// the database as it was (its DDL is transactional).
+    #[test]
+    fn postgres_rehearsals_and_failures_leave_the_schema_as_it_was() {
+        let Some(cluster) = testpg::Cluster::shared() else {
+            return;
+        };
+        let db = cluster.database();
+        let pg = crate::pg::Pg::open(&crate::PgTarget::parse(&db.url, None).unwrap());
+        let done = apply_pg(&pg, MIGRATIONS, Reach::Expand, "test", false).unwrap();
+        assert_eq!(done.len(), MIGRATIONS.len());
+        let version = |pg: &crate::pg::Pg| {
+            inspect(&mut *pg.conn().unwrap(), MIGRATIONS)
+                .unwrap()
+                .store_version
+        };
+        assert_eq!(version(&pg), SCHEMA_VERSION);
+        let has_tags = || {
+            db.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'decisions' AND column_name = 'tags'")
+        };
+
+        let known = newer(&[TAGS, DROP_IMPACT]);
+        let tried = apply_pg(&pg, &known, Reach::All, "test", true).unwrap();
+        let names: Vec<_> = tried.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["decision_tags", "decisions_without_impact"]);
+        assert_eq!(version(&pg), SCHEMA_VERSION, "a rehearsal keeps nothing");
+        assert_eq!(has_tags(), "0");
+
+        let broken = Migration {
+            version: SCHEMA_VERSION + 2,
+            name: "broken",
+            phase: Phase::Expand,
+            sql: "",
+            pg: "CREATE TABLE half (x BIGINT); ALTER TABLE no_such_table ADD COLUMN y TEXT;",
+        };
+        let e = apply_pg(&pg, &newer(&[TAGS, broken]), Reach::Expand, "test", false).unwrap_err();
+        assert!(e.message.contains("broken"), "{}", e.message);
+        assert_eq!(
+            version(&pg),
+            SCHEMA_VERSION,
+            "not even the good one before it"
+        );
+        assert_eq!(has_tags(), "0");
+        assert_eq!(
+            db.psql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'half'"),
+            "0"
+        );
+
+        let done = apply_pg(&pg, &known, Reach::Expand, "test", false).unwrap();
+        assert_eq!(done.len(), 1, "expand stops before contract");
+        assert_eq!(version(&pg), SCHEMA_VERSION + 1);
+        assert_eq!(has_tags(), "1");
+        let old = inspect(&mut *pg.conn().unwrap(), MIGRATIONS).unwrap();
+        assert!(
+            old.incompatible.is_none() && old.unknown.len() == 1,
+            "{old:?}"
+        );
+        apply_pg(&pg, &known, Reach::All, "test", false).unwrap();
+        let e = inspect(&mut *pg.conn().unwrap(), MIGRATIONS)
+            .unwrap()
+            .error()
+            .unwrap();
+        assert_eq!(e.code, ErrorCode::SchemaIncompatible);
+    }
 }
+
+#[cfg(test)]
+#[path = "../tests/common/pg.rs"]
+mod testpg;

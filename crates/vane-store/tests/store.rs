@@ -49,6 +49,7 @@ both_engines!(
     idempotency_keys_replay_and_refuse_reuse,
     idempotency_ownership_is_a_lease_not_a_pid,
     prune_and_keep_on_reimport,
+    a_read_only_store_reads_and_writes_nothing,
 );
 
 fn setup(env: &Env) -> Store {
@@ -535,4 +536,25 @@ fn postgres_flag_changes_are_heard_by_other_processes() {
     // SQLite has no listener: every read asks the file
     let lite = Env::new(common::Engine::Sqlite).unwrap().open();
     assert_eq!(lite.heard_flags_revision(), None);
+}
+
+/// A dry-run canary's store: every read works, nothing is written (on
+/// PostgreSQL its connections are read-only sessions too).
+fn a_read_only_store_reads_and_writes_nothing(env: Env) {
+    let store = setup(&env);
+    store.context_write("goal", "ship", false, 100).unwrap();
+    let ro = Store::open_read_only(&env.paths).unwrap();
+    assert!(ro.is_read_only());
+    assert_eq!(ro.status(now_ms()).unwrap().tasks, 4);
+    assert_eq!(ro.context_sections().unwrap()[0].content, "ship");
+    assert_eq!(ro.load_roadmap().unwrap().tasks.len(), 4);
+    let before = ro.revision().unwrap();
+    let e = ro.context_write("goal", "changed", false, 100).unwrap_err();
+    assert_eq!(e.code, ErrorCode::StoreError);
+    assert!(e.message.contains("read-only"), "{}", e.message);
+    assert!(ro
+        .claim_next(&PlanQuery::default(), "a", 60, now_ms())
+        .is_err());
+    assert_eq!(store.revision().unwrap(), before);
+    assert_eq!(store.context_sections().unwrap()[0].content, "ship");
 }

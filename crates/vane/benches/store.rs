@@ -145,30 +145,53 @@ async fn claims_per_second(fronts: &[Arc<Client>], tasks: usize) -> f64 {
     total as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// p50 and p95 of `n` round trips of `tool` on a worker of `ws`.
-async fn round_trips(ws: &Path, tool: &str, args: serde_json::Value, n: usize) -> (f64, f64, f64) {
-    let c = Client::spawn(
-        Path::new(BIN),
-        &["worker", "--workspace", ws.to_str().unwrap()],
-        &[],
-        true,
-    )
-    .await
-    .unwrap();
-    let t = Instant::now();
-    c.call_ok(tool, args.clone()).await.unwrap();
-    let first = t.elapsed().as_secs_f64() * 1000.0;
-    for _ in 0..20 {
-        c.call_ok(tool, args.clone()).await.unwrap();
-    }
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
+/// Round trips of `tool` on a worker of each workspace, interleaved in
+/// batches so that the machine's noise falls on every engine alike:
+/// (first call ms, p50, p95) per workspace.
+async fn compare(
+    wss: &[&Path],
+    tool: &str,
+    args: serde_json::Value,
+    n: usize,
+) -> Vec<(f64, f64, f64)> {
+    let mut clients = Vec::new();
+    let mut firsts = Vec::new();
+    for ws in wss {
+        let c = Client::spawn(
+            Path::new(BIN),
+            &["worker", "--workspace", ws.to_str().unwrap()],
+            &[],
+            true,
+        )
+        .await
+        .unwrap();
         let t = Instant::now();
         c.call_ok(tool, args.clone()).await.unwrap();
-        v.push(t.elapsed().as_secs_f64() * 1000.0);
+        firsts.push(t.elapsed().as_secs_f64() * 1000.0);
+        for _ in 0..20 {
+            c.call_ok(tool, args.clone()).await.unwrap();
+        }
+        clients.push(c);
     }
-    c.close().await;
-    (first, pct(v.clone(), 50), pct(v, 95))
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n); wss.len()];
+    let batch = (n / 20).max(1);
+    for _ in 0..20 {
+        for (c, v) in clients.iter().zip(samples.iter_mut()) {
+            for _ in 0..batch {
+                let t = Instant::now();
+                c.call_ok(tool, args.clone()).await.unwrap();
+                v.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    for c in clients {
+        c.close().await;
+    }
+    firsts
+        .into_iter()
+        .zip(samples)
+        .map(|(f, v)| (f, pct(v.clone(), 50), pct(v, 95)))
+        .collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
@@ -234,18 +257,26 @@ async fn main() {
     }
     roadmaps.push(("100,000 tasks", big_roadmap(100_000), 300));
     for (name, yaml, n) in roadmaps {
-        for engine in ["sqlite", "postgres"] {
-            let db = cluster.database();
-            let url = (engine == "postgres").then_some(db.url.as_str());
+        let db = cluster.database();
+        let mut wss = Vec::new();
+        for (engine, url) in [("sqlite", None), ("postgres", Some(db.url.as_str()))] {
             let ws = d.path().join(format!("plan-{engine}-{}", yaml.len()));
             let t = Instant::now();
             checkout(&ws, url, &yaml, true);
-            let import_s = t.elapsed().as_secs_f64();
-            let (first, p50, p95) = round_trips(&ws, "plan_next", json!({ "limit": 5 }), n).await;
-            let (_, floor, _) =
-                round_trips(&ws, "fs_read", json!({ "path": "vane.toml" }), n).await;
             println!(
-                "plan_next, {name}, {engine}: p50 {p50:.2} ms, p95 {p95:.2} ms, first call {first:.1} ms; floor (fs_read, no store) p50 {floor:.2} ms; import {import_s:.1} s"
+                "import of {name} on {engine}: {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            wss.push(ws);
+        }
+        let paths: Vec<&Path> = wss.iter().map(|p| p.as_path()).collect();
+        let plan = compare(&paths, "plan_next", json!({ "limit": 5 }), n).await;
+        let floor = compare(&paths, "fs_read", json!({ "path": "vane.toml" }), n).await;
+        for (i, engine) in ["sqlite", "postgres"].iter().enumerate() {
+            let (first, p50, p95) = plan[i];
+            println!(
+                "plan_next, {name}, {engine}: p50 {p50:.2} ms, p95 {p95:.2} ms, first call {first:.1} ms (floor: fs_read p50 {:.2} ms)",
+                floor[i].1
             );
         }
     }

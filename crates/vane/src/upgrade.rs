@@ -1109,6 +1109,8 @@ async fn schema_gate(
         .collect();
     let deferred: Vec<Value> = pending[expand.len()..].to_vec();
     let mut m = json!({
+        "copy": copy_s,
+        "check": if shared { "rehearsed on the live database, rolled back" } else { "migrated a private copy" },
         "copy_ms": copy_ms,
         "check_ms": check_ms,
         "store_version": check["before"]["store_version"],

@@ -492,3 +492,80 @@ async fn a_sqlite_store_is_copied_into_postgres_and_vane_carries_on() {
     assert_eq!(d2["id"], 2, "{d2}");
     c.close().await;
 }
+
+/// `vane upgrade` on a workspace whose store is PostgreSQL: the new version
+/// rehearses its migrations in a rolled-back transaction (no file copy of a
+/// shared database), the dry-run canary reads through read-only sessions,
+/// and the switch happens under load with no failed call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_on_a_postgres_store_is_stable_under_load() {
+    let Some(cluster) = pg::Cluster::shared() else {
+        return;
+    };
+    let db = cluster.database();
+    let d = tempfile::tempdir().unwrap();
+    let ws = checkout(
+        &d.path().join("ws"),
+        &db.url,
+        "tasks:\n  - id: T1\n    title: one\n  - id: T2\n    title: two\n    dependencies: [T1]\n",
+    );
+    let mut toml = std::fs::read_to_string(ws.join("vane.toml")).unwrap();
+    toml.push_str("\n[runtime]\nping_interval_ms = 100\n\n[runtime.rollback]\nmin_calls = 10\nerror_window_s = 30\n");
+    std::fs::write(ws.join("vane.toml"), toml).unwrap();
+    std::fs::write(ws.join("a.txt"), "alpha\n").unwrap();
+    let out = vane(&ws, &["init", "--roadmap", "roadmap.yaml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::git(&ws, &["init", "-q"]);
+    common::git(&ws, &["add", "vane.toml", "roadmap.yaml", "a.txt"]);
+    common::git(&ws, &["commit", "-qm", "init"]);
+    let c = front(&ws).await;
+    c.call_ok("status", json!({})).await.unwrap();
+    let l = common::load(&c, "a.txt", Duration::from_millis(2));
+    let out = vane(
+        &ws,
+        &[
+            "upgrade",
+            "--binary",
+            BIN,
+            "--shadow",
+            "2s",
+            "--observe",
+            "2s",
+            "--min-samples",
+            "10",
+            "--json",
+        ],
+    );
+    let (calls, failures) = common::stop(l).await;
+    let report = json_of(&out);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["decision"], "stable", "{report}");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
+    let copy = report["migrations"]["copy"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        copy.contains("rolled-back transaction"),
+        "{}",
+        report["migrations"]
+    );
+    assert_eq!(report["migrations"]["ok"], true, "{}", report["migrations"]);
+    assert!(
+        !ws.join(".vane/vane.db").exists(),
+        "no SQLite file appeared"
+    );
+    Arc::try_unwrap(c).ok().unwrap().close().await;
+}
