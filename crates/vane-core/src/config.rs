@@ -704,6 +704,7 @@ allow_remote = false             # a non-loopback listen address must be asked f
 # url = "postgres://vane@db.internal:5432/vane"  # a PostgreSQL database fronts on several hosts share (VANE_STORE_URL overrides)
 # password_file = ".vane-db-password"           # its password (or VANE_STORE_PASSWORD); never in the URL
 max_connections = 8              # connections one vane process keeps to PostgreSQL at most
+# ca_file = "db-ca.pem"          # CA certificates for the server's TLS certificate, besides the system's (TLS: the URL's sslmode = prefer | require | disable)
 
 [audit]                          # vane audit, the built-in `security` critic, preflight
 allow_paths = []                 # globs never scanned (e.g. "tests/fixtures/**")

@@ -30,7 +30,8 @@ use futures_executor::block_on;
 use serde_json::json;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use vane_core::{ErrorCode, VaneError};
 
 use crate::sql::{dollar_params, Engine, Row, Sql, Val};
@@ -67,11 +68,45 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Where to connect, and the text to show for it (never the password).
+///
+/// TLS: rustls, verifying the server's certificate and name against the
+/// system's roots plus `[store] ca_file`. The URL's `sslmode` decides
+/// whether it is used: `prefer` (the default: TLS when the server offers it),
+/// `require` (never in the clear), `disable`.
 #[derive(Clone)]
 pub struct PgTarget {
     config: Config,
     shown: String,
     max_connections: u32,
+    tls: MakeRustlsConnect,
+}
+
+/// The system's trusted roots, read once per process.
+fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
+fn tls(extra: &[rustls::pki_types::CertificateDer<'static>]) -> Result<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    // a system root rustls cannot parse is skipped, as every TLS client does
+    let _ = roots.add_parsable_certificates(system_roots().iter().cloned());
+    for c in extra {
+        roots.add(c.clone()).map_err(|e| {
+            VaneError::new(
+                ErrorCode::ConfigInvalid,
+                format!("store.ca_file: a certificate rustls cannot use: {e}"),
+            )
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| VaneError::new(ErrorCode::Internal, format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 impl PartialEq for PgTarget {
@@ -111,7 +146,29 @@ impl PgTarget {
             config,
             shown,
             max_connections: 8,
+            tls: tls(&[])?,
         })
+    }
+
+    /// Also trusts the CA certificates of the PEM file `path` (a private
+    /// CA, a self-signed server).
+    pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<PgTarget> {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |e: String| {
+            VaneError::new(
+                ErrorCode::ConfigInvalid,
+                format!("store.ca_file {}: {e}", path.display()),
+            )
+        };
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        self.tls = tls(&certs)?;
+        Ok(self)
     }
 
     /// At most `n` connections per process (the pool's size).
@@ -170,10 +227,10 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> VaneError {
         return VaneError::new(ErrorCode::StoreError, format!("store: {}", db.message()))
             .with_details(json!({ "sqlstate": code.code() }));
     }
+    let text = chain(&e);
     if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) {
-        return unavailable(&e.to_string());
+        return unavailable(&text);
     }
-    let text = e.to_string();
     if text.contains("connect") || text.contains("timed out") {
         return unavailable(&text);
     }
@@ -181,14 +238,35 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> VaneError {
 }
 
 pub(crate) fn unavailable(why: &str) -> VaneError {
+    let lower = why.to_lowercase();
+    let hint = if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
+        "TLS to the database failed: check the URL's sslmode and that [store] ca_file holds the CA of the server's certificate (issued for the host in the URL)"
+    } else if lower.contains("password") || lower.contains("authentication") {
+        "the database refused the login: check the URL's user and VANE_STORE_PASSWORD or [store] password_file"
+    } else {
+        "the PostgreSQL server is down, restarting or unreachable; vane keeps serving and reconnects by itself once it is back (`vane preflight` checks it)"
+    };
     VaneError::new(
         ErrorCode::StoreUnavailable,
         format!("the store's database is unavailable ({why}); nothing was changed by this call unless it says otherwise — retry shortly"),
     )
-    .with_details(json!({
-        "retryable": true,
-        "hint": "the PostgreSQL server is down, restarting or unreachable; vane keeps serving and reconnects by itself once it is back (`vane preflight` checks it)",
-    }))
+    .with_details(json!({ "retryable": true, "hint": hint }))
+}
+
+/// An error with its causes: `error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer`.
+fn chain(e: &dyn StdError) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// One pooled connection and its prepared statements.
@@ -376,8 +454,9 @@ impl StdError for ConnectError {}
 
 fn connect(target: &PgTarget) -> std::result::Result<Client, tokio_postgres::Error> {
     let config = target.config.clone();
+    let tls = target.tls.clone();
     let task = runtime().spawn(async move {
-        let (client, conn) = config.connect(NoTls).await?;
+        let (client, conn) = config.connect(tls).await?;
         tokio::spawn(async move {
             // ends when the server or the client closes the connection
             let _ = conn.await;
@@ -395,7 +474,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = ConnectError;
 
     fn connect(&self) -> std::result::Result<PgConn, ConnectError> {
-        let client = connect(&self.target).map_err(|e| ConnectError(e.to_string()))?;
+        let client = connect(&self.target).map_err(|e| ConnectError(chain(&e)))?;
         Ok(PgConn {
             client,
             stmts: HashMap::new(),
@@ -569,7 +648,7 @@ async fn listen(target: PgTarget, heard: std::sync::Weak<Heard>) {
         let attempt = async {
             let mut config = target.config.clone();
             config.application_name("vane-listener");
-            let (client, mut conn) = config.connect(NoTls).await?;
+            let (client, mut conn) = config.connect(target.tls.clone()).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // the connection is driven here; it ends (and so does `rx`)
             // when the server goes away

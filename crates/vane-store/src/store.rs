@@ -93,7 +93,7 @@ pub(crate) enum Backend {
     /// One connection per process, WAL, `BEGIN IMMEDIATE` writes.
     Sqlite(Mutex<Connection>),
     /// A pool of connections to a database fronts on several hosts share.
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// The advisory lock bookkeeping writes (idempotency keys) take on
@@ -155,7 +155,7 @@ impl Store {
         }
         let backend = match &paths.store {
             None => Backend::Sqlite(Mutex::new(open_sqlite(&paths.db(), mode)?)),
-            Some(target) => Backend::Postgres(open_pg(target, mode)?),
+            Some(target) => Backend::Postgres(Box::new(open_pg(target, mode)?)),
         };
         let mut store = Store {
             backend,
@@ -165,7 +165,7 @@ impl Store {
             exporter_stop: None,
         };
         if let (Backend::Postgres(pg), OpenMode::Write) = (&store.backend, mode) {
-            store.exporter_stop = Some(start_exporter(pg.clone(), paths.clone()));
+            store.exporter_stop = Some(start_exporter(Pg::clone(pg), paths.clone()));
         }
         if !read_only {
             let gi = paths.gitignore();
@@ -486,7 +486,7 @@ fn start_exporter(pg: Pg, paths: StatePaths) -> Arc<std::sync::atomic::AtomicBoo
         .name("vane-exports".into())
         .spawn(move || {
             let store = Store {
-                backend: Backend::Postgres(pg),
+                backend: Backend::Postgres(Box::new(pg)),
                 paths,
                 read_only: false,
                 graph: Mutex::new(None),

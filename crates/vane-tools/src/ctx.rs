@@ -162,10 +162,12 @@ pub fn store_target(
             None => None,
         },
     };
-    Ok(Some(
-        vane_store::PgTarget::parse(&url, password.as_deref())?
-            .with_max_connections(config.store.max_connections),
-    ))
+    let target = vane_store::PgTarget::parse(&url, password.as_deref())?
+        .with_max_connections(config.store.max_connections);
+    Ok(Some(match &config.store.ca_file {
+        Some(f) => target.with_ca_file(&workspace.join(f))?,
+        None => target,
+    }))
 }
 
 impl ToolCtx {

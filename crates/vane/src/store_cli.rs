@@ -61,10 +61,12 @@ pub fn target_of(
     config: &vane_core::config::Config,
 ) -> Result<vane_store::PgTarget, VaneError> {
     check_url(url, "--store/--to")?;
-    Ok(
-        vane_store::PgTarget::parse(url, password(ws, config)?.as_deref())?
-            .with_max_connections(config.store.max_connections),
-    )
+    let target = vane_store::PgTarget::parse(url, password(ws, config)?.as_deref())?
+        .with_max_connections(config.store.max_connections);
+    match &config.store.ca_file {
+        Some(f) => target.with_ca_file(&ws.join(f)),
+        None => Ok(target),
+    }
 }
 
 /// Sets `[store] url` in the workspace's `vane.toml`, keeping the rest of

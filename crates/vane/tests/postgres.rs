@@ -569,3 +569,48 @@ async fn an_upgrade_on_a_postgres_store_is_stable_under_load() {
     );
     Arc::try_unwrap(c).ok().unwrap().close().await;
 }
+
+/// TLS to the database: `sslmode=require` verifies the server's certificate
+/// against the system's roots plus `[store] ca_file`; an unknown issuer or
+/// a connection in the clear is refused with a typed error.
+#[test]
+fn tls_to_the_database_is_verified() {
+    let Some(mut cluster) = pg::Cluster::private() else {
+        return;
+    };
+    let ca = cluster.enable_tls();
+    let db = cluster.database();
+    let d = tempfile::tempdir().unwrap();
+    let url = format!("{}?sslmode=require", db.url);
+    let init = |name: &str, url: &str, ca_file: bool| {
+        let ws = d.path().join(name);
+        std::fs::create_dir_all(&ws).unwrap();
+        let mut toml = format!("[store]\nurl = \"{url}\"\n");
+        if ca_file {
+            std::fs::copy(&ca, ws.join("db-ca.pem")).unwrap();
+            toml.push_str("ca_file = \"db-ca.pem\"\n");
+        }
+        std::fs::write(ws.join("vane.toml"), toml).unwrap();
+        (vane(&ws, &["init", "--json"]), ws)
+    };
+    let (out, ws) = init("trusted", &url, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = json_of(&vane(&ws, &["store", "info", "--json"]));
+    assert_eq!(info["engine"], "postgres", "{info}");
+    // the server refuses connections in the clear (hostnossl … reject): this one is TLS
+    let (out, _) = init("unknown-ca", &url, false);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        e.contains("store_unavailable") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+    let (out, _) = init("in-the-clear", &format!("{}?sslmode=disable", db.url), true);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(e.contains("store_unavailable"), "{e}");
+}

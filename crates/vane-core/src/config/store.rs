@@ -24,6 +24,10 @@ pub struct Store {
     pub password_file: Option<String>,
     /// Connections one vane process keeps to PostgreSQL at most.
     pub max_connections: u32,
+    /// PEM file of CA certificates trusted for the server's TLS certificate,
+    /// besides the system's (relative to the workspace). TLS is the URL's
+    /// `sslmode`: `prefer` (default), `require`, `disable`.
+    pub ca_file: Option<String>,
 }
 
 impl Default for Store {
@@ -32,6 +36,7 @@ impl Default for Store {
             url: None,
             password_file: None,
             max_connections: 8,
+            ca_file: None,
         }
     }
 }

@@ -111,6 +111,8 @@ pub struct Cluster {
     pub port: u16,
     /// a private cluster is stopped and removed when dropped
     private: bool,
+    /// more `-c` settings for the server
+    options: String,
 }
 
 impl Cluster {
@@ -159,9 +161,10 @@ impl Cluster {
             .arg("-w")
             .arg("-o")
             .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 {}",
                 self.port,
-                self.dir.display()
+                self.dir.display(),
+                self.options
             ))
             .arg("start");
         run(c, "pg_ctl start");
@@ -206,6 +209,7 @@ impl Cluster {
                     bin,
                     port,
                     private: false,
+                    options: String::new(),
                 };
                 if !c.running() {
                     c.start();
@@ -220,6 +224,7 @@ impl Cluster {
                     bin,
                     port: free_port(),
                     private: false,
+                    options: String::new(),
                 };
                 c.start();
                 std::fs::write(&port_file, c.port.to_string()).unwrap();
@@ -245,9 +250,106 @@ impl Cluster {
             bin,
             port: free_port(),
             private: true,
+            options: String::new(),
         };
         c.start();
         Some(c)
+    }
+
+    /// Restarts the server with TLS on (a test CA's certificate for
+    /// 127.0.0.1) and connections in the clear refused. Returns the CA's
+    /// PEM file.
+    pub fn enable_tls(&mut self) -> PathBuf {
+        let d = &self.dir;
+        let ossl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ossl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vane test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        ossl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+        )
+        .unwrap();
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        if is_root() {
+            let (u, g) = postgres_ids().unwrap();
+            for f in ["server.key", "server.crt", "ca.pem"] {
+                std::os::unix::fs::chown(d.join(f), Some(u), Some(g)).unwrap();
+            }
+        }
+        let hba = d.join("data/pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("hostnossl all all 127.0.0.1/32 reject\n{old}"),
+        )
+        .unwrap();
+        self.stop();
+        self.options = format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            d.join("server.crt").display(),
+            d.join("server.key").display()
+        );
+        self.start();
+        d.join("ca.pem")
     }
 
     /// The URL of database `db` on this cluster.
@@ -356,6 +458,7 @@ impl TestDb {
             bin: self.bin.clone(),
             port: self.port,
             private: false,
+            options: String::new(),
         }
         .psql(&self.name, sql)
     }
