@@ -50,6 +50,7 @@ both_engines!(
     idempotency_ownership_is_a_lease_not_a_pid,
     prune_and_keep_on_reimport,
     a_read_only_store_reads_and_writes_nothing,
+    a_large_import_is_exact,
 );
 
 fn setup(env: &Env) -> Store {
@@ -557,4 +558,50 @@ fn a_read_only_store_reads_and_writes_nothing(env: Env) {
         .is_err());
     assert_eq!(store.revision().unwrap(), before);
     assert_eq!(store.context_sections().unwrap()[0].content, "ship");
+}
+
+/// An import larger than one multi-row statement: every task created once,
+/// with its event; a re-import changes exactly what changed.
+fn a_large_import_is_exact(env: Env) {
+    let store = setup(&env);
+    let yaml = |changed: usize| {
+        let mut y = String::from("tasks:\n");
+        for i in 0..1203 {
+            let title = if i < changed {
+                format!("changed {i}")
+            } else {
+                format!("task {i}")
+            };
+            y.push_str(&format!(
+                "  - id: L{i:04}\n    title: {title}\n    priority: high\n"
+            ));
+        }
+        y
+    };
+    let (r, _) = parse_yaml(&yaml(0)).unwrap();
+    let s = store.import_roadmap(&r, false, "test").unwrap();
+    assert_eq!((s.created, s.updated, s.kept_not_in_file), (1203, 0, 4));
+    assert_eq!(store.plan_graph().unwrap().items().len(), 1207);
+    let last = store.get_task("L1202").unwrap();
+    assert_eq!((last.title.as_str(), last.version), ("task 1202", 1));
+    assert_eq!(store.task_events("L1202", 10).unwrap().len(), 1);
+    let order: Vec<String> = store
+        .load_roadmap()
+        .unwrap()
+        .tasks
+        .iter()
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(order[0], "L0000");
+    assert_eq!(order[1202], "L1202");
+    assert_eq!(order[1203], "A", "kept tasks after the file's");
+    let (r, _) = parse_yaml(&yaml(2)).unwrap();
+    let s = store.import_roadmap(&r, false, "test").unwrap();
+    assert_eq!((s.created, s.updated, s.unchanged), (0, 2, 1201));
+    assert_eq!(store.get_task("L0001").unwrap().version, 2);
+    assert_eq!(store.get_task("L0001").unwrap().title, "changed 1");
+    assert_eq!(store.get_task("L0002").unwrap().version, 1);
+    let ev = store.task_events("L0001", 10).unwrap();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[1]["version"], 2);
 }

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::exports::ExportKind;
 use crate::schema;
-use crate::sql::{one, p, Row, Sql};
+use crate::sql::{one, p, Row, Sql, Val};
 
 const TASK_COLS: &str = "id, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, \
      epic_id, milestone_id, version, claimed_by, lease_expires_ms, started_at_ms, updated_at_ms, notes";
@@ -112,6 +112,10 @@ impl Store {
             }
             let mut summary = ImportSummary { created: 0, updated: 0, unchanged: 0, removed: 0, kept_not_in_file: 0 };
             let mut in_file = HashSet::new();
+            // written in multi-row statements: on a database across a
+            // network, one round trip per task would dominate an import
+            let mut upserts: Vec<Val> = Vec::new();
+            let mut events: Vec<Val> = Vec::new();
             for (i, t) in roadmap.tasks.iter().enumerate() {
                 in_file.insert(t.id.as_str());
                 let (epic, milestone) = roadmap.lineage(t);
@@ -142,16 +146,7 @@ impl Store {
                     Some(_) => summary.updated += 1,
                     None => summary.created += 1,
                 }
-                db.exec(
-                    "INSERT INTO tasks(id, ord, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent, epic_id, milestone_id, version, updated_at_ms)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,1,?15)
-                     ON CONFLICT(id) DO UPDATE SET ord=excluded.ord, title=excluded.title, description=excluded.description,
-                       status=excluded.status, priority=excluded.priority, owner=excluded.owner, estimate_hours=excluded.estimate_hours,
-                       dependencies=excluded.dependencies, exit_criteria=excluded.exit_criteria, extra=excluded.extra, parent=excluded.parent,
-                       epic_id=excluded.epic_id, milestone_id=excluded.milestone_id, version=tasks.version + 1, updated_at_ms=excluded.updated_at_ms,
-                       claimed_by = CASE WHEN excluded.status = tasks.status THEN tasks.claimed_by ELSE NULL END,
-                       lease_expires_ms = CASE WHEN excluded.status = tasks.status THEN tasks.lease_expires_ms ELSE NULL END",
-                    p![
+                upserts.extend_from_slice(p![
                         t.id,
                         ord,
                         t.title,
@@ -167,13 +162,15 @@ impl Store {
                         epic,
                         milestone,
                         now
-                    ],
-                )?;
+                    ]);
                 let version = prev.map(|p| p.1 + 1).unwrap_or(1);
-                db.exec(
-                    "INSERT INTO task_events(task_id, at_ms, actor, kind, from_status, to_status, version, reason) VALUES (?1,?2,?3,'import',?4,?5,?6,'roadmap import')",
-                    p![t.id, now, actor, Option::<&str>::None, t.status.as_str(), version],
-                )?;
+                events.extend_from_slice(p![t.id, now, actor, t.status.as_str(), version]);
+            }
+            for chunk in upserts.chunks(UPSERT_COLS * IMPORT_CHUNK) {
+                db.exec(&upsert_sql(chunk.len() / UPSERT_COLS), chunk)?;
+            }
+            for chunk in events.chunks(EVENT_COLS * IMPORT_CHUNK) {
+                db.exec(&import_events_sql(chunk.len() / EVENT_COLS), chunk)?;
             }
             let leftover: Vec<&String> = existing.keys().filter(|id| !in_file.contains(id.as_str())).collect();
             if prune {
@@ -527,6 +524,54 @@ pub(crate) fn load_roadmap(db: &mut dyn Sql) -> Result<Roadmap> {
     })?;
     r.tasks = tasks;
     Ok(r)
+}
+
+/// Rows per multi-row statement of an import (well under both engines'
+/// limits on parameters: SQLite 32,766, PostgreSQL 65,535).
+const IMPORT_CHUNK: usize = 500;
+const UPSERT_COLS: usize = 15;
+const EVENT_COLS: usize = 5;
+
+/// `rows` rows of a `VALUES` list, `cols` parameters each: `shape` writes
+/// one row from the offset of its first parameter.
+fn values_rows(rows: usize, cols: usize, shape: impl Fn(usize) -> String) -> String {
+    (0..rows)
+        .map(|r| shape(r * cols))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The import's upsert of `rows` tasks.
+fn upsert_sql(rows: usize) -> String {
+    let values = values_rows(rows, UPSERT_COLS, |b| {
+        let ps: Vec<String> = (1..=14).map(|i| format!("?{}", b + i)).collect();
+        format!("({},1,?{})", ps.join(","), b + 15)
+    });
+    format!(
+        "INSERT INTO tasks(id, ord, title, description, status, priority, owner, estimate_hours, dependencies, exit_criteria, extra, parent, epic_id, milestone_id, version, updated_at_ms)
+         VALUES {values}
+         ON CONFLICT(id) DO UPDATE SET ord=excluded.ord, title=excluded.title, description=excluded.description,
+           status=excluded.status, priority=excluded.priority, owner=excluded.owner, estimate_hours=excluded.estimate_hours,
+           dependencies=excluded.dependencies, exit_criteria=excluded.exit_criteria, extra=excluded.extra, parent=excluded.parent,
+           epic_id=excluded.epic_id, milestone_id=excluded.milestone_id, version=tasks.version + 1, updated_at_ms=excluded.updated_at_ms,
+           claimed_by = CASE WHEN excluded.status = tasks.status THEN tasks.claimed_by ELSE NULL END,
+           lease_expires_ms = CASE WHEN excluded.status = tasks.status THEN tasks.lease_expires_ms ELSE NULL END"
+    )
+}
+
+/// The import's events of `rows` tasks.
+fn import_events_sql(rows: usize) -> String {
+    let values = values_rows(rows, EVENT_COLS, |b| {
+        format!(
+            "(?{},?{},?{},'import',NULL,?{},?{},'roadmap import')",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5
+        )
+    });
+    format!("INSERT INTO task_events(task_id, at_ms, actor, kind, from_status, to_status, version, reason) VALUES {values}")
 }
 
 struct SigParts<'a> {
