@@ -1,6 +1,10 @@
 //! Benchmarks of the real binary over real stdio. Run: `cargo bench -p vane --bench stdio`.
 //! Prints one line per number; the README quotes them.
 
+#[path = "common/roadmaps.rs"]
+mod roadmaps;
+use roadmaps::big_roadmap;
+
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -80,38 +84,6 @@ async fn round_trips(c: &Client, tool: &str, args: serde_json::Value, n: usize) 
         v.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     v
-}
-
-fn big_roadmap(n: usize) -> String {
-    // 1000 chains of 100 tasks across 100 epics; every 7th task done
-    let mut s = String::from("epics:\n");
-    let chains = n / 100;
-    for e in 0..(chains / 10).max(1) {
-        s.push_str(&format!(
-            "  - id: E{e}\n    title: epic {e}\n    milestones:\n"
-        ));
-        for m in 0..10 {
-            let chain = e * 10 + m;
-            if chain >= chains {
-                break;
-            }
-            s.push_str(&format!(
-                "      - id: E{e}.M{m}\n        title: chain {chain}\n        tasks:\n"
-            ));
-            for k in 0..100 {
-                let id = format!("T{chain}-{k}");
-                let prio = ["critical", "high", "medium", "low"][(chain + k) % 4];
-                s.push_str(&format!("          - id: {id}\n            title: task {id}\n            priority: {prio}\n"));
-                if k > 0 {
-                    s.push_str(&format!("            dependencies: [T{chain}-{}]\n", k - 1));
-                }
-                if k == 0 && chain % 7 == 0 {
-                    s.push_str("            status: done\n");
-                }
-            }
-        }
-    }
-    s
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
